@@ -1,0 +1,710 @@
+//! The agent's side of the box protocol, as plain state with no I/O.
+//!
+//! [`Session`] numbers reply events, keeps them until the bridge acknowledges them, decides
+//! what a `Turn`, `FollowUp` or `Cancel` means given the turn running now, and orders
+//! everything that must go out on stdout. The endpoint feeds it lines and drains its output;
+//! keeping the rules here, away from pipes and timers, is what lets the tests below check
+//! every rule directly.
+//!
+//! Output is not a queue of copies. Events stay in one buffer, `unacked`, and a cursor
+//! (`written`) says how far they have been handed to the writer; `Resume` just moves the
+//! cursor back. Other lines (`Ready`, `State`, `Heartbeat`, `Rejected`) wait in a short
+//! queue, each tagged with the last event that was issued before it, so they come out in
+//! the order they happened: a `State` answering `Resume` always follows the replay.
+
+use std::collections::VecDeque;
+
+use clawpen_protocol::{
+    decode, Event, EventBody, FromAgent, Line, ToAgent, TurnMessage, MAX_LINE, VERSION,
+};
+
+/// How many unacknowledged events are kept. A bridge that stops acknowledging (or is gone
+/// for a long time) must not make the box grow without bound; past this the oldest event
+/// is forgotten, with a note on stderr, and a later `Resume` cannot replay it.
+pub const MAX_UNACKED: usize = 100_000;
+
+/// How many non-event lines may wait for the writer. Only a bridge that sends lines but
+/// never reads can fill it; the oldest waiting line is dropped then.
+pub const MAX_CONTROL: usize = 1_024;
+
+/// How many finished turn ids are remembered, for `State` and for ignoring resent turns.
+pub const FINISHED_KEPT: usize = 32;
+
+/// Capacity the unacked buffer keeps once everything is acknowledged.
+const SHRINK_TO: usize = 64;
+
+/// The longest `Rejected` reason, in chars; parse errors can quote the offending input.
+const MAX_REASON: usize = 200;
+
+/// Text appended to a reply ended by `Cancel`, so the reader sees it was cut short.
+pub const STOPPED: &str = "\n\n(stopped)";
+
+/// What the endpoint must do with the provider after a line from the bridge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start answering a new turn with these messages (the session now has it running).
+    Start(Vec<TurnMessage>),
+    /// Give these messages to the running turn, after the ones it already has.
+    FollowUp(Vec<TurnMessage>),
+    /// The running turn was cancelled and finished; drop its provider run.
+    Stop,
+}
+
+/// The turn being answered now.
+#[derive(Debug)]
+struct Running {
+    /// The id its events carry.
+    id: String,
+    /// Ids of `Turn`s that arrived while it ran and were folded into it as follow-ups;
+    /// they count as finished with it, so a resend of one is not answered twice.
+    merged: Vec<String>,
+}
+
+/// A non-event line waiting for the writer.
+#[derive(Debug)]
+struct Control {
+    /// The last seq issued when the line was queued; events up to it go out first.
+    after: u64,
+    line: FromAgent,
+}
+
+/// The protocol state of one agent process.
+#[derive(Debug)]
+pub struct Session {
+    /// The seq the next event gets; seqs start at 1 in every process.
+    next_seq: u64,
+    /// Events not yet acknowledged, in seq order with no gaps.
+    unacked: VecDeque<Event>,
+    /// Highest seq handed to the writer since the last `Resume` moved it back.
+    written: u64,
+    /// Non-event lines waiting for the writer, oldest first (bounded by [`MAX_CONTROL`]).
+    control: VecDeque<Control>,
+    running: Option<Running>,
+    /// Finished turn ids, most recent last (bounded by [`FINISHED_KEPT`]).
+    finished: VecDeque<String>,
+    /// How many unacked events were forgotten because the buffer was full.
+    dropped_events: u64,
+}
+
+impl Session {
+    /// A new session whose first output line is `Ready` naming `provider`.
+    pub fn new(provider: &str) -> Self {
+        let mut session = Session {
+            next_seq: 1,
+            unacked: VecDeque::new(),
+            written: 0,
+            control: VecDeque::new(),
+            running: None,
+            finished: VecDeque::new(),
+            dropped_events: 0,
+        };
+        session.push_control(FromAgent::Ready {
+            version: VERSION,
+            provider: provider.to_owned(),
+        });
+        session
+    }
+
+    /// The id of the turn running now.
+    pub fn running(&self) -> Option<&str> {
+        self.running.as_ref().map(|running| running.id.as_str())
+    }
+
+    /// The highest seq issued so far (0 before the first event).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    /// Handle one line from the bridge. Anything that does not parse is answered with
+    /// `Rejected` and otherwise ignored. Blank lines are skipped silently: they carry
+    /// nothing and are what a person typing at the box sends by accident.
+    pub fn receive(&mut self, line: Line) -> Option<Action> {
+        let bytes = match line {
+            Line::Complete(bytes) => bytes,
+            Line::TooLong => {
+                self.reject(format!("line longer than {MAX_LINE} bytes"));
+                return None;
+            }
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        match decode::<ToAgent>(&bytes) {
+            Ok(message) => self.handle(message),
+            Err(err) => {
+                self.reject(format!("malformed line: {err}"));
+                None
+            }
+        }
+    }
+
+    /// Handle one decoded message from the bridge.
+    pub fn handle(&mut self, message: ToAgent) -> Option<Action> {
+        match message {
+            ToAgent::Resume { version, after } => {
+                self.resume(version, after);
+                None
+            }
+            ToAgent::Turn { turn, messages } => self.turn(turn, messages),
+            ToAgent::FollowUp { turn, messages } => Some(self.follow_up(turn, messages)),
+            ToAgent::Cancel { turn } => self.cancel(&turn),
+            ToAgent::Ack { seq } => {
+                while self.unacked.front().is_some_and(|event| event.seq <= seq) {
+                    self.unacked.pop_front();
+                }
+                if self.unacked.is_empty() {
+                    // A long burst leaves a big allocation behind; an idle box should be small.
+                    self.unacked.shrink_to(SHRINK_TO);
+                }
+                None
+            }
+            ToAgent::Rejected { reason } => {
+                // The bridge could not parse something we wrote: a bug on one side, worth
+                // a log line, but no reason to stop.
+                eprintln!(
+                    "clawpen-agent: bridge rejected a line: {}",
+                    truncate(&reason, MAX_REASON)
+                );
+                None
+            }
+        }
+    }
+
+    /// Record an event of the running turn; `Final` also ends the turn. Without a running
+    /// turn there is nobody to attribute the event to, so it is ignored.
+    pub fn emit(&mut self, body: EventBody) {
+        let Some(running) = &self.running else { return };
+        let is_final = body == EventBody::Final;
+        let event = Event {
+            seq: self.next_seq,
+            turn: running.id.clone(),
+            body,
+        };
+        self.next_seq += 1;
+        if self.unacked.len() >= MAX_UNACKED {
+            self.unacked.pop_front();
+            self.dropped_events += 1;
+            // One line per 10,000 keeps stderr small while the bridge is away.
+            if self.dropped_events % 10_000 == 1 {
+                eprintln!(
+                    "clawpen-agent: {} unacknowledged events kept; forgot the oldest ({} so far)",
+                    MAX_UNACKED, self.dropped_events
+                );
+            }
+        }
+        self.unacked.push_back(event);
+        if is_final {
+            self.finish();
+        }
+    }
+
+    /// Queue a `Heartbeat`, unless one is still waiting to be written (a second one would
+    /// say nothing new).
+    pub fn heartbeat(&mut self) {
+        if !self
+            .control
+            .iter()
+            .any(|control| control.line == FromAgent::Heartbeat)
+        {
+            self.push_control(FromAgent::Heartbeat);
+        }
+    }
+
+    /// Whether [`Session::next_output`] has a line.
+    pub fn has_output(&self) -> bool {
+        !self.control.is_empty() || self.pending_index().is_some()
+    }
+
+    /// The next line for stdout, in the order things happened.
+    pub fn next_output(&mut self) -> Option<FromAgent> {
+        let pending = self
+            .pending_index()
+            .and_then(|index| self.unacked.get(index));
+        if let Some(control) = self.control.front() {
+            if pending.is_none_or(|event| event.seq > control.after) {
+                return self.control.pop_front().map(|control| control.line);
+            }
+        }
+        let event = pending?.clone();
+        self.written = event.seq;
+        Some(FromAgent::Event(event))
+    }
+
+    /// Index in `unacked` of the first event after the write cursor.
+    fn pending_index(&self) -> Option<usize> {
+        let first = self.unacked.front()?.seq;
+        // Seqs in `unacked` have no gaps, so the offset from the front is the index.
+        let index = usize::try_from((self.written + 1).saturating_sub(first)).unwrap_or(usize::MAX);
+        (index < self.unacked.len()).then_some(index)
+    }
+
+    fn resume(&mut self, version: u32, after: u64) {
+        if version != VERSION {
+            self.reject(format!(
+                "protocol version {version} is not supported; this agent speaks {VERSION}"
+            ));
+            return;
+        }
+        // `after` is not an acknowledgement: after an agent restart it counts the old
+        // process's events, so trimming by it could forget events this process never sent.
+        self.written = self.written.min(after);
+        let state = FromAgent::State {
+            running: self.running().map(str::to_owned),
+            finished: self.finished.iter().cloned().collect(),
+            last_seq: self.last_seq(),
+        };
+        self.push_control(state);
+    }
+
+    fn turn(&mut self, turn: String, messages: Vec<TurnMessage>) -> Option<Action> {
+        if self.seen(&turn) {
+            // The bridge resends a turn it is unsure we got; it was answered or is being.
+            return None;
+        }
+        match &mut self.running {
+            Some(running) => {
+                // One turn runs at a time; a new turn's messages join it as follow-ups.
+                running.merged.push(turn);
+                if running.merged.len() > FINISHED_KEPT {
+                    running.merged.remove(0);
+                }
+                Some(Action::FollowUp(messages))
+            }
+            None => {
+                self.running = Some(Running {
+                    id: turn,
+                    merged: Vec::new(),
+                });
+                Some(Action::Start(messages))
+            }
+        }
+    }
+
+    /// Follow-ups are never dropped: they join whatever turn runs now, whatever its id
+    /// (there is only ever one). With none running they start a turn of their own. It
+    /// takes the follow-up's id unless that turn already finished; then, because `Final`
+    /// promised nothing more comes for that id, it gets a new one: `<id>+<first seq>`.
+    fn follow_up(&mut self, turn: String, messages: Vec<TurnMessage>) -> Action {
+        if self.running.is_some() {
+            return Action::FollowUp(messages);
+        }
+        let running = if self.seen(&turn) {
+            // It still answers to the old id, so the bridge's `Cancel` for that stops it.
+            Running {
+                id: format!("{turn}+{}", self.next_seq),
+                merged: vec![turn],
+            }
+        } else {
+            Running {
+                id: turn,
+                merged: Vec::new(),
+            }
+        };
+        self.running = Some(running);
+        Action::Start(messages)
+    }
+
+    fn cancel(&mut self, turn: &str) -> Option<Action> {
+        let running = self.running.as_ref()?;
+        if running.id != turn && !running.merged.iter().any(|id| id == turn) {
+            // Already over (or never started): nothing to stop.
+            return None;
+        }
+        self.emit(EventBody::TextDelta {
+            text: STOPPED.to_owned(),
+        });
+        self.emit(EventBody::Final);
+        Some(Action::Stop)
+    }
+
+    fn finish(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        for id in running.merged.into_iter().chain([running.id]) {
+            if self.finished.contains(&id) {
+                continue;
+            }
+            if self.finished.len() >= FINISHED_KEPT {
+                self.finished.pop_front();
+            }
+            self.finished.push_back(id);
+        }
+    }
+
+    fn seen(&self, turn: &str) -> bool {
+        let running = self.running.as_ref().is_some_and(|running| {
+            running.id == turn || running.merged.iter().any(|id| id == turn)
+        });
+        running || self.finished.iter().any(|id| id == turn)
+    }
+
+    fn reject(&mut self, reason: String) {
+        self.push_control(FromAgent::Rejected {
+            reason: truncate(&reason, MAX_REASON),
+        });
+    }
+
+    fn push_control(&mut self, line: FromAgent) {
+        if self.control.len() >= MAX_CONTROL {
+            self.control.pop_front();
+            eprintln!("clawpen-agent: output blocked; dropped a waiting line");
+        }
+        self.control.push_back(Control {
+            after: self.last_seq(),
+            line,
+        });
+    }
+}
+
+/// `text` cut to at most `max` chars, on a char boundary.
+fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(text: &str) -> TurnMessage {
+        TurnMessage {
+            id: format!("m-{text}"),
+            sender: "ann".into(),
+            at: 0,
+            text: text.into(),
+        }
+    }
+
+    fn turn(id: &str, texts: &[&str]) -> ToAgent {
+        ToAgent::Turn {
+            turn: id.into(),
+            messages: texts.iter().map(|text| message(text)).collect(),
+        }
+    }
+
+    fn delta(text: &str) -> EventBody {
+        EventBody::TextDelta { text: text.into() }
+    }
+
+    /// Everything the session would write now.
+    fn drain(session: &mut Session) -> Vec<FromAgent> {
+        std::iter::from_fn(|| session.next_output()).collect()
+    }
+
+    /// A session past its `Ready` line.
+    fn started() -> Session {
+        let mut session = Session::new("echo");
+        assert_eq!(
+            drain(&mut session),
+            vec![FromAgent::Ready {
+                version: VERSION,
+                provider: "echo".into()
+            }]
+        );
+        session
+    }
+
+    fn seqs(lines: &[FromAgent]) -> Vec<u64> {
+        lines
+            .iter()
+            .filter_map(|line| match line {
+                FromAgent::Event(event) => Some(event.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Run a whole turn `id` whose reply is `text`, returning what was written.
+    fn answer(session: &mut Session, id: &str, text: &str) -> Vec<FromAgent> {
+        assert_eq!(
+            session.handle(turn(id, &["q"])),
+            Some(Action::Start(vec![message("q")]))
+        );
+        session.emit(delta(text));
+        session.emit(EventBody::Final);
+        drain(session)
+    }
+
+    #[test]
+    fn events_are_numbered_from_one_and_written_once() {
+        let mut session = started();
+        let lines = answer(&mut session, "t1", "hi");
+        assert_eq!(seqs(&lines), vec![1, 2]);
+        assert!(
+            matches!(&lines[0], FromAgent::Event(Event { turn, body, .. }) if turn == "t1" && *body == delta("hi"))
+        );
+        assert!(!session.has_output());
+        assert_eq!(session.running(), None);
+    }
+
+    #[test]
+    fn ack_forgets_events_up_to_seq_and_resume_replays_the_rest_then_state() {
+        let mut session = started();
+        answer(&mut session, "t1", "a");
+        answer(&mut session, "t2", "b");
+        session.handle(ToAgent::Ack { seq: 2 });
+
+        session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: 0,
+        });
+        let lines = drain(&mut session);
+        assert_eq!(seqs(&lines), vec![3, 4], "acked events are gone");
+        assert_eq!(
+            lines.last(),
+            Some(&FromAgent::State {
+                running: None,
+                finished: vec!["t1".into(), "t2".into()],
+                last_seq: 4
+            })
+        );
+
+        // Resume after 3: only 4 again.
+        session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: 3,
+        });
+        assert_eq!(seqs(&drain(&mut session)), vec![4]);
+    }
+
+    #[test]
+    fn state_waits_for_the_replay_but_not_for_later_events() {
+        let mut session = started();
+        session.handle(turn("t1", &["q"]));
+        session.emit(delta("a"));
+        session.emit(delta("b"));
+        drain(&mut session);
+
+        session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: 1,
+        });
+        session.emit(delta("c"));
+        let lines = drain(&mut session);
+        assert!(matches!(&lines[0], FromAgent::Event(Event { seq: 2, .. })));
+        assert_eq!(
+            lines[1],
+            FromAgent::State {
+                running: Some("t1".into()),
+                finished: vec![],
+                last_seq: 2
+            }
+        );
+        assert!(matches!(&lines[2], FromAgent::Event(Event { seq: 3, .. })));
+    }
+
+    #[test]
+    fn resume_with_a_foreign_version_is_rejected() {
+        let mut session = started();
+        session.handle(ToAgent::Resume {
+            version: VERSION + 1,
+            after: 0,
+        });
+        assert!(matches!(
+            &drain(&mut session)[..],
+            [FromAgent::Rejected { .. }]
+        ));
+    }
+
+    #[test]
+    fn resent_turns_are_ignored_while_running_and_after_finishing() {
+        let mut session = started();
+        assert!(matches!(
+            session.handle(turn("t1", &["q"])),
+            Some(Action::Start(_))
+        ));
+        assert_eq!(session.handle(turn("t1", &["q"])), None);
+        session.emit(EventBody::Final);
+        assert_eq!(session.handle(turn("t1", &["q"])), None);
+        assert!(matches!(
+            session.handle(turn("t2", &["q"])),
+            Some(Action::Start(_))
+        ));
+    }
+
+    #[test]
+    fn finished_list_keeps_the_most_recent_turns() {
+        let mut session = started();
+        for n in 0..FINISHED_KEPT + 3 {
+            answer(&mut session, &format!("t{n}"), "x");
+        }
+        session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: session.last_seq(),
+        });
+        let Some(FromAgent::State { finished, .. }) = drain(&mut session).pop() else {
+            panic!("no state")
+        };
+        assert_eq!(finished.len(), FINISHED_KEPT);
+        assert_eq!(finished.first().map(String::as_str), Some("t3"));
+        assert_eq!(
+            finished.last().map(String::as_str),
+            Some(format!("t{}", FINISHED_KEPT + 2).as_str())
+        );
+    }
+
+    #[test]
+    fn a_turn_arriving_while_another_runs_is_a_follow_up_and_finishes_with_it() {
+        let mut session = started();
+        session.handle(turn("t1", &["a"]));
+        assert_eq!(
+            session.handle(turn("t2", &["b", "c"])),
+            Some(Action::FollowUp(vec![message("b"), message("c")]))
+        );
+        assert_eq!(
+            session.handle(turn("t2", &["b"])),
+            None,
+            "a resend of the merged turn"
+        );
+        session.emit(EventBody::Final);
+        assert_eq!(session.handle(turn("t2", &["b"])), None);
+        session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: 0,
+        });
+        let Some(FromAgent::State { finished, .. }) = drain(&mut session).pop() else {
+            panic!("no state")
+        };
+        assert_eq!(finished, vec!["t2".to_owned(), "t1".to_owned()]);
+    }
+
+    #[test]
+    fn follow_ups_are_never_dropped() {
+        let mut session = started();
+        // Nothing running: the follow-up starts its turn.
+        assert_eq!(
+            session.handle(ToAgent::FollowUp {
+                turn: "t1".into(),
+                messages: vec![message("a")]
+            }),
+            Some(Action::Start(vec![message("a")]))
+        );
+        assert_eq!(session.running(), Some("t1"));
+        // Another id while t1 runs: joins t1.
+        assert_eq!(
+            session.handle(ToAgent::FollowUp {
+                turn: "t0".into(),
+                messages: vec![message("b")]
+            }),
+            Some(Action::FollowUp(vec![message("b")]))
+        );
+        session.emit(EventBody::Final);
+        // A follow-up for the finished t1 starts a turn with a fresh id.
+        assert_eq!(
+            session.handle(ToAgent::FollowUp {
+                turn: "t1".into(),
+                messages: vec![message("c")]
+            }),
+            Some(Action::Start(vec![message("c")]))
+        );
+        assert_eq!(session.running(), Some("t1+2"));
+        assert_eq!(
+            session.handle(ToAgent::Cancel { turn: "t1".into() }),
+            Some(Action::Stop)
+        );
+        session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: 0,
+        });
+        let Some(FromAgent::State { finished, .. }) = drain(&mut session).pop() else {
+            panic!("no state")
+        };
+        assert_eq!(finished, vec!["t1".to_owned(), "t1+2".to_owned()]);
+    }
+
+    #[test]
+    fn cancel_ends_the_running_turn_with_a_note() {
+        let mut session = started();
+        session.handle(turn("t1", &["q"]));
+        session.emit(delta("par"));
+        assert_eq!(
+            session.handle(ToAgent::Cancel {
+                turn: "other".into()
+            }),
+            None
+        );
+        assert_eq!(
+            session.handle(ToAgent::Cancel { turn: "t1".into() }),
+            Some(Action::Stop)
+        );
+        let bodies: Vec<EventBody> = drain(&mut session)
+            .into_iter()
+            .filter_map(|line| match line {
+                FromAgent::Event(event) => Some(event.body),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bodies, vec![delta("par"), delta(STOPPED), EventBody::Final]);
+        assert_eq!(session.running(), None);
+        assert_eq!(session.handle(ToAgent::Cancel { turn: "t1".into() }), None);
+    }
+
+    #[test]
+    fn malformed_and_too_long_lines_are_rejected_and_ignored() {
+        let mut session = started();
+        assert_eq!(session.receive(Line::Complete(b"not json".to_vec())), None);
+        assert_eq!(
+            session.receive(Line::Complete(br#"{"type":"launch_missiles"}"#.to_vec())),
+            None
+        );
+        assert_eq!(session.receive(Line::TooLong), None);
+        assert_eq!(session.receive(Line::Complete(b"  \r".to_vec())), None);
+        let huge = format!(r#"{{"type":"{}"}}"#, "x".repeat(10_000));
+        assert_eq!(session.receive(Line::Complete(huge.into_bytes())), None);
+        let lines = drain(&mut session);
+        assert_eq!(lines.len(), 4, "{lines:?}");
+        for line in &lines {
+            let FromAgent::Rejected { reason } = line else {
+                panic!("{line:?}")
+            };
+            assert!(reason.chars().count() <= MAX_REASON + 1, "{reason}");
+        }
+        // And the session still works.
+        let start = session.receive(Line::Complete(
+            br#"{"type":"turn","turn":"t1","messages":[]}"#.to_vec(),
+        ));
+        assert_eq!(start, Some(Action::Start(vec![])));
+    }
+
+    #[test]
+    fn the_unacked_buffer_is_bounded() {
+        let mut session = started();
+        session.handle(turn("t1", &["q"]));
+        for _ in 0..MAX_UNACKED + 5 {
+            session.emit(delta("x"));
+        }
+        assert_eq!(session.unacked.len(), MAX_UNACKED);
+        // Never-written events that were forgotten are skipped, not waited for.
+        assert!(matches!(
+            session.next_output(),
+            Some(FromAgent::Event(Event { seq: 6, .. }))
+        ));
+    }
+
+    #[test]
+    fn heartbeats_do_not_pile_up_behind_blocked_output() {
+        let mut session = started();
+        session.heartbeat();
+        session.heartbeat();
+        assert_eq!(drain(&mut session), vec![FromAgent::Heartbeat]);
+        session.heartbeat();
+        assert_eq!(drain(&mut session), vec![FromAgent::Heartbeat]);
+    }
+
+    #[test]
+    fn events_without_a_running_turn_are_ignored() {
+        let mut session = started();
+        session.emit(delta("stray"));
+        assert_eq!(session.last_seq(), 0);
+        assert!(!session.has_output());
+    }
+
+    #[test]
+    fn truncate_cuts_on_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("hé", 2), "hé");
+    }
+}

@@ -1,0 +1,259 @@
+//! The box protocol: what the clawpen bridge and clawpen-agent say to each other.
+//!
+//! The box's only channel is its attached stdin/stdout, reached through the Docker API.
+//! Both directions carry line-delimited JSON, one message per line, each with a `type`.
+//!
+//! - The bridge writes [`ToAgent`] lines to the box's stdin: turns, follow-ups, cancels,
+//!   acknowledgements, and a [`ToAgent::Resume`] after every (re-)attach.
+//! - clawpen-agent writes [`FromAgent`] lines to stdout. Everything that is part of a reply
+//!   is an [`Event`] with a sequence number; the agent keeps every event until the bridge
+//!   acknowledges it, and replays the unacknowledged ones on `Resume`. That is how a bridge
+//!   restart mid-turn neither loses nor repeats any part of a reply.
+//!
+//! Sequence numbers start at 1 in every agent process and grow by one per event.
+//! A line that does not parse is answered with [`FromAgent::Rejected`] /
+//! [`ToAgent::Rejected`] and otherwise ignored; it never ends the session.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version; both sides send it and refuse a major mismatch.
+pub const VERSION: u32 = 1;
+
+/// The longest line either side accepts. A longer line is discarded and rejected, so a box
+/// cannot make the bridge buffer without bound.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The environment variable naming the agent's provider inside the box (`echo`, ...).
+pub const ENV_PROVIDER: &str = "CLAWPEN_PROVIDER";
+
+/// The environment variable naming the echo provider's delay between chunks, in ms.
+pub const ENV_ECHO_DELAY_MS: &str = "CLAWPEN_ECHO_DELAY_MS";
+
+/// One user message inside a turn.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnMessage {
+    /// The platform message id (for logs and dedupe inside the box).
+    pub id: String,
+    /// Who sent it, as shown to the agent.
+    pub sender: String,
+    /// When it was sent, seconds since the Unix epoch.
+    pub at: u64,
+    /// The text.
+    pub text: String,
+}
+
+/// A line from the bridge to the box.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ToAgent {
+    /// Sent first after every attach: replay every event after `after`, then report state.
+    Resume {
+        /// The bridge's protocol version.
+        version: u32,
+        /// The last sequence number the bridge has processed durably.
+        after: u64,
+    },
+    /// Start a turn answering these messages. A turn id the agent has already seen is
+    /// ignored, so the bridge may resend a turn it is unsure the agent received.
+    Turn {
+        /// Unique id of the turn.
+        turn: String,
+        /// The messages it answers, in order.
+        messages: Vec<TurnMessage>,
+    },
+    /// More messages for the running turn, given to the agent at its next step.
+    FollowUp {
+        /// The turn they belong to.
+        turn: String,
+        /// The messages, in order.
+        messages: Vec<TurnMessage>,
+    },
+    /// End the running turn now (`/stop`).
+    Cancel {
+        /// The turn to end.
+        turn: String,
+    },
+    /// Every event up to and including `seq` is processed; the agent may forget them.
+    Ack {
+        /// The highest processed sequence number.
+        seq: u64,
+    },
+    /// The bridge could not parse a line the box sent.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a reply event says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventBody {
+    /// More reply text, appended to what came before.
+    TextDelta {
+        /// The new text.
+        text: String,
+    },
+    /// A short status line ("running: cargo test"); not part of the reply text.
+    Status {
+        /// The line.
+        text: String,
+    },
+    /// The turn failed; the message is shown to the user.
+    Error {
+        /// What went wrong, in words for the user.
+        message: String,
+    },
+    /// The turn is over; nothing more comes for it.
+    Final,
+}
+
+/// A sequenced reply event, kept by the agent until acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Sequence number, from 1 in each agent process.
+    pub seq: u64,
+    /// The turn it belongs to.
+    pub turn: String,
+    /// What it says.
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// A line from the box to the bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FromAgent {
+    /// The agent is up (first line of a new process).
+    Ready {
+        /// The agent's protocol version.
+        version: u32,
+        /// Which provider answers (`echo`, ...).
+        provider: String,
+    },
+    /// Answer to `Resume`, sent after the replayed events.
+    State {
+        /// The turn running now, if any.
+        running: Option<String>,
+        /// The turns this process has finished, most recent last (bounded).
+        finished: Vec<String>,
+        /// The highest sequence number issued so far.
+        last_seq: u64,
+    },
+    /// A reply event.
+    Event(Event),
+    /// The agent is alive and working on a turn.
+    Heartbeat,
+    /// The agent could not parse a line the bridge sent.
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Encode a message as one protocol line, newline included.
+pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = serde_json::to_vec(message)?;
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// Decode one protocol line (with or without its newline).
+pub fn decode<'a, T: Deserialize<'a>>(line: &'a [u8]) -> Result<T, serde_json::Error> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    serde_json::from_slice(line)
+}
+
+/// Splits a byte stream into protocol lines, bounded by [`MAX_LINE`].
+///
+/// Docker delivers attach output in frames that need not align with lines; this buffers
+/// the partial line between frames.
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    buf: Vec<u8>,
+    /// Set while discarding the rest of an over-long line.
+    overflowed: bool,
+}
+
+/// One item out of a [`LineBuffer`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line, without its newline.
+    Complete(Vec<u8>),
+    /// A line longer than [`MAX_LINE`] was discarded.
+    TooLong,
+}
+
+impl LineBuffer {
+    /// Feed bytes; returns the lines they complete.
+    pub fn push(&mut self, mut bytes: &[u8]) -> Vec<Line> {
+        let mut out = Vec::new();
+        while let Some(pos) = bytes.iter().position(|b| *b == b'\n') {
+            let (head, rest) = bytes.split_at(pos);
+            bytes = &rest[1..];
+            if self.overflowed || self.buf.len() + head.len() > MAX_LINE {
+                self.buf.clear();
+                self.overflowed = false;
+                out.push(Line::TooLong);
+                continue;
+            }
+            self.buf.extend_from_slice(head);
+            out.push(Line::Complete(std::mem::take(&mut self.buf)));
+        }
+        if self.overflowed || self.buf.len() + bytes.len() > MAX_LINE {
+            self.buf.clear();
+            self.overflowed = true;
+        } else {
+            self.buf.extend_from_slice(bytes);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_as_flat_json_lines() {
+        let event = FromAgent::Event(Event {
+            seq: 7,
+            turn: "t1".into(),
+            body: EventBody::TextDelta {
+                text: "hi\nthere".into(),
+            },
+        });
+        let line = encode(&event).unwrap_or_default();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let text = String::from_utf8_lossy(&line);
+        assert!(text.contains(r#""type":"event""#), "{text}");
+        assert!(text.contains(r#""kind":"text_delta""#), "{text}");
+        assert_eq!(decode::<FromAgent>(&line).ok(), Some(event));
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(decode::<FromAgent>(b"not json").is_err());
+        assert!(decode::<ToAgent>(br#"{"type":"launch_missiles"}"#).is_err());
+    }
+
+    #[test]
+    fn line_buffer_joins_frames_and_bounds_lines() {
+        let mut lines = LineBuffer::default();
+        assert!(lines.push(b"ab").is_empty());
+        assert_eq!(
+            lines.push(b"c\nde\n"),
+            vec![
+                Line::Complete(b"abc".to_vec()),
+                Line::Complete(b"de".to_vec())
+            ]
+        );
+        let huge = vec![b'x'; MAX_LINE + 1];
+        assert!(lines.push(&huge).is_empty());
+        assert_eq!(
+            lines.push(b"tail\nok\n"),
+            vec![Line::TooLong, Line::Complete(b"ok".to_vec())]
+        );
+    }
+}

@@ -1,0 +1,55 @@
+//! `clawpen status`: what the daemon is doing, or which boxes exist when none runs.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::control;
+use crate::sandbox::Sandbox;
+use crate::store::Store;
+
+pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
+    if let Some(status) = control::query_status(&config.control_socket()).await {
+        println!(
+            "daemon: running; live boxes {}/{}",
+            status.live_boxes, status.max_boxes
+        );
+        if status.conversations.is_empty() {
+            println!("no live conversations");
+        }
+        for c in status.conversations {
+            let container = c
+                .container
+                .as_deref()
+                .map(|c| &c[..c.len().min(12)])
+                .unwrap_or("-");
+            println!(
+                "{:<40} {:<14} {:<22} queued {}",
+                c.conversation, container, c.state, c.queued
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("daemon: not running");
+    let store = Store::open(&config.store_dir())?;
+    let sandbox = Sandbox::connect(config, &store.instance_id()).await?;
+    let boxes = sandbox.list().await?;
+    let conversations = store.conversations()?;
+    println!(
+        "{} conversations, {} boxes",
+        conversations.len(),
+        boxes.len()
+    );
+    for b in boxes {
+        let key = b
+            .conversation
+            .map(|k| k.to_string())
+            .unwrap_or_else(|| "?".into());
+        println!(
+            "{:<40} {:<14} {}",
+            key,
+            &b.id[..b.id.len().min(12)],
+            if b.running { "running" } else { "stopped" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

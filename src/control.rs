@@ -1,0 +1,187 @@
+//! The daemon's local control socket: `clawpen chat` and `clawpen status` go through the
+//! running daemon, because the store has one owner.
+//!
+//! Line-delimited JSON over a Unix socket in the data directory (mode 0600). A connection
+//! starts with one [`Request`]; a `chat` connection then carries [`ChatLine`]s from the
+//! client and [`TerminalEvent`]s back.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use clawpen_adapters::terminal::{TerminalAdapter, TerminalEvent, PLATFORM};
+use clawpen_adapters::{ConversationKey, Inbound, InboundSink};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::router::{ConversationStatus, Router};
+
+/// The first line of a control connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// What the daemon is doing.
+    Status,
+    /// Talk to a terminal conversation.
+    Chat {
+        /// The conversation's name (the chat id of `terminal:<name>`).
+        conversation: String,
+    },
+}
+
+/// Answer to [`Request::Status`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReply {
+    /// Live conversations.
+    pub conversations: Vec<ConversationStatus>,
+    /// Boxes alive now.
+    pub live_boxes: usize,
+    /// The cap on live boxes.
+    pub max_boxes: usize,
+}
+
+/// A line from a chat client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatLine {
+    /// The message text.
+    pub text: String,
+}
+
+/// A new inbound message of a terminal conversation.
+pub fn terminal_inbound(conversation: &ConversationKey, text: &str) -> Inbound {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Inbound {
+        id: format!("{:x}-{:x}", now.as_nanos(), std::process::id()),
+        conversation: conversation.clone(),
+        sender_id: "local".into(),
+        sender_name: std::env::var("USER").unwrap_or_else(|_| "you".into()),
+        text: text.to_string(),
+        attachments: Vec::new(),
+        reply_to: None,
+        addressed: true,
+        at: now.as_secs(),
+    }
+}
+
+/// Serve the control socket until `shutdown`.
+pub async fn serve(
+    path: &Path,
+    router: Router,
+    terminal: Arc<TerminalAdapter>,
+    max_boxes: usize,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) -> std::io::Result<()> {
+    // A socket left by a killed daemon: nobody answers on it, so it can go.
+    if path.exists() && UnixStream::connect(path).await.is_err() {
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let (router, terminal, shutdown) = (router.clone(), terminal.clone(), shutdown.clone());
+        tracker.spawn(async move {
+            if let Err(e) = handle(stream, router, terminal, max_boxes, shutdown).await {
+                tracing::debug!(error = %e, "control connection ended");
+            }
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
+async fn handle(
+    stream: UnixStream,
+    router: Router,
+    terminal: Arc<TerminalAdapter>,
+    max_boxes: usize,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let Some(first) = lines.next_line().await? else {
+        return Ok(());
+    };
+    let request: Request = match serde_json::from_str(&first) {
+        Ok(request) => request,
+        Err(e) => {
+            write
+                .write_all(format!("{{\"error\":{:?}}}\n", e.to_string()).as_bytes())
+                .await?;
+            return Ok(());
+        }
+    };
+    match request {
+        Request::Status => {
+            let reply = StatusReply {
+                conversations: router.status(),
+                live_boxes: router.live_boxes(),
+                max_boxes,
+            };
+            let mut line = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
+            line.push(b'\n');
+            write.write_all(&line).await
+        }
+        Request::Chat { conversation } => {
+            let key = ConversationKey::new(PLATFORM, conversation);
+            let mut events = terminal.watch(&key);
+            loop {
+                tokio::select! {
+                    line = lines.next_line() => {
+                        let Some(line) = line? else { break };
+                        let Ok(chat) = serde_json::from_str::<ChatLine>(&line) else {
+                            tracing::warn!("malformed chat line on the control socket");
+                            continue;
+                        };
+                        if let Err(e) = router.accept(terminal_inbound(&key, &chat.text)).await {
+                            let event = TerminalEvent::Status { text: format!("not accepted: {e}") };
+                            send_event(&mut write, &event).await?;
+                        }
+                    }
+                    event = events.recv() => {
+                        let Some(event) = event else { break };
+                        send_event(&mut write, &event).await?;
+                    }
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            // The client left; its conversation's actor goes on and the store keeps the reply.
+            Ok(())
+        }
+    }
+}
+
+async fn send_event(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    event: &TerminalEvent,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+/// Ask a running daemon for its status; `None` when no daemon answers.
+pub async fn query_status(path: &Path) -> Option<StatusReply> {
+    let stream = UnixStream::connect(path).await.ok()?;
+    let (read, mut write) = stream.into_split();
+    let mut request = serde_json::to_vec(&Request::Status).ok()?;
+    request.push(b'\n');
+    write.write_all(&request).await.ok()?;
+    let line = BufReader::new(read).lines().next_line().await.ok()??;
+    serde_json::from_str(&line).ok()
+}

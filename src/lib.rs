@@ -1,0 +1,25 @@
+//! clawpen: a sandboxed chat-agent bridge. People talk to an AI agent from chat; every
+//! conversation gets its own hardened container (its "box"), and replies stream back.
+//!
+//! # Layout
+//! - [`config`]: the TOML file and environment, secrets redacted.
+//! - [`store`]: sled, the one durable place: conversations, inbound log, delivery state.
+//! - [`sandbox`]: boxes through the Docker API: hardening, volumes, attach, image build.
+//! - [`router`]: one actor per conversation, the live-box cap, turns and replies.
+//! - [`control`]: the daemon's local socket for `chat` and `status`.
+//! - [`daemon`]: starting and stopping all of it.
+//! - [`cli`]: the `clawpen` subcommands.
+//!
+//! The box protocol lives in the `clawpen-protocol` crate (shared with clawpen-agent) and
+//! the adapters and the reply-streaming policy in `clawpen-adapters`.
+
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod router;
+pub mod sandbox;
+pub mod store;
+
+pub use clawpen_adapters as adapters;
+pub use clawpen_protocol as protocol;

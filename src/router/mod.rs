@@ -1,0 +1,339 @@
+//! The router: gives each conversation one actor, and each actor its box.
+//!
+//! Inbound messages are stored durably first ([`InboundSink::accept`] returns only then),
+//! then handed to the conversation's actor, which owns its queue, its box and its running
+//! turn. A semaphore caps live boxes; tokio's semaphore is fair, so conversations waiting
+//! for a slot are served first come, first served.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use clawpen_adapters::{Accepted, Adapter, ConversationKey, Inbound, InboundSink, SinkError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+mod actor;
+mod turn;
+
+use actor::{Actor, Command, Start};
+
+use crate::sandbox::Sandbox;
+use crate::store::{InboundState, InsertOutcome, Store, TurnRecord};
+
+/// Commands waiting for one conversation's actor. When full, `accept` waits: the message
+/// is already stored, so the adapter is merely slowed, and nothing is lost.
+const MAILBOX_CAPACITY: usize = 64;
+
+/// Timing knobs of the router.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// The most boxes alive at once.
+    pub max_boxes: usize,
+    /// How long an idle box lives.
+    pub idle_timeout: Duration,
+    /// How long a turn may go without any sign of life from its box.
+    pub turn_stall: Duration,
+}
+
+/// What one conversation is doing, for `clawpen status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationStatus {
+    /// The conversation key.
+    pub conversation: String,
+    /// Its container id, while it has a live box.
+    pub container: Option<String>,
+    /// What it is doing.
+    pub state: String,
+    /// Messages stored but not yet given to its agent.
+    pub queued: usize,
+}
+
+/// Handle to the router; cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    shared: Arc<Shared>,
+}
+
+/// State shared by the router and every actor.
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) config: RouterConfig,
+    pub(crate) adapters: HashMap<String, Arc<dyn Adapter>>,
+    /// One permit per live box; waiting for one is the fair queue of conversations.
+    pub(crate) slots: Arc<Semaphore>,
+    /// The mailbox of every live actor. A std mutex: held only to look up or insert.
+    actors: Mutex<HashMap<ConversationKey, mpsc::Sender<Command>>>,
+    /// What each live actor is doing; written by actors, read by `status`.
+    status: Mutex<HashMap<ConversationKey, ConversationStatus>>,
+    /// Every actor task, so shutdown can wait for them.
+    pub(crate) tracker: TaskTracker,
+    /// Fired on shutdown: actors finish their turn and stop.
+    pub(crate) shutdown: CancellationToken,
+    /// Cleared when shutdown begins: nothing new is accepted.
+    accepting: AtomicBool,
+    /// Makes turn ids unique within one process.
+    pub(crate) turn_counter: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned map only means an actor panicked mid-update; the data is still usable.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn set_status(
+        &self,
+        key: &ConversationKey,
+        container: Option<&str>,
+        state: &str,
+        queued: usize,
+    ) {
+        lock(&self.status).insert(
+            key.clone(),
+            ConversationStatus {
+                conversation: key.to_string(),
+                container: container.map(str::to_string),
+                state: state.to_string(),
+                queued,
+            },
+        );
+    }
+
+    /// Called by an actor that wants to exit: succeeds only if no command is waiting, so a
+    /// message sent concurrently is never stranded in a dead mailbox.
+    pub(crate) fn try_retire(
+        &self,
+        key: &ConversationKey,
+        mailbox: &mpsc::Receiver<Command>,
+    ) -> bool {
+        let mut actors = lock(&self.actors);
+        if !mailbox.is_empty() {
+            return false;
+        }
+        actors.remove(key);
+        lock(&self.status).remove(key);
+        true
+    }
+
+    pub(crate) fn adapter(&self, key: &ConversationKey) -> Option<Arc<dyn Adapter>> {
+        self.adapters.get(&key.platform).cloned()
+    }
+}
+
+impl Router {
+    /// A router over the given store, sandbox and adapters (keyed by platform name).
+    pub fn new(
+        store: Store,
+        sandbox: Sandbox,
+        adapters: Vec<Arc<dyn Adapter>>,
+        config: RouterConfig,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let adapters = adapters
+            .into_iter()
+            .map(|a| (a.platform().to_string(), a))
+            .collect();
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                sandbox,
+                slots: Arc::new(Semaphore::new(config.max_boxes)),
+                config,
+                adapters,
+                actors: Mutex::new(HashMap::new()),
+                status: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                shutdown,
+                accepting: AtomicBool::new(true),
+                turn_counter: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Reconcile with what survived the last run, before anything new is accepted:
+    /// remove boxes of unknown conversations, resume interrupted turns, re-adopt running
+    /// boxes, and queue stored messages that never reached a box.
+    pub async fn recover(&self) -> Result<(), crate::sandbox::SandboxError> {
+        let store = &self.shared.store;
+        let known: std::collections::HashSet<ConversationKey> = store
+            .conversations()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        let mut running = Vec::new();
+        for info in self.shared.sandbox.list().await? {
+            match &info.conversation {
+                Some(key) if known.contains(key) => {
+                    if info.running {
+                        running.push(key.clone());
+                    }
+                }
+                other => {
+                    tracing::info!(r#box = %info.name, conversation = ?other, "removing the box of an unknown conversation");
+                    match other {
+                        Some(key) => self.shared.sandbox.remove_box(key).await?,
+                        None => self.shared.sandbox.kill(&info.id).await?,
+                    }
+                }
+            }
+        }
+        let turns: HashMap<ConversationKey, TurnRecord> = store
+            .turns()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| (t.conversation.clone(), t))
+            .collect();
+        let mut keys: Vec<ConversationKey> = store.conversations_with_pending().unwrap_or_default();
+        keys.extend(turns.keys().cloned());
+        keys.extend(running.iter().cloned());
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            let queue = store
+                .pending_inbound(&key)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|s| matches!(s.state, InboundState::Pending))
+                .map(|s| s.inbound)
+                .collect();
+            let start = Start {
+                queue,
+                resume: turns.get(&key).cloned(),
+                adopt: running.contains(&key),
+            };
+            tracing::info!(conversation = %key, resume = start.resume.is_some(), adopt = start.adopt, "recovering conversation");
+            self.spawn_actor(key, start);
+        }
+        Ok(())
+    }
+
+    fn spawn_actor(&self, key: ConversationKey, start: Start) -> mpsc::Sender<Command> {
+        let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
+        lock(&self.shared.actors).insert(key.clone(), tx.clone());
+        self.shared
+            .set_status(&key, None, "starting", start.queue.len());
+        let actor = Actor::new(key, self.shared.clone(), rx);
+        self.shared.tracker.spawn(actor.run(start));
+        tx
+    }
+
+    /// Hand a command to a conversation's actor, starting one if needed.
+    async fn dispatch(&self, key: &ConversationKey, mut command: Command) {
+        loop {
+            let existing = lock(&self.shared.actors).get(key).cloned();
+            let sender = match existing {
+                Some(sender) => sender,
+                None => match command {
+                    Command::Inbound(message) => {
+                        let start = Start {
+                            queue: vec![*message],
+                            resume: None,
+                            adopt: false,
+                        };
+                        self.spawn_actor(key.clone(), start);
+                        return;
+                    }
+                    // Nothing runs, so there is nothing to cancel.
+                    Command::Cancel => return,
+                },
+            };
+            match sender.send(command).await {
+                Ok(()) => return,
+                // The actor retired between lookup and send: take the command back, retry.
+                Err(mpsc::error::SendError(back)) => {
+                    let mut actors = lock(&self.shared.actors);
+                    if actors.get(key).is_some_and(|s| s.same_channel(&sender)) {
+                        actors.remove(key);
+                    }
+                    command = back;
+                }
+            }
+        }
+    }
+
+    /// End the running turn of a conversation (`/stop`).
+    pub async fn cancel(&self, key: &ConversationKey) {
+        self.dispatch(key, Command::Cancel).await;
+    }
+
+    /// What every live conversation is doing.
+    pub fn status(&self) -> Vec<ConversationStatus> {
+        let mut list: Vec<ConversationStatus> =
+            lock(&self.shared.status).values().cloned().collect();
+        list.sort_by(|a, b| a.conversation.cmp(&b.conversation));
+        list
+    }
+
+    /// Boxes alive now (slots in use).
+    pub fn live_boxes(&self) -> usize {
+        self.shared.config.max_boxes - self.shared.slots.available_permits()
+    }
+
+    /// The store the router writes to.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+
+    /// The sandbox the router runs boxes in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.shared.sandbox
+    }
+
+    /// Stop accepting messages and tell actors to wind down after their running turn.
+    pub fn begin_shutdown(&self) {
+        self.shared.accepting.store(false, Ordering::SeqCst);
+        self.shared.shutdown.cancel();
+        self.shared.tracker.close();
+    }
+
+    /// Wait for every actor to stop, up to `deadline`; returns the conversations still busy.
+    pub async fn wait_stopped(&self, deadline: Duration) -> Vec<String> {
+        self.shared.tracker.close();
+        if tokio::time::timeout(deadline, self.shared.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return Vec::new();
+        }
+        lock(&self.shared.actors)
+            .keys()
+            .map(ToString::to_string)
+            .collect()
+    }
+}
+
+#[async_trait]
+impl InboundSink for Router {
+    async fn accept(&self, message: Inbound) -> Result<Accepted, SinkError> {
+        if !self.shared.accepting.load(Ordering::SeqCst) {
+            return Err(SinkError::ShuttingDown);
+        }
+        let store = &self.shared.store;
+        match store.insert_inbound(&message) {
+            Ok(InsertOutcome::Duplicate) => return Ok(Accepted::Duplicate),
+            Ok(InsertOutcome::New) => {}
+            Err(e) => return Err(SinkError::Store(e.to_string())),
+        }
+        if let Err(e) = store.touch_conversation(&message.conversation, message.at) {
+            tracing::warn!(conversation = %message.conversation, error = %e, "could not record the conversation");
+        }
+        if !message.addressed {
+            // Not for the bot: kept in the log as context, no turn.
+            let _ = store.set_inbound_state(&message.conversation, &message.id, InboundState::Done);
+            return Ok(Accepted::Stored);
+        }
+        let key = message.conversation.clone();
+        self.dispatch(&key, Command::Inbound(Box::new(message)))
+            .await;
+        Ok(Accepted::Stored)
+    }
+}

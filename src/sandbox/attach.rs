@@ -1,0 +1,156 @@
+//! The attached stdin/stdout of a running box: the box's only channel to the world.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::query_parameters::AttachContainerOptions;
+use bollard::Docker;
+use clawpen_protocol::{FromAgent, Line, LineBuffer, ToAgent};
+use futures_util::StreamExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::SandboxError;
+
+/// Room for box output not yet taken by the conversation's actor. When full, the reader
+/// stops reading, the box's stdout pipe fills and the agent waits: backpressure, no loss.
+const OUTPUT_CAPACITY: usize = 256;
+
+/// How long one write to a box's stdin may take before the box counts as gone.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest stderr line kept for the log.
+const STDERR_LOG_LIMIT: usize = 400;
+
+/// Something that came out of a box.
+#[derive(Debug)]
+pub enum BoxOutput {
+    /// A protocol message.
+    Message(FromAgent),
+    /// A line that is not protocol (garbage, or too long); the bridge answers it.
+    Malformed(String),
+    /// The attach stream ended: the box stopped or the engine dropped the connection.
+    Closed,
+}
+
+/// An attached box: write protocol lines to it, read its output from `output`.
+pub struct BoxConn {
+    /// The container id.
+    pub container: String,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Output of the box, in order, ending with [`BoxOutput::Closed`].
+    pub output: mpsc::Receiver<BoxOutput>,
+    /// The task demultiplexing the attach stream; aborted with the connection.
+    reader: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for BoxConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoxConn")
+            .field("container", &self.container)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for BoxConn {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl BoxConn {
+    /// Attach to a running container's stdin, stdout and stderr.
+    pub async fn attach(docker: &Docker, container: &str) -> Result<Self, SandboxError> {
+        let options = AttachContainerOptions {
+            stream: true,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            logs: false,
+            detach_keys: None,
+        };
+        let attached = docker
+            .attach_container(container, Some(options))
+            .await
+            .map_err(|e| SandboxError::from_engine("attach", container, e))?;
+        let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        let name = container.to_string();
+        let mut stream = attached.output;
+        let reader = tokio::spawn(async move {
+            let mut lines = LineBuffer::default();
+            while let Some(item) = stream.next().await {
+                let bytes = match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        message
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        let text = String::from_utf8_lossy(&message);
+                        let text: String = text.trim_end().chars().take(STDERR_LOG_LIMIT).collect();
+                        tracing::debug!(r#box = %name, stderr = %text, "box stderr");
+                        continue;
+                    }
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(e) => {
+                        tracing::debug!(r#box = %name, error = %e, "attach stream ended with an error");
+                        break;
+                    }
+                };
+                for line in lines.push(&bytes) {
+                    let out = match line {
+                        Line::Complete(line) if line.iter().all(u8::is_ascii_whitespace) => {
+                            continue
+                        }
+                        Line::Complete(line) => {
+                            match clawpen_protocol::decode::<FromAgent>(&line) {
+                                Ok(message) => BoxOutput::Message(message),
+                                Err(e) => BoxOutput::Malformed(format!(
+                                    "not a protocol line ({e}): {}",
+                                    String::from_utf8_lossy(&line)
+                                        .chars()
+                                        .take(120)
+                                        .collect::<String>()
+                                )),
+                            }
+                        }
+                        Line::TooLong => {
+                            BoxOutput::Malformed("line longer than the protocol allows".into())
+                        }
+                    };
+                    if tx.send(out).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let _ = tx.send(BoxOutput::Closed).await;
+        });
+        Ok(Self {
+            container: container.to_string(),
+            input: attached.input,
+            output: rx,
+            reader,
+        })
+    }
+
+    /// Write one protocol message to the box's stdin.
+    pub async fn send(&mut self, message: &ToAgent) -> Result<(), SandboxError> {
+        let line =
+            clawpen_protocol::encode(message).map_err(|e| SandboxError::Protocol(e.to_string()))?;
+        let write = async {
+            self.input.write_all(&line).await?;
+            self.input.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SandboxError::BoxGone {
+                container: self.container.clone(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(SandboxError::BoxGone {
+                container: self.container.clone(),
+                reason: "stdin write timed out".into(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Building the box image offline: the engine has no images and can pull none, so the
+//! image is `FROM scratch` plus a statically linked clawpen-agent and a static busybox,
+//! sent to the engine's (legacy, registry-free) builder as a tar context.
+
+use std::path::{Path, PathBuf};
+
+use bollard::query_parameters::{BuildImageOptions, BuilderVersion};
+use futures_util::StreamExt;
+
+use super::{Sandbox, SandboxError};
+use crate::config::Config;
+
+/// The box Dockerfile, shipped inside the binary so `clawpen image build` works anywhere.
+const DOCKERFILE: &str = include_str!("../../docker/box/Dockerfile");
+
+/// Busybox applets linked in the image's /bin: a shell and the usual tools.
+const APPLETS: &[&str] = &[
+    "sh",
+    "ash",
+    "ls",
+    "cat",
+    "echo",
+    "mkdir",
+    "rm",
+    "rmdir",
+    "cp",
+    "mv",
+    "ln",
+    "touch",
+    "ps",
+    "id",
+    "ip",
+    "ifconfig",
+    "grep",
+    "sed",
+    "awk",
+    "find",
+    "head",
+    "tail",
+    "wc",
+    "sort",
+    "uniq",
+    "env",
+    "sleep",
+    "true",
+    "false",
+    "test",
+    "[",
+    "printf",
+    "chmod",
+    "stat",
+    "df",
+    "du",
+    "date",
+    "tr",
+    "cut",
+    "xargs",
+    "vi",
+    "tar",
+    "gzip",
+    "gunzip",
+    "which",
+    "whoami",
+    "hostname",
+    "uname",
+    "mount",
+    "cmp",
+    "diff",
+    "tee",
+    "basename",
+    "dirname",
+    "readlink",
+    "realpath",
+    "seq",
+    "yes",
+    "kill",
+    "nproc",
+    "free",
+    "top",
+    "less",
+    "more",
+    "od",
+    "hexdump",
+    "md5sum",
+    "sha256sum",
+];
+
+/// Where the static agent binary is looked for, in order.
+fn agent_candidates(config: &Config) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = config.agent_binary.iter().cloned().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            out.push(dir.join("clawpen-agent"));
+            // A workspace checkout: target/{debug,release}/clawpen → the static build.
+            for up in [dir.parent(), dir.parent().and_then(Path::parent)]
+                .into_iter()
+                .flatten()
+            {
+                out.push(up.join("x86_64-unknown-linux-gnu/release/clawpen-agent"));
+            }
+        }
+    }
+    out.push(PathBuf::from("/usr/local/lib/clawpen/clawpen-agent"));
+    out
+}
+
+/// Whether an ELF file has no program interpreter, i.e. runs in an empty image.
+pub fn is_static_elf(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    let read = |at: usize, len: usize| bytes.get(at..at + len);
+    if read(0, 4) != Some(b"\x7fELF") || bytes.get(4) != Some(&2) {
+        return false;
+    }
+    let u64_at = |at| read(at, 8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])));
+    let u16_at = |at| read(at, 2).map(|b| u16::from_le_bytes(b.try_into().unwrap_or([0; 2])));
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return false;
+    };
+    (0..usize::from(phnum)).all(|i| {
+        let at = phoff as usize + i * usize::from(phentsize);
+        read(at, 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))) != Some(PT_INTERP)
+    })
+}
+
+fn find_static(
+    candidates: &[PathBuf],
+    what: &str,
+    hint: &str,
+) -> Result<(PathBuf, Vec<u8>), SandboxError> {
+    let mut seen = Vec::new();
+    for path in candidates {
+        match std::fs::read(path) {
+            Ok(bytes) if is_static_elf(&bytes) => return Ok((path.clone(), bytes)),
+            Ok(_) => seen.push(format!("{} (not statically linked)", path.display())),
+            Err(_) => seen.push(format!("{} (missing)", path.display())),
+        }
+    }
+    Err(SandboxError::Build(format!(
+        "no static {what} found; looked at: {}. {hint}",
+        seen.join(", ")
+    )))
+}
+
+/// The build context: Dockerfile, clawpen-agent, busybox and a small root tree.
+pub fn build_context(agent: &[u8], busybox: &[u8]) -> Result<Vec<u8>, std::io::Error> {
+    let mut tar = tar::Builder::new(Vec::new());
+    let add_file = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data)
+    };
+    add_file(&mut tar, "Dockerfile", 0o644, DOCKERFILE.as_bytes())?;
+    add_file(&mut tar, "clawpen-agent", 0o755, agent)?;
+    add_file(&mut tar, "busybox", 0o755, busybox)?;
+    add_file(&mut tar, "rootfs/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nagent:x:1000:1000:agent:/workspace:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n")?;
+    add_file(
+        &mut tar,
+        "rootfs/etc/group",
+        0o644,
+        b"root:x:0:\nagent:x:1000:\nnogroup:x:65534:\n",
+    )?;
+    // The workspace sits outside rootfs/: the Dockerfile copies it with --chown.
+    for (dir, mode) in [
+        ("rootfs/tmp", 0o1777),
+        ("workspace", 0o755),
+        ("rootfs/bin", 0o755),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
+    }
+    for applet in APPLETS {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_size(0);
+        header.set_mode(0o777);
+        header.set_mtime(0);
+        tar.append_link(&mut header, format!("rootfs/bin/{applet}"), "busybox")?;
+    }
+    tar.into_inner()
+}
+
+impl Sandbox {
+    /// Build the box image from the static agent and busybox, without any registry.
+    pub async fn build_image(&self, config: &Config) -> Result<(), SandboxError> {
+        let (agent_path, agent) = find_static(
+            &agent_candidates(config),
+            "clawpen-agent",
+            "Build it with: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
+             --target x86_64-unknown-linux-gnu -p clawpen-agent (or set CLAWPEN_AGENT_BINARY)",
+        )?;
+        let busybox_paths: Vec<PathBuf> = config
+            .busybox
+            .iter()
+            .cloned()
+            .chain([
+                PathBuf::from("/bin/busybox"),
+                PathBuf::from("/usr/bin/busybox"),
+            ])
+            .collect();
+        let (busybox_path, busybox) = find_static(
+            &busybox_paths,
+            "busybox",
+            "Install it with: apt-get install busybox-static (or set CLAWPEN_BUSYBOX)",
+        )?;
+        tracing::info!(image = %self.image(), agent = %agent_path.display(), busybox = %busybox_path.display(), "building the box image");
+        let context =
+            build_context(&agent, &busybox).map_err(|e| SandboxError::Build(e.to_string()))?;
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(self.image().to_string()),
+            rm: true,
+            forcerm: true,
+            version: BuilderVersion::BuilderV1,
+            labels: Some(
+                [(
+                    "clawpen.version".to_string(),
+                    env!("CARGO_PKG_VERSION").to_string(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        };
+        let body = bollard::body_full(context.into());
+        let mut stream = self.docker().build_image(options, None, Some(body));
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| SandboxError::Build(e.to_string()))?;
+            if let Some(detail) = info.error_detail {
+                return Err(SandboxError::Build(
+                    detail.message.unwrap_or_else(|| "unknown error".into()),
+                ));
+            }
+            if let Some(line) = info
+                .stream
+                .as_deref()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+            {
+                tracing::debug!(line, "image build");
+            }
+        }
+        if !self.image_present().await {
+            return Err(SandboxError::Build(format!(
+                "the engine reported success but {} is missing",
+                self.image()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Build the box image if it is missing (first start, or a new clawpen version).
+    pub async fn ensure_image(&self, config: &Config) -> Result<(), SandboxError> {
+        if self.image_present().await {
+            return Ok(());
+        }
+        self.build_image(config).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_elf_detection() {
+        // This test binary is dynamically linked; garbage is not an ELF at all.
+        let me = std::env::current_exe()
+            .and_then(std::fs::read)
+            .unwrap_or_default();
+        assert!(!is_static_elf(&me));
+        assert!(!is_static_elf(b"#!/bin/sh\n"));
+    }
+
+    #[test]
+    fn context_holds_the_files_the_dockerfile_copies() {
+        let context = build_context(b"agent", b"busybox").unwrap_or_default();
+        let mut archive = tar::Archive::new(context.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.path().ok().map(|p| p.to_string_lossy().into_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for expected in [
+            "Dockerfile",
+            "clawpen-agent",
+            "busybox",
+            "rootfs/bin/sh",
+            "rootfs/tmp/",
+            "rootfs/etc/passwd",
+        ] {
+            assert!(
+                names.iter().any(|n| n == expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+    }
+}

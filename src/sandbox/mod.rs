@@ -1,0 +1,515 @@
+//! The sandbox runtime: one hardened container ("box") and one volume per conversation,
+//! through the Docker API of the engine named by `DOCKER_HOST`.
+//!
+//! Every box and volume carries the labels [`spec::LABEL_CONVERSATION`] and
+//! [`spec::LABEL_INSTANCE`], which is how a restarted bridge finds its boxes again.
+
+use std::sync::Arc;
+
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerStateStatusEnum, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
+    ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
+    StopContainerOptions,
+};
+use bollard::Docker;
+use clawpen_adapters::ConversationKey;
+
+pub mod attach;
+pub mod image;
+pub mod mounts;
+pub mod spec;
+
+pub use attach::{BoxConn, BoxOutput};
+use mounts::{AllowedMount, MountError};
+use spec::{AgentEnv, BoxSpec};
+
+use crate::config::{BoxLimits, Config};
+
+/// A failure of the sandbox, in our words; engine errors are converted where they enter.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// No Docker engine answers at the configured address.
+    #[error(
+        "no Docker engine answers at {host}: {reason} (is dockerd running? is DOCKER_HOST right?)"
+    )]
+    Unreachable {
+        /// The address tried.
+        host: String,
+        /// The client's error.
+        reason: String,
+    },
+    /// The box image is not present and could not be built.
+    #[error("box image {image} is missing; run `clawpen image build`")]
+    ImageMissing {
+        /// The image tag.
+        image: String,
+    },
+    /// Building the box image failed.
+    #[error("building the box image failed: {0}")]
+    Build(String),
+    /// The box is gone or stopped answering.
+    #[error("box {container} is gone: {reason}")]
+    BoxGone {
+        /// The container.
+        container: String,
+        /// What happened.
+        reason: String,
+    },
+    /// A mount was refused.
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    /// A protocol message could not be encoded.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The engine refused an operation.
+    #[error("docker {op} {target}: {message}")]
+    Engine {
+        /// The operation.
+        op: &'static str,
+        /// Its target (container, volume, image).
+        target: String,
+        /// The engine's message.
+        message: String,
+        /// The HTTP status, when the engine answered.
+        status: Option<u16>,
+    },
+}
+
+impl SandboxError {
+    /// Convert a bollard error at the point it enters.
+    pub fn from_engine(op: &'static str, target: &str, error: DockerError) -> Self {
+        match error {
+            DockerError::DockerResponseServerError {
+                status_code,
+                message,
+            } => Self::Engine {
+                op,
+                target: target.to_string(),
+                message,
+                status: Some(status_code),
+            },
+            other => Self::Engine {
+                op,
+                target: target.to_string(),
+                message: other.to_string(),
+                status: None,
+            },
+        }
+    }
+
+    fn is_status(&self, code: u16) -> bool {
+        matches!(self, Self::Engine { status: Some(s), .. } if *s == code)
+    }
+}
+
+/// A box as the engine lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoxInfo {
+    /// The container id.
+    pub id: String,
+    /// The container name.
+    pub name: String,
+    /// The conversation from its label (None when the label is unreadable).
+    pub conversation: Option<ConversationKey>,
+    /// Whether it runs now.
+    pub running: bool,
+}
+
+/// How a box ended, for the message the user gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BoxExit {
+    /// Whether it still runs.
+    pub running: bool,
+    /// Its exit code, when stopped.
+    pub exit_code: Option<i64>,
+    /// Whether the kernel killed it for memory.
+    pub oom_killed: bool,
+}
+
+/// The result of making sure a conversation's box runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The container id.
+    pub container: String,
+    /// True when its agent process was started just now (sequence numbers begin at 1).
+    pub fresh: bool,
+}
+
+/// Handle to the sandbox; cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    host: String,
+    instance: String,
+    image: String,
+    limits: BoxLimits,
+    mounts: Vec<AllowedMount>,
+    env: AgentEnv,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("host", &self.inner.host)
+            .field("instance", &self.inner.instance)
+            .field("image", &self.inner.image)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connect to the engine named by `DOCKER_HOST` (default: the local socket), negotiating
+/// the API version so that older engines work too.
+pub async fn connect_engine() -> Result<(Docker, String), SandboxError> {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    let unreachable = |e: DockerError| SandboxError::Unreachable {
+        host: host.clone(),
+        reason: e.to_string(),
+    };
+    let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+    let docker = docker.negotiate_version().await.map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
+    Ok((docker, host))
+}
+
+impl Sandbox {
+    /// Connect to the engine and check the configured mounts against the allowlist.
+    pub async fn connect(config: &Config, instance: &str) -> Result<Self, SandboxError> {
+        let mounts = mounts::check_mounts(&config.mounts, &config.mount_allowlist)?;
+        let (docker, host) = connect_engine().await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                docker,
+                host,
+                instance: instance.to_string(),
+                image: config.image.clone(),
+                limits: config.limits.clone(),
+                mounts,
+                env: AgentEnv {
+                    provider: config.provider.clone(),
+                    echo_delay_ms: config.echo_delay_ms,
+                },
+            }),
+        })
+    }
+
+    /// The engine client, for diagnostics and tests.
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// This clawpen instance's id (a label on every box).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// The box image tag.
+    pub fn image(&self) -> &str {
+        &self.inner.image
+    }
+
+    /// Whether the box image is present in the engine.
+    pub async fn image_present(&self) -> bool {
+        self.inner
+            .docker
+            .inspect_image(&self.inner.image)
+            .await
+            .is_ok()
+    }
+
+    /// Make sure the box of `conversation` exists and runs: create its volume and container
+    /// if missing, start it if stopped.
+    pub async fn ensure_box(
+        &self,
+        conversation: &ConversationKey,
+    ) -> Result<Started, SandboxError> {
+        let docker = &self.inner.docker;
+        let name = spec::container_name(&self.inner.instance, conversation);
+        match self.inspect(&name).await? {
+            Some(exit) if exit.running => {
+                let id = self.container_id(&name).await?;
+                Ok(Started {
+                    container: id,
+                    fresh: false,
+                })
+            }
+            Some(_) => {
+                let id = self.container_id(&name).await?;
+                self.start(&id).await?;
+                Ok(Started {
+                    container: id,
+                    fresh: true,
+                })
+            }
+            None => {
+                self.ensure_volume(conversation).await?;
+                let body = spec::container_body(&BoxSpec {
+                    instance: &self.inner.instance,
+                    conversation,
+                    image: &self.inner.image,
+                    limits: &self.inner.limits,
+                    mounts: &self.inner.mounts,
+                    env: &self.inner.env,
+                });
+                let options = CreateContainerOptions {
+                    name: Some(name.clone()),
+                    platform: String::new(),
+                };
+                let created = match docker.create_container(Some(options), body).await {
+                    Ok(created) => created,
+                    Err(e) => {
+                        let err = SandboxError::from_engine("create", &name, e);
+                        if err.is_status(404) {
+                            return Err(SandboxError::ImageMissing {
+                                image: self.inner.image.clone(),
+                            });
+                        }
+                        return Err(err);
+                    }
+                };
+                self.start(&created.id).await?;
+                Ok(Started {
+                    container: created.id,
+                    fresh: true,
+                })
+            }
+        }
+    }
+
+    async fn ensure_volume(&self, conversation: &ConversationKey) -> Result<(), SandboxError> {
+        let name = spec::volume_name(&self.inner.instance, conversation);
+        let request = VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(spec::labels(&self.inner.instance, conversation)),
+            ..Default::default()
+        };
+        self.inner
+            .docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| SandboxError::from_engine("create volume", &name, e))
+    }
+
+    async fn start(&self, id: &str) -> Result<(), SandboxError> {
+        self.inner
+            .docker
+            .start_container(id, None::<StartContainerOptions>)
+            .await
+            .map_err(|e| SandboxError::from_engine("start", id, e))
+    }
+
+    async fn container_id(&self, name: &str) -> Result<String, SandboxError> {
+        let info = self
+            .inner
+            .docker
+            .inspect_container(name, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| SandboxError::from_engine("inspect", name, e))?;
+        info.id.ok_or_else(|| SandboxError::BoxGone {
+            container: name.into(),
+            reason: "no id".into(),
+        })
+    }
+
+    /// The state of a container, or None when it does not exist.
+    pub async fn inspect(&self, container: &str) -> Result<Option<BoxExit>, SandboxError> {
+        match self
+            .inner
+            .docker
+            .inspect_container(container, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let running = state.running.unwrap_or(false)
+                    || matches!(state.status, Some(ContainerStateStatusEnum::RUNNING));
+                Ok(Some(BoxExit {
+                    running,
+                    exit_code: if running { None } else { state.exit_code },
+                    oom_killed: state.oom_killed.unwrap_or(false),
+                }))
+            }
+            Err(e) => {
+                let err = SandboxError::from_engine("inspect", container, e);
+                if err.is_status(404) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Attach to a running box.
+    pub async fn attach(&self, container: &str) -> Result<BoxConn, SandboxError> {
+        BoxConn::attach(&self.inner.docker, container).await
+    }
+
+    /// Stop a box (idle); its workspace stays.
+    pub async fn stop(&self, container: &str) -> Result<(), SandboxError> {
+        let options = StopContainerOptions {
+            t: Some(2),
+            signal: None,
+        };
+        match self
+            .inner
+            .docker
+            .stop_container(container, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = SandboxError::from_engine("stop", container, e);
+                // 304: already stopped; 404: already gone. Either way it is stopped.
+                if err.is_status(304) || err.is_status(404) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Kill a box that hangs; its workspace stays.
+    pub async fn kill(&self, container: &str) -> Result<(), SandboxError> {
+        let options = KillContainerOptions {
+            signal: "KILL".into(),
+        };
+        match self
+            .inner
+            .docker
+            .kill_container(container, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = SandboxError::from_engine("kill", container, e);
+                if err.is_status(409) || err.is_status(404) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Remove a conversation's box and its workspace volume.
+    pub async fn remove_box(&self, conversation: &ConversationKey) -> Result<(), SandboxError> {
+        let name = spec::container_name(&self.inner.instance, conversation);
+        self.remove_container(&name).await?;
+        let volume = spec::volume_name(&self.inner.instance, conversation);
+        match self
+            .inner
+            .docker
+            .remove_volume(&volume, Some(RemoveVolumeOptions { force: true }))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = SandboxError::from_engine("remove volume", &volume, e);
+                if err.is_status(404) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    async fn remove_container(&self, container: &str) -> Result<(), SandboxError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: false,
+            link: false,
+        };
+        match self
+            .inner
+            .docker
+            .remove_container(container, Some(options))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let err = SandboxError::from_engine("remove", container, e);
+                if err.is_status(404) {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// Every box of this instance, running or not.
+    pub async fn list(&self) -> Result<Vec<BoxInfo>, SandboxError> {
+        let filter = format!("{}={}", spec::LABEL_INSTANCE, self.inner.instance);
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some([("label".to_string(), vec![filter])].into_iter().collect()),
+            ..Default::default()
+        };
+        let list = self
+            .inner
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| SandboxError::from_engine("list", "containers", e))?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let id = c.id?;
+                let labels = c.labels.unwrap_or_default();
+                let conversation = labels
+                    .get(spec::LABEL_CONVERSATION)
+                    .and_then(|k| k.parse().ok());
+                let name = c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .unwrap_or_default();
+                let running = matches!(
+                    c.state,
+                    Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
+                );
+                Some(BoxInfo {
+                    id,
+                    name,
+                    conversation,
+                    running,
+                })
+            })
+            .collect())
+    }
+
+    /// Remove every box and volume of this instance (tests and `clawpen` uninstall paths).
+    pub async fn remove_all(&self) -> Result<(), SandboxError> {
+        for info in self.list().await? {
+            self.remove_container(&info.id).await?;
+        }
+        let filter = format!("{}={}", spec::LABEL_INSTANCE, self.inner.instance);
+        let options = ListVolumesOptions {
+            filters: Some([("label".to_string(), vec![filter])].into_iter().collect()),
+        };
+        let volumes = self
+            .inner
+            .docker
+            .list_volumes(Some(options))
+            .await
+            .map_err(|e| SandboxError::from_engine("list", "volumes", e))?;
+        for volume in volumes.volumes.unwrap_or_default() {
+            let _ = self
+                .inner
+                .docker
+                .remove_volume(&volume.name, Some(RemoveVolumeOptions { force: true }))
+                .await;
+        }
+        Ok(())
+    }
+}

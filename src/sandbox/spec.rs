@@ -1,0 +1,220 @@
+//! The hardened container specification of a box, with no I/O.
+//!
+//! Everything that makes a box a box is decided here, from the operator's configuration
+//! alone; nothing a conversation says can change it.
+
+use std::collections::HashMap;
+
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType};
+use clawpen_adapters::ConversationKey;
+
+use super::mounts::AllowedMount;
+use crate::config::BoxLimits;
+
+/// Label carrying the conversation key of a box.
+pub const LABEL_CONVERSATION: &str = "clawpen.conversation";
+/// Label carrying the clawpen instance that owns a box.
+pub const LABEL_INSTANCE: &str = "clawpen.instance";
+
+/// Where the conversation's volume is mounted in the box.
+pub const WORKSPACE: &str = "/workspace";
+/// The unprivileged user every box runs as (the image's `agent` user).
+pub const BOX_USER: &str = "1000:1000";
+
+/// Non-secret settings passed into the box's environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentEnv {
+    /// The provider name (`echo`, ...).
+    pub provider: String,
+    /// The echo provider's delay between chunks.
+    pub echo_delay_ms: u64,
+}
+
+/// What a box is made of.
+#[derive(Clone, Debug)]
+pub struct BoxSpec<'a> {
+    /// The instance id (label and name prefix).
+    pub instance: &'a str,
+    /// The conversation it serves.
+    pub conversation: &'a ConversationKey,
+    /// The image to run.
+    pub image: &'a str,
+    /// Resource limits.
+    pub limits: &'a BoxLimits,
+    /// Host paths that passed the allowlist.
+    pub mounts: &'a [AllowedMount],
+    /// The agent's non-secret environment.
+    pub env: &'a AgentEnv,
+}
+
+/// A short stable hash (FNV-1a, 64 bit), so names do not depend on the std hasher.
+fn fnv64(text: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// A readable, Docker-safe, collision-resistant name stem for a conversation's box.
+fn stem(instance: &str, conversation: &ConversationKey) -> String {
+    let key = conversation.to_string();
+    let readable: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("clawpen-{instance}-{readable}-{:016x}", fnv64(&key))
+}
+
+/// The container name of a conversation's box.
+pub fn container_name(instance: &str, conversation: &ConversationKey) -> String {
+    stem(instance, conversation)
+}
+
+/// The volume (workspace) name of a conversation's box.
+pub fn volume_name(instance: &str, conversation: &ConversationKey) -> String {
+    format!("{}-ws", stem(instance, conversation))
+}
+
+/// The labels of a box and its volume.
+pub fn labels(instance: &str, conversation: &ConversationKey) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_CONVERSATION.to_string(), conversation.to_string()),
+        (LABEL_INSTANCE.to_string(), instance.to_string()),
+    ])
+}
+
+/// The container create request of a box: hardened by default.
+pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
+    let limits = spec.limits;
+    let memory = i64::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
+    let mut mounts = vec![Mount {
+        target: Some(WORKSPACE.into()),
+        source: Some(volume_name(spec.instance, spec.conversation)),
+        typ: Some(MountType::VOLUME),
+        read_only: Some(false),
+        ..Default::default()
+    }];
+    mounts.extend(spec.mounts.iter().map(|m| Mount {
+        target: Some(m.target.clone()),
+        source: Some(m.host.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(!m.writable),
+        ..Default::default()
+    }));
+    let host_config = HostConfig {
+        // No network interface but loopback.
+        network_mode: Some("none".into()),
+        readonly_rootfs: Some(true),
+        tmpfs: Some(HashMap::from([(
+            "/tmp".to_string(),
+            format!("rw,nosuid,nodev,size={}m,mode=1777", limits.tmp_mb),
+        )])),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        privileged: Some(false),
+        pids_limit: Some(limits.pids),
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        nano_cpus: Some((limits.cpus * 1e9) as i64),
+        mounts: Some(mounts),
+        log_config: Some(HostConfigLogConfig {
+            typ: Some("json-file".into()),
+            config: Some(HashMap::from([
+                ("max-size".to_string(), format!("{}k", limits.log_kb.max(1))),
+                ("max-file".to_string(), "1".to_string()),
+            ])),
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.into()),
+        user: Some(BOX_USER.into()),
+        working_dir: Some(WORKSPACE.into()),
+        env: Some(vec![
+            format!("{}={}", clawpen_protocol::ENV_PROVIDER, spec.env.provider),
+            format!(
+                "{}={}",
+                clawpen_protocol::ENV_ECHO_DELAY_MS,
+                spec.env.echo_delay_ms
+            ),
+            format!("HOME={WORKSPACE}"),
+            "PATH=/bin:/usr/bin:/usr/local/bin".into(),
+        ]),
+        labels: Some(labels(spec.instance, spec.conversation)),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        open_stdin: Some(true),
+        // The bridge re-attaches after a restart; stdin must stay open across detaches.
+        stdin_once: Some(false),
+        tty: Some(false),
+        network_disabled: Some(true),
+        stop_timeout: Some(2),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_stable_docker_safe_and_distinct() {
+        let a = ConversationKey::new("telegram", "-1001").with_thread("7");
+        let b = ConversationKey::new("telegram", "-1001");
+        assert_eq!(container_name("abc", &a), container_name("abc", &a));
+        assert_ne!(container_name("abc", &a), container_name("abc", &b));
+        let name = container_name("abc", &a);
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)),
+            "{name}"
+        );
+        assert!(volume_name("abc", &a).ends_with("-ws"));
+    }
+
+    #[test]
+    fn a_box_is_hardened_by_default() {
+        let key = ConversationKey::new("terminal", "me");
+        let env = AgentEnv {
+            provider: "echo".into(),
+            echo_delay_ms: 5,
+        };
+        let body = container_body(&BoxSpec {
+            instance: "i1",
+            conversation: &key,
+            image: "clawpen-box:test",
+            limits: &BoxLimits::default(),
+            mounts: &[],
+            env: &env,
+        });
+        let host = body.host_config.clone().unwrap_or_default();
+        assert_eq!(host.network_mode.as_deref(), Some("none"));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(host.pids_limit, Some(256));
+        assert_eq!(host.memory, host.memory_swap);
+        assert!(host.binds.is_none());
+        let mounts = host.mounts.unwrap_or_default();
+        assert_eq!(mounts.len(), 1, "only the workspace volume");
+        assert_eq!(mounts[0].typ, Some(MountType::VOLUME));
+        assert_eq!(body.user.as_deref(), Some(BOX_USER));
+        let labels = body.labels.unwrap_or_default();
+        assert_eq!(
+            labels.get(LABEL_CONVERSATION).map(String::as_str),
+            Some("terminal:me")
+        );
+        let env = body.env.unwrap_or_default().join("\n");
+        assert!(!env.contains("KEY") && !env.contains("TOKEN"), "{env}");
+    }
+}

@@ -1,0 +1,175 @@
+//! Conversations the daemon has seen, with their settings and last activity.
+
+use clawpen_adapters::ConversationKey;
+use serde::{Deserialize, Serialize};
+
+use super::{encode, Store, StoreError};
+
+/// Tree name, for error messages.
+const TREE: &str = "conversations";
+
+/// What the daemon keeps about one conversation beyond its messages: when it was last
+/// active (to stop idle boxes and list conversations) and its chosen model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    /// Which conversation this is.
+    pub key: ConversationKey,
+    /// When it was first seen, in seconds since the Unix epoch.
+    pub created_at: u64,
+    /// When a message last arrived or a turn last ran, in seconds since the Unix epoch.
+    pub last_active: u64,
+    /// The model chosen for this conversation; `None`: the configured default.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+impl ConversationRecord {
+    /// A conversation first seen at `now`, with default settings.
+    pub fn new(key: ConversationKey, now: u64) -> Self {
+        Self {
+            key,
+            created_at: now,
+            last_active: now,
+            model: None,
+        }
+    }
+}
+
+impl Store {
+    /// Stores a conversation's record, replacing the previous one. Flushed, because it
+    /// carries settings the user chose.
+    pub fn upsert_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
+        let key = record.key.to_string();
+        self.inner
+            .conversations
+            .insert(key.as_bytes(), encode(record)?)
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
+    /// One conversation's record, if it was ever stored.
+    pub fn conversation(
+        &self,
+        key: &ConversationKey,
+    ) -> Result<Option<ConversationRecord>, StoreError> {
+        let id = key.to_string();
+        match self
+            .inner
+            .conversations
+            .get(id.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => self.decode(TREE, id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every conversation, ordered by key text. Unreadable records are logged and skipped.
+    pub fn conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self.inner.conversations.iter() {
+            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+            records.extend(self.decode_or_skip(TREE, &key, &bytes));
+        }
+        Ok(records)
+    }
+
+    /// Records activity in a conversation at `now`, creating its record if it is new, and
+    /// returns the record. Not flushed: losing the last few seconds of activity times in a
+    /// crash costs nothing, and this runs for every message.
+    pub fn touch_conversation(
+        &self,
+        key: &ConversationKey,
+        now: u64,
+    ) -> Result<ConversationRecord, StoreError> {
+        let id = key.to_string();
+        self.inner
+            .conversations
+            .transaction(|tree| {
+                let mut record = match tree.get(id.as_bytes())? {
+                    Some(bytes) => self
+                        .decode(TREE, id.as_bytes(), &bytes)
+                        .map_err(sled::transaction::ConflictableTransactionError::Abort)?,
+                    None => ConversationRecord::new(key.clone(), now),
+                };
+                // Times from different sources may arrive out of order; never go backwards.
+                record.last_active = record.last_active.max(now);
+                let value = encode(&record)
+                    .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
+                tree.insert(id.as_bytes(), value)?;
+                Ok(record)
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversations_are_created_updated_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "-100");
+        let thread = ConversationKey::new("discord", "7").with_thread("9");
+        assert_eq!(store.conversation(&chat).unwrap(), None);
+
+        let created = store.touch_conversation(&chat, 100).unwrap();
+        assert_eq!(created, ConversationRecord::new(chat.clone(), 100));
+        let touched = store.touch_conversation(&chat, 150).unwrap();
+        assert_eq!((touched.created_at, touched.last_active), (100, 150));
+        // An older time does not move last_active back.
+        assert_eq!(
+            store.touch_conversation(&chat, 120).unwrap().last_active,
+            150
+        );
+
+        let mut chosen = ConversationRecord::new(thread.clone(), 200);
+        chosen.model = Some("claude-sonnet".to_string());
+        store.upsert_conversation(&chosen).unwrap();
+        // Touching keeps the settings.
+        assert_eq!(
+            store.touch_conversation(&thread, 300).unwrap().model,
+            chosen.model
+        );
+
+        let listed = store.conversations().unwrap();
+        let keys: Vec<_> = listed.iter().map(|r| r.key.clone()).collect();
+        assert_eq!(keys, vec![thread.clone(), chat.clone()]);
+        assert_eq!(
+            store.conversation(&thread).unwrap().unwrap().last_active,
+            300
+        );
+    }
+
+    #[test]
+    fn an_unreadable_record_is_an_error_alone_and_skipped_in_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let good = ConversationKey::new("telegram", "1");
+        let bad = ConversationKey::new("telegram", "2");
+        store.touch_conversation(&good, 1).unwrap();
+        store
+            .inner
+            .conversations
+            .insert(bad.to_string().as_bytes(), &b"{"[..])
+            .unwrap();
+
+        let error = store.conversation(&bad).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+        assert!(error.to_string().contains("telegram:2"), "{error}");
+        assert!(store.touch_conversation(&bad, 2).is_err());
+        let keys: Vec<_> = store
+            .conversations()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
+        assert_eq!(keys, vec![good]);
+    }
+}

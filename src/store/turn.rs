@@ -1,0 +1,261 @@
+//! In-flight turns and the delivery state of their replies: what a restart resumes.
+
+use clawpen_adapters::reply::ReplyState;
+use clawpen_adapters::ConversationKey;
+use serde::{Deserialize, Serialize};
+use sled::transaction::ConflictableTransactionError;
+use sled::Transactional;
+
+use super::inbound::{id_key, InboundState};
+use super::{conversation_prefix, encode, Store, StoreError};
+
+/// Tree name, for error messages.
+const TREE: &str = "turns";
+
+/// The running turn of one conversation, rewritten at every step of its reply, so that
+/// after a crash the daemon reattaches to the box, replays the events after `last_acked`,
+/// and continues editing the same platform messages instead of sending new ones.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnRecord {
+    /// Which conversation the turn answers.
+    pub conversation: ConversationKey,
+    /// The turn's id, shared with the agent and marked on its inbound messages.
+    pub turn: String,
+    /// The box (container) running it.
+    pub container: String,
+    /// The sequence number of the last protocol event the bridge acknowledged.
+    pub last_acked: u64,
+    /// Platform ids of the inbound messages it answers; done when it finishes.
+    pub inbound: Vec<String>,
+    /// What of the reply has been delivered, part by part.
+    pub reply: ReplyState,
+    /// When it started, in seconds since the Unix epoch.
+    pub started_at: u64,
+}
+
+impl Store {
+    /// Stores a turn's record, replacing the conversation's previous one. Flushed before it
+    /// returns: the caller sends or edits platform messages next, and a crash must not
+    /// forget a message that was sent.
+    pub fn put_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
+        let key = turn.conversation.to_string();
+        self.inner
+            .turns
+            .insert(key.as_bytes(), encode(turn)?)
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
+    /// The conversation's running turn, if any.
+    pub fn turn(&self, conversation: &ConversationKey) -> Result<Option<TurnRecord>, StoreError> {
+        let key = conversation.to_string();
+        match self
+            .inner
+            .turns
+            .get(key.as_bytes())
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => self.decode(TREE, key.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every running turn, to resume at startup. Unreadable records are logged and skipped.
+    pub fn turns(&self) -> Result<Vec<TurnRecord>, StoreError> {
+        let mut turns = Vec::new();
+        for entry in self.inner.turns.iter() {
+            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+            turns.extend(self.decode_or_skip(TREE, &key, &bytes));
+        }
+        Ok(turns)
+    }
+
+    /// Ends the conversation's turn: removes its record and marks its inbound messages
+    /// done, in one transaction, so a crash leaves either a turn to resume or answered
+    /// messages, never answered messages that get answered again. Flushed. Returns the
+    /// removed record, or `None` if there was no turn.
+    pub fn finish_turn(
+        &self,
+        conversation: &ConversationKey,
+    ) -> Result<Option<TurnRecord>, StoreError> {
+        let key = conversation.to_string();
+        let prefix = conversation_prefix(conversation);
+        let inner = &self.inner;
+        let finished = (&inner.turns, &inner.inbound_ids, &inner.inbound)
+            .transaction(|(turns, ids, log)| {
+                let Some(bytes) = turns.get(key.as_bytes())? else {
+                    return Ok(None);
+                };
+                let record: TurnRecord = self
+                    .decode(TREE, key.as_bytes(), &bytes)
+                    .map_err(ConflictableTransactionError::Abort)?;
+                for id in &record.inbound {
+                    // A message missing from the log (pruned) has nothing left to mark.
+                    let id_key = id_key(&prefix, id);
+                    self.update_state(ids, log, &prefix, &id_key, &InboundState::Done)?;
+                }
+                turns.remove(key.as_bytes())?;
+                Ok(Some(record))
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()?;
+        Ok(finished)
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
+mod tests {
+    use super::*;
+    use crate::store::tests::message;
+    use crate::store::InsertOutcome;
+    use clawpen_adapters::reply::Part;
+    use clawpen_adapters::MessageRef;
+
+    fn record(conversation: &ConversationKey, turn: &str, inbound: &[&str]) -> TurnRecord {
+        TurnRecord {
+            conversation: conversation.clone(),
+            turn: turn.to_string(),
+            container: format!("clawpen-{turn}"),
+            last_acked: 0,
+            inbound: inbound.iter().map(|s| s.to_string()).collect(),
+            reply: ReplyState::new(Some(MessageRef(inbound.first().unwrap_or(&"").to_string()))),
+            started_at: 50,
+        }
+    }
+
+    #[test]
+    fn a_turn_is_replaced_at_each_step_and_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = ConversationKey::new("telegram", "1");
+        let b = ConversationKey::new("discord", "2");
+        assert_eq!(store.turn(&a).unwrap(), None);
+
+        let mut turn = record(&a, "t1", &["10"]);
+        store.put_turn(&turn).unwrap();
+        turn.last_acked = 7;
+        turn.reply.text = "Hello".to_string();
+        turn.reply.parts.push(Part {
+            message: Some(MessageRef("m1".into())),
+            shown: "Hello".into(),
+            ..Part::default()
+        });
+        store.put_turn(&turn).unwrap();
+        store.put_turn(&record(&b, "t2", &[])).unwrap();
+
+        assert_eq!(store.turn(&a).unwrap().as_ref(), Some(&turn));
+        let names: Vec<_> = store.turns().unwrap().into_iter().map(|t| t.turn).collect();
+        assert_eq!(names, vec!["t2", "t1"]);
+    }
+
+    #[test]
+    fn finishing_a_turn_marks_its_messages_done_and_removes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        for id in ["1", "2", "3"] {
+            store.insert_inbound(&message(&chat, id, 1)).unwrap();
+        }
+        let in_turn = InboundState::InTurn {
+            turn: "t1".to_string(),
+        };
+        store
+            .set_inbound_state(&chat, "1", in_turn.clone())
+            .unwrap();
+        store.set_inbound_state(&chat, "2", in_turn).unwrap();
+        // "gone" was pruned meanwhile; finishing must not trip over it.
+        store
+            .put_turn(&record(&chat, "t1", &["1", "2", "gone"]))
+            .unwrap();
+
+        let finished = store.finish_turn(&chat).unwrap().unwrap();
+        assert_eq!(finished.turn, "t1");
+        assert_eq!(store.turn(&chat).unwrap(), None);
+        let left: Vec<_> = store
+            .pending_inbound(&chat)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.inbound.id)
+            .collect();
+        assert_eq!(left, vec!["3"]);
+        // Finishing again is harmless.
+        assert_eq!(store.finish_turn(&chat).unwrap(), None);
+    }
+
+    #[test]
+    fn a_failed_finish_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        store.insert_inbound(&message(&chat, "1", 1)).unwrap();
+        store.insert_inbound(&message(&chat, "2", 1)).unwrap();
+        store.put_turn(&record(&chat, "t1", &["1", "2"])).unwrap();
+        // Damage the second message's entry: the transaction aborts after marking the first.
+        let log: Vec<_> = store.inner.inbound.iter().map(|e| e.unwrap().0).collect();
+        store
+            .inner
+            .inbound
+            .insert(&log[1], &b"garbage"[..])
+            .unwrap();
+
+        let error = store.finish_turn(&chat).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+        assert!(store.turn(&chat).unwrap().is_some(), "the turn must remain");
+        let first = store.pending_inbound(&chat).unwrap();
+        assert_eq!(
+            first.len(),
+            1,
+            "the damaged entry is skipped, the first is not done"
+        );
+        assert_eq!(first[0].state, InboundState::Pending);
+    }
+
+    #[test]
+    fn everything_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        let mut turn = record(&chat, "t1", &["1"]);
+        turn.reply.text = "partial answer".to_string();
+        let (instance, conversation) = {
+            let store = Store::open(dir.path()).unwrap();
+            let conversation = store.touch_conversation(&chat, 40).unwrap();
+            store.insert_inbound(&message(&chat, "1", 1)).unwrap();
+            store.insert_inbound(&message(&chat, "2", 2)).unwrap();
+            let in_turn = InboundState::InTurn {
+                turn: "t1".to_string(),
+            };
+            store.set_inbound_state(&chat, "1", in_turn).unwrap();
+            store.put_turn(&turn).unwrap();
+            store.set_cursor("telegram", "77").unwrap();
+            (store.instance_id(), conversation)
+        };
+
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.instance_id(), instance);
+        assert_eq!(store.conversations().unwrap(), vec![conversation]);
+        assert_eq!(store.turns().unwrap(), vec![turn]);
+        assert_eq!(store.cursor("telegram").unwrap().as_deref(), Some("77"));
+        assert_eq!(store.pending_inbound(&chat).unwrap().len(), 2);
+        assert_eq!(
+            store.insert_inbound(&message(&chat, "2", 2)).unwrap(),
+            InsertOutcome::Duplicate
+        );
+
+        // And the turn's end, after the restart, is as durable.
+        store.finish_turn(&chat).unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.turns().unwrap(), vec![]);
+        let left: Vec<_> = store
+            .pending_inbound(&chat)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.inbound.id)
+            .collect();
+        assert_eq!(left, vec!["2"]);
+    }
+}

@@ -1,0 +1,171 @@
+//! Conversations, turns and box lifecycles through the real router, engine and store.
+
+mod support;
+
+use std::time::Duration;
+
+use clawpen::adapters::terminal::TerminalEvent;
+use support::{eventually, final_text, next_reply, next_reply_events, TestBridge};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_reach_the_running_box_in_order() {
+    let t = TestBridge::start(|c| c.echo_delay_ms = 40).await;
+    assert_eq!(t.ask("team", "warm up").await, "warm up");
+    let first_box = t.container("team").await;
+
+    let mut events = t.watch("team");
+    let long = "this first message is long enough to stream for a while";
+    t.say("team", long).await;
+    // Wait until the turn is visibly running, then send follow-ups.
+    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
+        Ok(Some(TerminalEvent::Send { .. })) => {}
+        other => panic!("expected the reply to start, got {other:?}"),
+    }
+    for text in ["second", "third", "fourth"] {
+        t.say("team", text).await;
+    }
+    // One reply answers all four, in order, from the same box.
+    let reply = final_text(&next_reply_events(&mut events).await);
+    assert_eq!(reply, format!("{long}\n\nsecond\n\nthird\n\nfourth"));
+    assert_eq!(t.container("team").await, first_box);
+    assert_eq!(
+        t.bridge
+            .router
+            .sandbox()
+            .list()
+            .await
+            .unwrap_or_default()
+            .len(),
+        1
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_box_stops_and_comes_back_with_its_workspace() {
+    let t = TestBridge::start(|c| c.idle_timeout_secs = 2).await;
+    assert_eq!(t.ask("sleepy", "remember this").await, "remember this");
+    let container = t.container("sleepy").await;
+    assert_eq!(
+        t.exec("sleepy", &["sh", "-c", "echo kept > /workspace/state.txt"])
+            .await
+            .0,
+        0
+    );
+    let sandbox = t.bridge.router.sandbox().clone();
+    let stopped = eventually(Duration::from_secs(30), || {
+        let (sandbox, container) = (sandbox.clone(), container.clone());
+        async move { matches!(sandbox.inspect(&container).await, Ok(Some(exit)) if !exit.running) }
+    })
+    .await;
+    assert!(stopped, "the idle box was not stopped");
+    assert_eq!(
+        t.bridge.router.live_boxes(),
+        0,
+        "the stopped box still holds a slot"
+    );
+
+    assert_eq!(t.ask("sleepy", "wake up").await, "wake up");
+    assert_eq!(
+        t.container("sleepy").await,
+        container,
+        "same box, restarted"
+    );
+    let (code, out) = t.exec("sleepy", &["cat", "/workspace/state.txt"]).await;
+    assert_eq!((code, out.trim()), (0, "kept"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() {
+    let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
+    assert_eq!(t.ask("fragile", "hi").await, "hi");
+    let container = t.container("fragile").await;
+    let mut events = t.watch("fragile");
+    t.say(
+        "fragile",
+        "a long message that will not make it to the end of its echo",
+    )
+    .await;
+    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
+        Ok(Some(TerminalEvent::Send { .. })) => {}
+        other => panic!("expected the reply to start, got {other:?}"),
+    }
+    t.bridge
+        .router
+        .sandbox()
+        .kill(&container)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reply = final_text(&next_reply_events(&mut events).await);
+    assert!(reply.contains("This turn failed"), "{reply}");
+    assert!(reply.contains("send your message again"), "{reply}");
+
+    let mut events = t.watch("fragile");
+    t.say("fragile", "are you back?").await;
+    assert_eq!(next_reply(&mut events).await, "are you back?");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_box_stdout_is_survived() {
+    let t = TestBridge::start(|_| {}).await;
+    assert_eq!(t.ask("noisy", "before").await, "before");
+    // A process in the box writes garbage straight into the agent's stdout.
+    let (code, out) = t
+        .exec(
+            "noisy",
+            &[
+                "sh",
+                "-c",
+                "printf 'garbage {{{\\n\\x00\\xff not json\\n' > /proc/1/fd/1",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(t.ask("noisy", "after").await, "after");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_message_is_handled_once() {
+    let t = TestBridge::start(|_| {}).await;
+    let mut events = t.watch("dedupe");
+    let message = clawpen::control::terminal_inbound(&TestBridge::key("dedupe"), "only once");
+    use clawpen::adapters::{Accepted, InboundSink};
+    assert_eq!(
+        t.bridge.router.accept(message.clone()).await.ok(),
+        Some(Accepted::Stored)
+    );
+    assert_eq!(
+        t.bridge.router.accept(message).await.ok(),
+        Some(Accepted::Duplicate)
+    );
+    assert_eq!(next_reply(&mut events).await, "only once");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), events.recv())
+            .await
+            .is_err(),
+        "a second reply came"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_box_cap_queues_conversations_fairly() {
+    let t = TestBridge::start(|c| {
+        c.max_boxes = 1;
+        c.idle_timeout_secs = 1;
+    })
+    .await;
+    let mut a = t.watch("first");
+    let mut b = t.watch("second");
+    t.say("first", "one").await;
+    t.say("second", "two").await;
+    // The second waits for the first box to go idle and be stopped, then gets the slot.
+    assert_eq!(next_reply(&mut a).await, "one");
+    assert_eq!(next_reply(&mut b).await, "two");
+    assert!(t.bridge.router.live_boxes() <= 1);
+    t.stop().await;
+}

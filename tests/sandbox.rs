@@ -1,0 +1,221 @@
+//! Isolation and hardening of boxes, checked from inside real boxes on the real engine.
+
+mod support;
+
+use std::time::Duration;
+
+use clawpen::config::MountRule;
+use support::{next_reply, TestBridge};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_conversations_get_two_boxes_and_cannot_see_each_other() {
+    let t = TestBridge::start(|_| {}).await;
+    assert_eq!(t.ask("alice", "hello from alice").await, "hello from alice");
+    assert_eq!(t.ask("bob", "hello from bob").await, "hello from bob");
+
+    let (alice, bob) = (t.container("alice").await, t.container("bob").await);
+    assert_ne!(alice, bob);
+    let (code, _) = t
+        .exec(
+            "alice",
+            &["sh", "-c", "echo secret-plan > /workspace/plan.txt"],
+        )
+        .await;
+    assert_eq!(code, 0);
+    let (code, out) = t.exec("alice", &["cat", "/workspace/plan.txt"]).await;
+    assert_eq!((code, out.trim()), (0, "secret-plan"));
+    let (code, out) = t
+        .exec(
+            "bob",
+            &["sh", "-c", "ls -a /workspace; cat /workspace/plan.txt"],
+        )
+        .await;
+    assert_ne!(code, 0, "bob's box sees alice's file: {out}");
+    assert!(!out.contains("secret-plan"), "{out}");
+    // Two volumes, one per conversation.
+    let (_, mounts) = t.exec("alice", &["cat", "/proc/self/mounts"]).await;
+    assert!(mounts.contains(" /workspace "), "{mounts}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_is_hardened_and_holds_no_secret() {
+    const KEY: &str = "sk-ant-test-7f3e9a1c-never-in-a-box";
+    const TOKEN: &str = "123456:telegram-token-never-in-a-box";
+    let t = TestBridge::start(|c| {
+        c.anthropic_api_key = Some(clawpen::config::Secret::new(KEY));
+        c.telegram_bot_token = Some(clawpen::config::Secret::new(TOKEN));
+    })
+    .await;
+    assert_eq!(t.ask("hard", "ping").await, "ping");
+
+    // Only the loopback interface.
+    let (_, dev) = t.exec("hard", &["cat", "/proc/net/dev"]).await;
+    let interfaces: Vec<&str> = dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split(':').next())
+        .map(str::trim)
+        .collect();
+    assert_eq!(interfaces, vec!["lo"], "{dev}");
+    // Read-only root.
+    let (code, out) = t.exec("hard", &["touch", "/evil"]).await;
+    assert_ne!(code, 0, "writing to / worked: {out}");
+    // /tmp and the workspace are writable.
+    assert_eq!(
+        t.exec("hard", &["touch", "/tmp/ok", "/workspace/ok"])
+            .await
+            .0,
+        0
+    );
+    // Not root.
+    let (_, uid) = t.exec("hard", &["id", "-u"]).await;
+    assert_eq!(uid.trim(), "1000");
+    // No effective (or bounding) capabilities, no new privileges.
+    let (_, status) = t.exec("hard", &["cat", "/proc/1/status"]).await;
+    for field in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(field))
+            .unwrap_or_default();
+        assert!(line.ends_with("0000000000000000"), "{line}");
+    }
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')),
+        "{status}"
+    );
+    // No secret in the agent's environment or anywhere in the box's files.
+    let (_, environ) = t
+        .exec(
+            "hard",
+            &["sh", "-c", "tr '\\0' '\\n' < /proc/1/environ; env"],
+        )
+        .await;
+    assert!(environ.contains("CLAWPEN_PROVIDER=echo"), "{environ}");
+    for secret in [KEY, TOKEN] {
+        assert!(!environ.contains(secret), "secret in the environment");
+        let (code, found) = t
+            .exec(
+                "hard",
+                &[
+                    "sh",
+                    "-c",
+                    &format!(
+                        "grep -rl '{secret}' / --exclude-dir=proc --exclude-dir=sys 2>/dev/null"
+                    ),
+                ],
+            )
+            .await;
+        assert_ne!(code, 0, "secret found in files: {found}");
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fork_bomb_stays_in_its_pids_limit_and_others_keep_talking() {
+    let t = TestBridge::start(|c| c.limits.pids = 64).await;
+    assert_eq!(t.ask("bomber", "hi").await, "hi");
+    let bomber = t.container("bomber").await;
+    let docker = t.bridge.router.sandbox().docker().clone();
+    let bomb = tokio::spawn({
+        let (docker, bomber) = (docker.clone(), bomber.clone());
+        async move {
+            support::exec_in(
+                &docker,
+                &bomber,
+                &["sh", "-c", "b() { b | b & }; b; sleep 20"],
+            )
+            .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Another conversation is answered meanwhile.
+    assert_eq!(t.ask("bystander", "still here?").await, "still here?");
+    // The engine's own accounting (cgroup v1 or v2 alike): the bomb hit its limit.
+    let (current, limit) = pids_of(&docker, &bomber).await;
+    assert_eq!(limit, Some(64), "pids limit");
+    assert!(
+        current.is_some_and(|c| c > 32 && c <= 64),
+        "pids.current = {current:?}"
+    );
+    t.bridge
+        .router
+        .sandbox()
+        .kill(&bomber)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = bomb.await;
+    // The bomber's conversation recovers: a new message restarts its box.
+    let mut events = t.watch("bomber");
+    t.say("bomber", "after the storm").await;
+    let reply = next_reply(&mut events).await;
+    assert!(
+        reply.ends_with("after the storm") || reply.contains("This turn failed"),
+        "{reply}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlisted_mounts_are_read_only_and_others_are_refused() {
+    let host = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let allowed = host.path().join("shared");
+    let data = allowed.join("data");
+    std::fs::create_dir_all(&data).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(data.join("notes.txt"), "hello from the host").unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(allowed.join(".ssh")).unwrap_or_else(|e| panic!("{e}"));
+    let outside = host.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap_or_else(|e| panic!("{e}"));
+
+    let (allow, d) = (allowed.clone(), data.clone());
+    let t = TestBridge::start(move |c| {
+        c.mount_allowlist = vec![allow];
+        c.mounts = vec![MountRule {
+            path: d,
+            writable: false,
+        }];
+    })
+    .await;
+    assert_eq!(t.ask("mounted", "hi").await, "hi");
+    let (code, out) = t.exec("mounted", &["cat", "/mnt/data/notes.txt"]).await;
+    assert_eq!((code, out.as_str()), (0, "hello from the host"));
+    let (code, out) = t.exec("mounted", &["touch", "/mnt/data/new"]).await;
+    assert_ne!(code, 0, "read-only mount was writable: {out}");
+    t.stop().await;
+
+    for (path, expected) in [
+        (outside, "not in the mount allowlist"),
+        (allowed.join(".ssh"), "looks like credentials"),
+    ] {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mut config = support::test_config(dir.path());
+        config.mount_allowlist = vec![allowed.clone()];
+        config.mounts = vec![MountRule {
+            path,
+            writable: false,
+        }];
+        let err = clawpen::daemon::Bridge::start(&config, Vec::new())
+            .await
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+/// The container's current process count and limit, as the engine reports them.
+async fn pids_of(docker: &bollard::Docker, container: &str) -> (Option<u64>, Option<u64>) {
+    use futures_util::StreamExt;
+    let options = bollard::query_parameters::StatsOptions {
+        stream: false,
+        one_shot: true,
+    };
+    let stats = docker.stats(container, Some(options)).next().await;
+    let pids = stats.and_then(Result::ok).and_then(|s| s.pids_stats);
+    (
+        pids.as_ref().and_then(|p| p.current),
+        pids.as_ref().and_then(|p| p.limit),
+    )
+}

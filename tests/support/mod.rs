@@ -1,0 +1,203 @@
+//! Shared test support: a bridge on a temporary data directory against the real Docker
+//! engine, with helpers to talk to conversations and look inside their boxes.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
+
+use std::time::Duration;
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use clawpen::adapters::terminal::{TerminalEvent, PLATFORM};
+use clawpen::adapters::{ConversationKey, InboundSink};
+use clawpen::config::Config;
+use clawpen::control::terminal_inbound;
+use clawpen::daemon::Bridge;
+use clawpen::sandbox::spec;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+/// How long a test waits for a reply before failing.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A bridge running in-process on its own data directory (its own instance id, so its
+/// boxes are its own).
+pub struct TestBridge {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub bridge: Bridge,
+}
+
+/// A config on a fresh temporary directory, for the tests' bridges.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        echo_delay_ms: 5,
+        ..Config::default()
+    }
+}
+
+impl TestBridge {
+    /// Start a bridge; `tweak` adjusts its config first.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let bridge = Bridge::start(&config, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("bridge start: {e}"));
+        Self {
+            dir,
+            config,
+            bridge,
+        }
+    }
+
+    /// The key of a terminal conversation.
+    pub fn key(name: &str) -> ConversationKey {
+        ConversationKey::new(PLATFORM, name)
+    }
+
+    /// Watch a conversation's replies.
+    pub fn watch(&self, name: &str) -> mpsc::Receiver<TerminalEvent> {
+        self.bridge.terminal.watch(&Self::key(name))
+    }
+
+    /// Send a message to a conversation.
+    pub async fn say(&self, name: &str, text: &str) {
+        self.bridge
+            .router
+            .accept(terminal_inbound(&Self::key(name), text))
+            .await
+            .unwrap_or_else(|e| panic!("accept: {e}"));
+    }
+
+    /// Send and wait for the complete reply.
+    pub async fn ask(&self, name: &str, text: &str) -> String {
+        let mut events = self.watch(name);
+        self.say(name, text).await;
+        next_reply(&mut events).await
+    }
+
+    /// The container id of a conversation's box.
+    pub async fn container(&self, name: &str) -> String {
+        let wanted =
+            spec::container_name(self.bridge.router.sandbox().instance(), &Self::key(name));
+        let boxes = self
+            .bridge
+            .router
+            .sandbox()
+            .list()
+            .await
+            .unwrap_or_default();
+        boxes
+            .into_iter()
+            .find(|b| b.name == wanted)
+            .map(|b| b.id)
+            .unwrap_or_else(|| panic!("no box for {name}"))
+    }
+
+    /// Run a command in a conversation's box (as the box user); returns (exit code, output).
+    pub async fn exec(&self, name: &str, cmd: &[&str]) -> (i64, String) {
+        let container = self.container(name).await;
+        exec_in(self.bridge.router.sandbox().docker(), &container, cmd).await
+    }
+
+    /// Stop the bridge and remove its boxes and volumes.
+    pub async fn stop(self) {
+        let sandbox = self.bridge.router.sandbox().clone();
+        self.bridge.shutdown().await;
+        if let Err(e) = sandbox.remove_all().await {
+            eprintln!("cleanup failed: {e}");
+        }
+    }
+}
+
+/// Run a command in a container; returns (exit code, stdout and stderr).
+pub async fn exec_in(docker: &bollard::Docker, container: &str, cmd: &[&str]) -> (i64, String) {
+    let config = ExecConfig {
+        cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        ..Default::default()
+    };
+    let exec = docker
+        .create_exec(container, config)
+        .await
+        .unwrap_or_else(|e| panic!("create exec: {e}"));
+    let started = docker
+        .start_exec(&exec.id, None::<StartExecOptions>)
+        .await
+        .unwrap_or_else(|e| panic!("start exec: {e}"));
+    let mut text = String::new();
+    if let StartExecResults::Attached { mut output, .. } = started {
+        while let Some(Ok(chunk)) = output.next().await {
+            text.push_str(&chunk.to_string());
+        }
+    }
+    let code = docker
+        .inspect_exec(&exec.id)
+        .await
+        .ok()
+        .and_then(|i| i.exit_code)
+        .unwrap_or(-1);
+    (code, text)
+}
+
+/// Collect events until a reply is finished; returns the reply's messages joined.
+pub async fn next_reply(events: &mut mpsc::Receiver<TerminalEvent>) -> String {
+    let parts = next_reply_events(events).await;
+    final_text(&parts)
+}
+
+/// Collect events until a reply is finished; returns them all.
+pub async fn next_reply_events(events: &mut mpsc::Receiver<TerminalEvent>) -> Vec<TerminalEvent> {
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout(REPLY_TIMEOUT, events.recv()).await {
+            Ok(Some(TerminalEvent::Finished)) => return seen,
+            Ok(Some(event)) => seen.push(event),
+            Ok(None) => panic!("reply stream closed after {seen:?}"),
+            Err(_) => panic!("no complete reply within {REPLY_TIMEOUT:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// What the user sees after these events: each message's latest text, in order.
+/// Edits carry a message's full text, so the last edit of each message is what shows.
+pub fn final_text(events: &[TerminalEvent]) -> String {
+    let mut messages: Vec<(String, String)> = Vec::new();
+    for event in events {
+        match event {
+            TerminalEvent::Send { id, text } => messages.push((id.clone(), text.clone())),
+            // An edit of a message sent before the events were collected counts as it.
+            TerminalEvent::Edit { id, text } => match messages.iter_mut().find(|(m, _)| m == id) {
+                Some(m) => m.1 = text.clone(),
+                None => messages.push((id.clone(), text.clone())),
+            },
+            _ => {}
+        }
+    }
+    messages
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Poll `check` every 200 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
