@@ -13,6 +13,13 @@ use crate::router::{Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{Store, StoreError};
 
+/// Handled inbound messages are kept this long for deduplication (platforms redeliver
+/// within hours, not days), then pruned so the log stays bounded.
+const INBOUND_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often the inbound log is pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Why the bridge could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -80,6 +87,7 @@ impl Bridge {
                 }
             });
         }
+        tasks.spawn(prune_inbound(router.store().clone(), stop.clone()));
         Ok(Self {
             router,
             terminal,
@@ -126,6 +134,23 @@ impl Bridge {
         }
         if let Err(e) = self.router.store().flush() {
             tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+/// Prune handled inbound messages past their retention, hourly, until `stop`.
+async fn prune_inbound(store: Store, stop: CancellationToken) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now = crate::router::now_secs();
+        match store.prune_inbound(now, INBOUND_RETENTION.as_secs()) {
+            Ok(0) => {}
+            Ok(pruned) => tracing::debug!(pruned, "pruned handled inbound messages"),
+            Err(e) => tracing::warn!(error = %e, "pruning the inbound log failed"),
         }
     }
 }

@@ -20,10 +20,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The daemon reports what it does; interactive commands only what goes wrong.
+    let default_filter = match args.command {
+        Command::Run | Command::Image { .. } => "clawpen=info,warn",
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CLAWPEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("clawpen=info,warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -123,7 +123,18 @@ async fn garbage_on_a_box_stdout_is_survived() {
         )
         .await;
     assert_eq!(code, 0, "{out}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The bridge answered the garbage with an error, which the agent logged.
+    let answered = eventually(Duration::from_secs(10), || async {
+        t.box_stderr("noisy")
+            .await
+            .contains("bridge rejected a line")
+    })
+    .await;
+    assert!(
+        answered,
+        "no rejection reached the box: {}",
+        t.box_stderr("noisy").await
+    );
     assert_eq!(t.ask("noisy", "after").await, "after");
     t.stop().await;
 }

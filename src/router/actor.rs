@@ -51,6 +51,9 @@ struct Session {
     _permit: OwnedSemaphorePermit,
     /// The highest event sequence number processed and acknowledged.
     acked: u64,
+    /// Set when attaching to a turn interrupted by a restart: the agent's answer to
+    /// `Resume` then tells whether it ever received that turn.
+    resync: bool,
 }
 
 /// The running turn.
@@ -210,6 +213,7 @@ impl Actor {
             conn,
             _permit: permit,
             acked: 0,
+            resync: false,
         });
         self.last_activity = Instant::now();
         Ok(())
@@ -373,6 +377,7 @@ impl Actor {
                         conn,
                         _permit: permit,
                         acked,
+                        resync: true,
                     });
                     return;
                 }
@@ -437,12 +442,14 @@ impl Actor {
                 finished,
                 last_seq,
             }) => {
+                let mut resync = false;
                 if let Some(session) = self.session.as_mut() {
                     // Replayed events came before this line; anything else up to last_seq
                     // was acknowledged by an earlier bridge.
                     session.acked = session.acked.max(last_seq);
+                    resync = std::mem::take(&mut session.resync);
                 }
-                let resend = self.turn.as_ref().and_then(|t| {
+                let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
                     let known = running.as_deref() == Some(t.record.turn.as_str())
                         || finished.contains(&t.record.turn);
                     (!known).then(|| ToAgent::Turn {

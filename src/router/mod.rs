@@ -21,6 +21,7 @@ mod actor;
 mod turn;
 
 use actor::{Actor, Command, Start};
+pub use turn::now_secs;
 
 use crate::sandbox::Sandbox;
 use crate::store::{InboundState, InsertOutcome, Store, TurnRecord};

@@ -104,6 +104,26 @@ impl TestBridge {
         exec_in(self.bridge.router.sandbox().docker(), &container, cmd).await
     }
 
+    /// What a conversation's box wrote to stderr (its log lines), as the engine kept it.
+    pub async fn box_stderr(&self, name: &str) -> String {
+        let container = self.container(name).await;
+        let options = bollard::query_parameters::LogsOptions {
+            stderr: true,
+            ..Default::default()
+        };
+        let mut logs = self
+            .bridge
+            .router
+            .sandbox()
+            .docker()
+            .logs(&container, Some(options));
+        let mut text = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            text.push_str(&chunk.to_string());
+        }
+        text
+    }
+
     /// Stop the bridge and remove its boxes and volumes.
     pub async fn stop(self) {
         let sandbox = self.bridge.router.sandbox().clone();
