@@ -171,17 +171,24 @@ impl ReplyStream {
     /// gets one more try), then tells the adapter the reply is complete. A blank reply sends
     /// nothing, so a caller that wants the user told pushes an error text first.
     pub async fn finish(&mut self) -> Result<(), AdapterError> {
+        self.deliver().await?;
+        let (adapter, conversation) = (&self.adapter, &self.conversation);
+        retry(&self.backoff, conversation, move || {
+            adapter.finished(conversation)
+        })
+        .await
+    }
+
+    /// Delivers the whole text as final, waiting out the throttle, without telling the
+    /// adapter that the turn's reply is complete: for messages sent while a turn goes on.
+    pub async fn deliver(&mut self) -> Result<(), AdapterError> {
         while let Some(op) = self.state.next_op(&self.caps, true) {
             if let (Op::Edit { .. }, Some(due)) = (&op, self.throttle.due()) {
                 sleep_until(due).await;
             }
             self.perform(op).await?;
         }
-        let (adapter, conversation) = (&self.adapter, &self.conversation);
-        retry(&self.backoff, conversation, move || {
-            adapter.finished(conversation)
-        })
-        .await
+        Ok(())
     }
 
     /// Carries out one operation, retrying it, and records it the moment it succeeded.

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::router::{Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{Store, StoreError};
+use crate::tunnel::Tunnel;
 
 /// Handled inbound messages are kept this long for deduplication (platforms redeliver
 /// within hours, not days), then pruned so the log stays bounded.
@@ -74,7 +75,15 @@ impl Bridge {
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
         };
-        let router = Router::new(store, sandbox, all, router_config, CancellationToken::new());
+        let tunnel = Tunnel::default();
+        let router = Router::new(
+            store,
+            sandbox,
+            tunnel,
+            all,
+            router_config,
+            CancellationToken::new(),
+        );
         router.recover().await?;
         let tasks = TaskTracker::new();
         let stop = CancellationToken::new();

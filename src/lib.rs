@@ -6,6 +6,7 @@
 //! - [`store`]: sled, the one durable place: conversations, inbound log, delivery state.
 //! - [`sandbox`]: boxes through the Docker API: hardening, volumes, attach, image build.
 //! - [`router`]: one actor per conversation, the live-box cap, turns and replies.
+//! - [`tunnel`]: what boxes ask of the outside (model calls, web fetches), keys added here.
 //! - [`control`]: the daemon's local socket for `chat` and `status`.
 //! - [`daemon`]: starting and stopping all of it.
 //! - [`cli`]: the `clawpen` subcommands.
@@ -20,6 +21,7 @@ pub mod daemon;
 pub mod router;
 pub mod sandbox;
 pub mod store;
+pub mod tunnel;
 
 pub use clawpen_adapters as adapters;
 pub use clawpen_protocol as protocol;

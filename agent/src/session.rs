@@ -145,7 +145,7 @@ impl Session {
                 self.resume(version, after);
                 None
             }
-            ToAgent::Turn { turn, messages } => self.turn(turn, messages),
+            ToAgent::Turn { turn, messages, .. } => self.turn(turn, messages),
             ToAgent::FollowUp { turn, messages } => Some(self.follow_up(turn, messages)),
             ToAgent::Cancel { turn } => self.cancel(&turn),
             ToAgent::Ack { seq } => {
@@ -156,6 +156,10 @@ impl Session {
                     // A long burst leaves a big allocation behind; an idle box should be small.
                     self.unacked.shrink_to(SHRINK_TO);
                 }
+                None
+            }
+            ToAgent::Response { id, .. } => {
+                eprintln!("clawpen-agent: response to unknown request {id} ignored");
                 None
             }
             ToAgent::Rejected { reason } => {
@@ -382,6 +386,7 @@ mod tests {
         ToAgent::Turn {
             turn: id.into(),
             messages: texts.iter().map(|text| message(text)).collect(),
+            options: Default::default(),
         }
     }
 

@@ -154,6 +154,7 @@ fn turn(id: &str, texts: &[&str]) -> ToAgent {
     ToAgent::Turn {
         turn: id.into(),
         messages,
+        options: Default::default(),
     }
 }
 

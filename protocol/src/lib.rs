@@ -26,6 +26,13 @@ pub const MAX_LINE: usize = 1 << 20;
 /// The environment variable naming the agent's provider inside the box (`echo`, ...).
 pub const ENV_PROVIDER: &str = "CLAWPEN_PROVIDER";
 
+/// The environment variable naming the default model inside the box.
+pub const ENV_MODEL: &str = "CLAWPEN_MODEL";
+
+/// The environment variable holding an external harness command, run instead of the
+/// built-in agent loop.
+pub const ENV_HARNESS: &str = "CLAWPEN_HARNESS";
+
 /// The environment variable naming the echo provider's delay between chunks, in ms.
 pub const ENV_ECHO_DELAY_MS: &str = "CLAWPEN_ECHO_DELAY_MS";
 
@@ -40,6 +47,64 @@ pub struct TurnMessage {
     pub at: u64,
     /// The text.
     pub text: String,
+}
+
+/// Per-turn choices the bridge makes for a conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnOptions {
+    /// The model to use instead of the box's default (`CLAWPEN_MODEL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+}
+
+/// Something the box asks the bridge to do for it: the box has no network and no keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Request {
+    /// An HTTP request to the configured model provider. Only a path is given: the bridge
+    /// alone decides the host, checks the path against the provider's endpoints, adds
+    /// the key and streams the response back.
+    Model {
+        /// The HTTP method (`POST`).
+        method: String,
+        /// The path under the provider's base URL (`/v1/messages`, `/chat/completions`).
+        path: String,
+        /// Request headers; the bridge keeps only a safe subset and drops any credential.
+        headers: Vec<(String, String)>,
+        /// The request body (JSON).
+        body: String,
+    },
+    /// Fetch a web page as readable text; the bridge refuses private destinations.
+    WebFetch {
+        /// An http or https URL.
+        url: String,
+    },
+}
+
+/// One piece of the answer to a [`Request`]; a response is `Head`, `Body`*, `End`, or a
+/// single `Failed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ResponsePart {
+    /// Status and headers.
+    Head {
+        /// The HTTP status.
+        status: u16,
+        /// Response headers worth passing on (content type, retry-after, ...).
+        headers: Vec<(String, String)>,
+    },
+    /// A chunk of the body, as it streams.
+    Body {
+        /// The text (UTF-8; chunks end on character boundaries).
+        data: String,
+    },
+    /// The response is complete.
+    End,
+    /// The bridge refused or could not perform the request.
+    Failed {
+        /// Why, in words for the agent (and, through it, the user).
+        message: String,
+    },
 }
 
 /// A line from the bridge to the box.
@@ -60,6 +125,9 @@ pub enum ToAgent {
         turn: String,
         /// The messages it answers, in order.
         messages: Vec<TurnMessage>,
+        /// Per-conversation choices.
+        #[serde(default)]
+        options: TurnOptions,
     },
     /// More messages for the running turn, given to the agent at its next step.
     FollowUp {
@@ -77,6 +145,13 @@ pub enum ToAgent {
     Ack {
         /// The highest processed sequence number.
         seq: u64,
+    },
+    /// Part of the answer to a box's [`Request`].
+    Response {
+        /// The request's id.
+        id: u64,
+        /// This piece.
+        part: ResponsePart,
     },
     /// The bridge could not parse a line the box sent.
     Rejected {
@@ -98,6 +173,16 @@ pub enum EventBody {
     Status {
         /// The line.
         text: String,
+    },
+    /// A separate chat message sent while the agent works (its `send_message` tool).
+    Message {
+        /// The message text.
+        text: String,
+    },
+    /// A file from the workspace to upload into the chat.
+    File {
+        /// Its path relative to the workspace.
+        path: String,
     },
     /// The turn failed; the message is shown to the user.
     Error {
@@ -144,6 +229,13 @@ pub enum FromAgent {
     Event(Event),
     /// The agent is alive and working on a turn.
     Heartbeat,
+    /// Ask the bridge to do something for the box; answered by `Response` lines.
+    Request {
+        /// Chosen by the agent, unique within its process.
+        id: u64,
+        /// What to do.
+        request: Request,
+    },
     /// The agent could not parse a line the bridge sent.
     Rejected {
         /// Why.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clawpen_adapters::reply::ReplyState;
 use clawpen_adapters::stream::ReplyStream;
 use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
-use clawpen_protocol::{Event, EventBody, FromAgent, ToAgent, TurnMessage};
+use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent, TurnMessage, TurnOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::{sleep_until, Instant};
 
@@ -20,6 +20,10 @@ use super::turn::{box_gone_message, error_text, now_secs, turn_id, turn_message}
 use super::Shared;
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
 use crate::store::{InboundState, TurnRecord};
+
+/// Response parts not yet written to the box. When full, the request's task waits for the
+/// box to take them: a slow box slows only its own responses.
+const RESPONSE_CAPACITY: usize = 32;
 
 /// How many finished turn ids an actor remembers.
 const FINISHED_KEPT: usize = 16;
@@ -300,6 +304,7 @@ impl Actor {
         let request = ToAgent::Turn {
             turn: record.turn.clone(),
             messages: turn_messages.clone(),
+            options: self.turn_options(),
         };
         self.turn = Some(Turn {
             record,
@@ -310,6 +315,18 @@ impl Actor {
             stalled: None,
         });
         self.send_to_box(&request).await;
+    }
+
+    /// The conversation's per-turn choices (its model override).
+    fn turn_options(&self) -> TurnOptions {
+        let model = self
+            .shared
+            .store
+            .conversation(&self.key)
+            .ok()
+            .flatten()
+            .and_then(|c| c.model);
+        TurnOptions { model }
     }
 
     /// Answer messages that could not reach a box with an error, and mark them done.
@@ -449,12 +466,14 @@ impl Actor {
                     session.acked = session.acked.max(last_seq);
                     resync = std::mem::take(&mut session.resync);
                 }
+                let options = self.turn_options();
                 let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
                     let known = running.as_deref() == Some(t.record.turn.as_str())
                         || finished.contains(&t.record.turn);
                     (!known).then(|| ToAgent::Turn {
                         turn: t.record.turn.clone(),
                         messages: t.messages.clone(),
+                        options,
                     })
                 });
                 if let Some(request) = resend {
@@ -466,6 +485,7 @@ impl Actor {
                 tracing::debug!(conversation = %self.key, version, provider, "agent ready");
             }
             BoxOutput::Message(FromAgent::Heartbeat) => {}
+            BoxOutput::Message(FromAgent::Request { id, request }) => self.on_request(id, request),
             BoxOutput::Message(FromAgent::Rejected { reason }) => {
                 tracing::warn!(conversation = %self.key, reason, "the agent rejected a line from the bridge");
             }
@@ -475,6 +495,28 @@ impl Actor {
             }
             BoxOutput::Closed => self.box_gone().await,
         }
+    }
+
+    /// Perform a box's request in its own task, streaming the response back to the box,
+    /// so a long model response never holds up the conversation.
+    fn on_request(&mut self, id: u64, request: Request) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let input = session.conn.input();
+        let (tunnel, key) = (self.shared.tunnel.clone(), self.key.clone());
+        self.shared.tracker.spawn(async move {
+            let (parts, mut rx) = mpsc::channel(RESPONSE_CAPACITY);
+            let perform = tunnel.perform(&key, request, parts);
+            let forward = async {
+                while let Some(part) = rx.recv().await {
+                    if input.send(&ToAgent::Response { id, part }).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(perform, forward);
+        });
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -505,6 +547,27 @@ impl Actor {
                 EventBody::Status { text } => {
                     if let Some(adapter) = self.shared.adapter(&self.key) {
                         let _ = adapter.status(&self.key, &text).await;
+                    }
+                }
+                EventBody::Message { text } => {
+                    if let Some(adapter) = self.shared.adapter(&self.key) {
+                        let mut message =
+                            ReplyStream::new(adapter, self.key.clone(), ReplyState::new(None));
+                        message.push(&text);
+                        if let Err(e) = message.deliver().await {
+                            tracing::warn!(conversation = %self.key, error = %e, "sending the agent's message failed");
+                        }
+                    }
+                }
+                EventBody::File { path } => {
+                    let container = turn.record.container.clone();
+                    if let Err(e) = upload_file(&self.shared, &self.key, &container, &path).await {
+                        tracing::warn!(conversation = %self.key, path, error = %e, "uploading the agent's file failed");
+                        let note = error_text(
+                            &turn.reply.state().text,
+                            &format!("Could not send the file {path}: {e}"),
+                        );
+                        turn.reply.push(&note);
                     }
                 }
                 EventBody::Error { message } => {
@@ -654,6 +717,30 @@ impl Actor {
             }
         }
     }
+}
+
+/// Read a file the agent named from its workspace and upload it to the chat.
+async fn upload_file(
+    shared: &Shared,
+    key: &ConversationKey,
+    container: &str,
+    path: &str,
+) -> Result<(), String> {
+    let adapter = shared.adapter(key).ok_or("no adapter")?;
+    let data = shared
+        .sandbox
+        .read_workspace_file(container, path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    adapter
+        .upload(key, &clawpen_adapters::Upload { name, data })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 async fn recv_output(session: Option<&mut Session>) -> BoxOutput {

@@ -25,6 +25,7 @@ pub use turn::now_secs;
 
 use crate::sandbox::Sandbox;
 use crate::store::{InboundState, InsertOutcome, Store, TurnRecord};
+use crate::tunnel::Tunnel;
 
 /// Commands waiting for one conversation's actor. When full, `accept` waits: the message
 /// is already stored, so the adapter is merely slowed, and nothing is lost.
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) sandbox: Sandbox,
     pub(crate) config: RouterConfig,
     pub(crate) adapters: HashMap<String, Arc<dyn Adapter>>,
+    /// Performs the boxes' requests (model calls, web fetches).
+    pub(crate) tunnel: Tunnel,
     /// One permit per live box; waiting for one is the fair queue of conversations.
     pub(crate) slots: Arc<Semaphore>,
     /// The mailbox of every live actor. A std mutex: held only to look up or insert.
@@ -134,6 +137,7 @@ impl Router {
     pub fn new(
         store: Store,
         sandbox: Sandbox,
+        tunnel: Tunnel,
         adapters: Vec<Arc<dyn Adapter>>,
         config: RouterConfig,
         shutdown: CancellationToken,
@@ -146,6 +150,7 @@ impl Router {
             shared: Arc::new(Shared {
                 store,
                 sandbox,
+                tunnel,
                 slots: Arc::new(Semaphore::new(config.max_boxes)),
                 config,
                 adapters,

@@ -1,6 +1,5 @@
 //! The attached stdin/stdout of a running box: the box's only channel to the world.
 
-use std::pin::Pin;
 use std::time::Duration;
 
 use bollard::container::LogOutput;
@@ -8,7 +7,7 @@ use bollard::query_parameters::AttachContainerOptions;
 use bollard::Docker;
 use clawpen_protocol::{FromAgent, Line, LineBuffer, ToAgent};
 use futures_util::StreamExt;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -35,15 +34,44 @@ pub enum BoxOutput {
     Closed,
 }
 
-/// An attached box: write protocol lines to it, read its output from `output`.
+/// Protocol lines waiting for the box's stdin. When full, senders wait for the box to read.
+const INPUT_CAPACITY: usize = 64;
+
+/// An attached box: write protocol lines with [`BoxConn::input`], read its output from
+/// `output`.
 pub struct BoxConn {
     /// The container id.
     pub container: String,
-    input: Pin<Box<dyn AsyncWrite + Send>>,
+    input: BoxInput,
     /// Output of the box, in order, ending with [`BoxOutput::Closed`].
     pub output: mpsc::Receiver<BoxOutput>,
     /// The task demultiplexing the attach stream; aborted with the connection.
     reader: JoinHandle<()>,
+    /// The task writing to the box's stdin; aborted with the connection.
+    writer: JoinHandle<()>,
+}
+
+/// A cloneable handle for writing protocol lines to one box, so that responses to the
+/// box's requests can be written from the tasks performing them.
+#[derive(Clone, Debug)]
+pub struct BoxInput {
+    container: String,
+    lines: mpsc::Sender<Vec<u8>>,
+}
+
+impl BoxInput {
+    /// Queue one protocol message for the box's stdin.
+    pub async fn send(&self, message: &ToAgent) -> Result<(), SandboxError> {
+        let line =
+            clawpen_protocol::encode(message).map_err(|e| SandboxError::Protocol(e.to_string()))?;
+        self.lines
+            .send(line)
+            .await
+            .map_err(|_| SandboxError::BoxGone {
+                container: self.container.clone(),
+                reason: "its stdin is closed".into(),
+            })
+    }
 }
 
 impl std::fmt::Debug for BoxConn {
@@ -57,6 +85,7 @@ impl std::fmt::Debug for BoxConn {
 impl Drop for BoxConn {
     fn drop(&mut self) {
         self.reader.abort();
+        self.writer.abort();
     }
 }
 
@@ -125,32 +154,48 @@ impl BoxConn {
             }
             let _ = tx.send(BoxOutput::Closed).await;
         });
+        let (lines, mut queue) = mpsc::channel::<Vec<u8>>(INPUT_CAPACITY);
+        let mut stdin = attached.input;
+        let name = container.to_string();
+        let writer = tokio::spawn(async move {
+            while let Some(line) = queue.recv().await {
+                let write = async {
+                    stdin.write_all(&line).await?;
+                    stdin.flush().await
+                };
+                match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(r#box = %name, error = %e, "writing to the box failed");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::warn!(r#box = %name, "the box did not read its stdin for {WRITE_TIMEOUT:?}");
+                        break;
+                    }
+                }
+            }
+        });
+        let input = BoxInput {
+            container: container.to_string(),
+            lines,
+        };
         Ok(Self {
             container: container.to_string(),
-            input: attached.input,
+            input,
             output: rx,
             reader,
+            writer,
         })
+    }
+
+    /// A handle for writing to the box.
+    pub fn input(&self) -> BoxInput {
+        self.input.clone()
     }
 
     /// Write one protocol message to the box's stdin.
     pub async fn send(&mut self, message: &ToAgent) -> Result<(), SandboxError> {
-        let line =
-            clawpen_protocol::encode(message).map_err(|e| SandboxError::Protocol(e.to_string()))?;
-        let write = async {
-            self.input.write_all(&line).await?;
-            self.input.flush().await
-        };
-        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SandboxError::BoxGone {
-                container: self.container.clone(),
-                reason: e.to_string(),
-            }),
-            Err(_) => Err(SandboxError::BoxGone {
-                container: self.container.clone(),
-                reason: "stdin write timed out".into(),
-            }),
-        }
+        self.input.send(message).await
     }
 }

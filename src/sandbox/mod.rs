@@ -21,11 +21,14 @@ pub mod image;
 pub mod mounts;
 pub mod spec;
 
-pub use attach::{BoxConn, BoxOutput};
+pub use attach::{BoxConn, BoxInput, BoxOutput};
 use mounts::{AllowedMount, MountError};
 use spec::{AgentEnv, BoxSpec};
 
 use crate::config::{BoxLimits, Config};
+
+/// The largest workspace file uploaded to a chat.
+pub const MAX_UPLOAD: usize = 50 << 20;
 
 /// A failure of the sandbox, in our words; engine errors are converted where they enter.
 #[derive(Debug, thiserror::Error)]
@@ -486,6 +489,61 @@ impl Sandbox {
                 })
             })
             .collect())
+    }
+
+    /// Read one file from a box's workspace (for uploads), refusing paths that leave it
+    /// and files over [`MAX_UPLOAD`].
+    pub async fn read_workspace_file(
+        &self,
+        container: &str,
+        path: &str,
+    ) -> Result<Vec<u8>, SandboxError> {
+        let relative = std::path::Path::new(
+            path.trim_start_matches("/workspace/")
+                .trim_start_matches('/'),
+        );
+        if relative
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(SandboxError::Protocol(format!(
+                "{path}: not a path inside the workspace"
+            )));
+        }
+        let full = format!("{}/{}", spec::WORKSPACE, relative.display());
+        let options =
+            bollard::query_parameters::DownloadFromContainerOptions { path: full.clone() };
+        let mut stream = self
+            .inner
+            .docker
+            .download_from_container(container, Some(options));
+        let mut archive = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            let chunk = chunk.map_err(|e| SandboxError::from_engine("read", &full, e))?;
+            archive.extend_from_slice(&chunk);
+            if archive.len() > MAX_UPLOAD + 64 * 1024 {
+                return Err(SandboxError::Protocol(format!(
+                    "{path}: larger than {} MB",
+                    MAX_UPLOAD >> 20
+                )));
+            }
+        }
+        let mut tar = tar::Archive::new(archive.as_slice());
+        let entries = tar
+            .entries()
+            .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| SandboxError::Protocol(e.to_string()))?;
+            if entry.header().entry_type().is_file() {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data)
+                    .map_err(|e| SandboxError::Protocol(e.to_string()))?;
+                return Ok(data);
+            }
+        }
+        Err(SandboxError::Protocol(format!(
+            "{path}: not a regular file"
+        )))
     }
 
     /// Remove every box and volume of this instance (tests and `clawpen` uninstall paths).
