@@ -1,8 +1,10 @@
-//! The endpoint: joins stdin, stdout, the [`Session`] and the provider's running turn.
+//! The endpoint: joins stdin, stdout, the [`Session`], the provider's running turn and the
+//! tunnel.
 //!
 //! One task runs a `select!` over everything that can happen: bytes on stdin, room in the
-//! writer's queue, the next step of the running turn, the heartbeat timer and the stop
-//! signals. Writing goes through a separate writer task fed by a small bounded queue, and
+//! writer's queue, the next step of the running turn, requests for the bridge (from the
+//! turn or the in-box HTTP endpoint), the heartbeat timer and the stop signals. Answers to
+//! requests arrive on stdin and are routed to their callers by the [`Tunnel`]. Writing goes through a separate writer task fed by a small bounded queue, and
 //! the loop only offers it a line when there is room, so a stalled stdout never stops the
 //! loop from reading stdin: acknowledgements and cancels are processed while output is
 //! blocked, and everything not yet written waits (bounded) in the session.
@@ -10,15 +12,18 @@
 use std::io;
 use std::time::Duration;
 
-use clawpen_protocol::{encode, EventBody, LineBuffer};
+use clawpen_protocol::{encode, EventBody, LineBuffer, ToAgent, TurnOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use crate::config::Config;
+use crate::http;
 use crate::provider::{Provider, Run, Step};
 use crate::session::{Action, Session};
+use crate::tunnel::{Tunnel, NO_PROGRESS};
 
 /// Encoded lines handed to the writer but not yet written. When it is full the loop stops
 /// offering lines (they stay in the session) and goes on reading stdin. Small, because
@@ -39,6 +44,8 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 struct Endpoint {
     session: Session,
     provider: Provider,
+    /// Routes answers to requests to their callers.
+    tunnel: Tunnel,
     /// The provider's run for the session's running turn; `Some` exactly while the
     /// session has a running turn.
     run: Option<Run>,
@@ -46,13 +53,43 @@ struct Endpoint {
     heartbeat: Interval,
 }
 
-/// Speak the protocol on stdin/stdout until stdin ends or a stop signal arrives.
-/// An error means stdin or stdout failed; bad input never ends the loop.
-pub async fn run(provider: Provider) -> io::Result<()> {
+/// Speak the protocol on stdin/stdout until stdin ends or a stop signal arrives, serving
+/// the in-box HTTP endpoint meanwhile. An error means stdin or stdout failed; bad input
+/// never ends the loop.
+pub async fn run(config: Config) -> io::Result<()> {
     // The box's PID 1 gets no default signal handling, so `docker stop` and Ctrl-C on an
     // attached terminal only work if the agent listens for them itself.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
+
+    let (tunnel, mut requests) = Tunnel::new(NO_PROGRESS);
+    // The endpoint is a convenience for harnesses; without it the agent still works.
+    let (port, server) = match http::bind(config.tunnel_port).await {
+        Ok(listener) => {
+            let port = listener
+                .local_addr()
+                .map_or(config.tunnel_port, |address| address.port());
+            eprintln!("clawpen-agent: endpoint listening on 127.0.0.1:{port}");
+            (
+                port,
+                Some(tokio::spawn(http::serve(listener, tunnel.clone()))),
+            )
+        }
+        Err(err) => {
+            eprintln!(
+                "clawpen-agent: cannot listen on 127.0.0.1:{}: {err}; the in-box endpoint is off",
+                config.tunnel_port
+            );
+            (config.tunnel_port, None)
+        }
+    };
+    let provider = Provider::new(&config, &tunnel, port);
+    eprintln!(
+        "clawpen-agent {}: protocol {}, provider {}",
+        env!("CARGO_PKG_VERSION"),
+        clawpen_protocol::VERSION,
+        provider.name()
+    );
 
     let (lines, queue) = mpsc::channel(WRITE_QUEUE);
     let writer = tokio::spawn(write_lines(queue));
@@ -61,6 +98,7 @@ pub async fn run(provider: Provider) -> io::Result<()> {
     let mut endpoint = Endpoint {
         session: Session::new(provider.name()),
         provider,
+        tunnel,
         run: None,
         heartbeat,
     };
@@ -93,30 +131,40 @@ pub async fn run(provider: Provider) -> io::Result<()> {
                 Err(_) => break Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdout writer stopped")),
             },
             step = next_step(&mut endpoint.run) => endpoint.step(step),
+            Some((id, request)) = requests.recv() => endpoint.session.request(id, request),
             _ = endpoint.heartbeat.tick(), if endpoint.run.is_some() => endpoint.session.heartbeat(),
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),
         }
     };
+    if let Some(server) = server {
+        server.abort();
+    }
+    // Stop the running turn (and whatever it started) before exiting.
+    endpoint.run = None;
     flush(&mut endpoint.session, lines, writer).await;
     end
 }
 
 impl Endpoint {
-    /// Carry out what the session decided about the provider.
+    /// Carry out what the session decided.
     fn apply(&mut self, action: Action) {
         match action {
-            Action::Start(messages) => {
-                self.run = Some(self.provider.start(messages));
+            Action::Start(messages, options) => {
+                self.run = Some(self.provider.start(messages, options));
                 self.heartbeat.reset();
             }
             Action::FollowUp(messages) => match &mut self.run {
                 Some(run) => run.follow_up(messages),
                 // Cannot happen (the session only says follow-up while a turn runs), but
                 // answering beats dropping the messages.
-                None => self.run = Some(self.provider.start(messages)),
+                None => self.run = Some(self.provider.start(messages, TurnOptions::default())),
             },
+            // Dropping the run stops it: a task run is aborted, killing its processes.
             Action::Stop => self.run = None,
+            Action::Response { id, part } => self.tunnel.deliver(id, part),
+            // Answers in flight will not continue; their callers retry.
+            Action::Resumed => self.tunnel.reattached(),
         }
     }
 
@@ -124,14 +172,31 @@ impl Endpoint {
     fn step(&mut self, step: Step) {
         match step {
             Step::Text(text) => self.session.emit(EventBody::TextDelta { text }),
+            Step::Status(text) => self.session.emit(EventBody::Status { text }),
+            Step::Message(text) => self.session.emit(EventBody::Message { text }),
+            Step::File(path) => self.session.emit(EventBody::File { path }),
             Step::Failed(message) => {
                 self.session.emit(EventBody::Error { message });
-                self.session.emit(EventBody::Final);
-                self.run = None;
+                self.finish();
             }
-            Step::Done => {
-                self.session.emit(EventBody::Final);
-                self.run = None;
+            Step::Done => self.finish(),
+        }
+    }
+
+    /// End the running turn with `Final`. Follow-ups it never took (they came after its
+    /// last model call) start the next turn, as a follow-up with no turn running would.
+    fn finish(&mut self) {
+        let unanswered = self.run.as_mut().map(Run::unanswered).unwrap_or_default();
+        let turn = self.session.running().map(str::to_owned);
+        self.session.emit(EventBody::Final);
+        self.run = None;
+        if let (Some(turn), false) = (turn, unanswered.is_empty()) {
+            let follow_up = ToAgent::FollowUp {
+                turn,
+                messages: unanswered,
+            };
+            if let Some(action) = self.session.handle(follow_up) {
+                self.apply(action);
             }
         }
     }

@@ -7,32 +7,47 @@
 //! acknowledges them, so a bridge restart mid-turn loses and repeats nothing.
 //!
 //! It must stay tiny (a few MB of memory per idle box), so it runs on a single-threaded
-//! runtime and depends on little more than the protocol crate. stdout carries protocol
-//! lines only; stderr carries a few human-readable log lines.
+//! runtime and depends on little more than the protocol crate and tokio: the model
+//! providers' wire formats, server-sent events and the small HTTP server are hand-written.
+//! It holds no key: every model call and web fetch is a request the bridge performs.
+//! stdout carries protocol lines only; stderr carries a few human-readable log lines.
 //!
 //! # Layout
 //!
-//! - `endpoint`: the loop joining stdin, the stdout writer task, the session and the
-//!   provider's running turn.
+//! - `config`: the settings, read from the environment.
+//! - `endpoint`: the loop joining stdin, the stdout writer task, the session, the
+//!   provider's running turn and the tunnel.
 //! - `session`: the protocol state with no I/O: sequence numbers, the unacknowledged
 //!   events, resume replay, and what each turn, follow-up and cancel means.
-//! - `provider`: who answers a turn (`echo` for now), chosen by `CLAWPEN_PROVIDER`.
+//! - `tunnel`: requests to the bridge (model calls, web fetches) and their answers.
+//! - `http`: the in-box HTTP endpoint, the tunnel for external harnesses.
+//! - `provider`: who answers a turn (`echo`, a model through the built-in `agent`, or a
+//!   `harness`), and the model wire formats.
+//! - `agent`: the built-in agent loop, its tools and its memory.
+//! - `harness`: an external agent program run per turn.
+//! - `process`: process groups and reaping, for the shell tool and the harness.
 
+mod agent;
+mod config;
 mod endpoint;
+mod harness;
+mod http;
+mod process;
 mod provider;
 mod session;
+mod tunnel;
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use provider::Provider;
+use config::Config;
 
 /// How long to wait, at exit, for blocking stdio threads; a write to a stdout nobody reads
 /// never returns, and must not keep the box alive.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
-    let provider = Provider::from_env();
+    let config = Config::from_env();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -44,13 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!(
-        "clawpen-agent {}: protocol {}, provider {}",
-        env!("CARGO_PKG_VERSION"),
-        clawpen_protocol::VERSION,
-        provider.name()
-    );
-    let result = runtime.block_on(endpoint::run(provider));
+    let result = runtime.block_on(endpoint::run(config));
     runtime.shutdown_timeout(SHUTDOWN_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,

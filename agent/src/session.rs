@@ -8,14 +8,17 @@
 //!
 //! Output is not a queue of copies. Events stay in one buffer, `unacked`, and a cursor
 //! (`written`) says how far they have been handed to the writer; `Resume` just moves the
-//! cursor back. Other lines (`Ready`, `State`, `Heartbeat`, `Rejected`) wait in a short
-//! queue, each tagged with the last event that was issued before it, so they come out in
-//! the order they happened: a `State` answering `Resume` always follows the replay.
+//! cursor back. Other lines (`Ready`, `State`, `Heartbeat`, `Request`, `Rejected`) wait in
+//! a short queue, each tagged with the last event that was issued before it, so they come
+//! out in the order they happened: a `State` answering `Resume` always follows the replay.
+//! Requests are not replayed: a `Resume` fails the ones in flight instead (the bridge does
+//! not continue answers across an attach), and their callers retry.
 
 use std::collections::VecDeque;
 
 use clawpen_protocol::{
-    decode, Event, EventBody, FromAgent, Line, ToAgent, TurnMessage, MAX_LINE, VERSION,
+    decode, Event, EventBody, FromAgent, Line, Request, ResponsePart, ToAgent, TurnMessage,
+    TurnOptions, MAX_LINE, VERSION,
 };
 
 /// How many unacknowledged events are kept. A bridge that stops acknowledging (or is gone
@@ -39,15 +42,25 @@ const MAX_REASON: usize = 200;
 /// Text appended to a reply ended by `Cancel`, so the reader sees it was cut short.
 pub const STOPPED: &str = "\n\n(stopped)";
 
-/// What the endpoint must do with the provider after a line from the bridge.
+/// What the endpoint must do after a line from the bridge.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start answering a new turn with these messages (the session now has it running).
-    Start(Vec<TurnMessage>),
+    /// Start answering a new turn with these messages and options (the session now has it
+    /// running).
+    Start(Vec<TurnMessage>, TurnOptions),
     /// Give these messages to the running turn, after the ones it already has.
     FollowUp(Vec<TurnMessage>),
     /// The running turn was cancelled and finished; drop its provider run.
     Stop,
+    /// Part of the answer to one of the agent's requests; route it to the waiting caller.
+    Response {
+        /// The request's id.
+        id: u64,
+        /// The part.
+        part: ResponsePart,
+    },
+    /// The bridge (re-)attached: answers it was streaming before will not continue.
+    Resumed,
 }
 
 /// The turn being answered now.
@@ -141,11 +154,12 @@ impl Session {
     /// Handle one decoded message from the bridge.
     pub fn handle(&mut self, message: ToAgent) -> Option<Action> {
         match message {
-            ToAgent::Resume { version, after } => {
-                self.resume(version, after);
-                None
-            }
-            ToAgent::Turn { turn, messages, .. } => self.turn(turn, messages),
+            ToAgent::Resume { version, after } => self.resume(version, after),
+            ToAgent::Turn {
+                turn,
+                messages,
+                options,
+            } => self.turn(turn, messages, options),
             ToAgent::FollowUp { turn, messages } => Some(self.follow_up(turn, messages)),
             ToAgent::Cancel { turn } => self.cancel(&turn),
             ToAgent::Ack { seq } => {
@@ -158,10 +172,7 @@ impl Session {
                 }
                 None
             }
-            ToAgent::Response { id, .. } => {
-                eprintln!("clawpen-agent: response to unknown request {id} ignored");
-                None
-            }
+            ToAgent::Response { id, part } => Some(Action::Response { id, part }),
             ToAgent::Rejected { reason } => {
                 // The bridge could not parse something we wrote: a bug on one side, worth
                 // a log line, but no reason to stop.
@@ -242,12 +253,17 @@ impl Session {
         (index < self.unacked.len()).then_some(index)
     }
 
-    fn resume(&mut self, version: u32, after: u64) {
+    /// Queue a request to the bridge; it goes out after the events issued before it.
+    pub fn request(&mut self, id: u64, request: Request) {
+        self.push_control(FromAgent::Request { id, request });
+    }
+
+    fn resume(&mut self, version: u32, after: u64) -> Option<Action> {
         if version != VERSION {
             self.reject(format!(
                 "protocol version {version} is not supported; this agent speaks {VERSION}"
             ));
-            return;
+            return None;
         }
         // `after` is not an acknowledgement: after an agent restart it counts the old
         // process's events, so trimming by it could forget events this process never sent.
@@ -258,9 +274,15 @@ impl Session {
             last_seq: self.last_seq(),
         };
         self.push_control(state);
+        Some(Action::Resumed)
     }
 
-    fn turn(&mut self, turn: String, messages: Vec<TurnMessage>) -> Option<Action> {
+    fn turn(
+        &mut self,
+        turn: String,
+        messages: Vec<TurnMessage>,
+        options: TurnOptions,
+    ) -> Option<Action> {
         if self.seen(&turn) {
             // The bridge resends a turn it is unsure we got; it was answered or is being.
             return None;
@@ -279,7 +301,7 @@ impl Session {
                     id: turn,
                     merged: Vec::new(),
                 });
-                Some(Action::Start(messages))
+                Some(Action::Start(messages, options))
             }
         }
     }
@@ -305,7 +327,7 @@ impl Session {
             }
         };
         self.running = Some(running);
-        Action::Start(messages)
+        Action::Start(messages, TurnOptions::default())
     }
 
     fn cancel(&mut self, turn: &str) -> Option<Action> {
@@ -379,6 +401,8 @@ mod tests {
             sender: "ann".into(),
             at: 0,
             text: text.into(),
+            addressed: true,
+            attachments: Vec::new(),
         }
     }
 
@@ -426,7 +450,7 @@ mod tests {
     fn answer(session: &mut Session, id: &str, text: &str) -> Vec<FromAgent> {
         assert_eq!(
             session.handle(turn(id, &["q"])),
-            Some(Action::Start(vec![message("q")]))
+            Some(Action::Start(vec![message("q")], TurnOptions::default()))
         );
         session.emit(delta(text));
         session.emit(EventBody::Final);
@@ -502,6 +526,42 @@ mod tests {
     }
 
     #[test]
+    fn requests_go_out_in_order_and_answers_are_routed() {
+        let mut session = started();
+        session.handle(turn("t1", &["q"]));
+        session.emit(delta("a"));
+        session.request(
+            7,
+            Request::WebFetch {
+                url: "https://example.com".into(),
+            },
+        );
+        let lines = drain(&mut session);
+        assert!(
+            matches!(
+                &lines[..],
+                [FromAgent::Event(_), FromAgent::Request { id: 7, .. }]
+            ),
+            "{lines:?}"
+        );
+        let answer = session.receive(Line::Complete(
+            br#"{"type":"response","id":7,"part":{"kind":"end"}}"#.to_vec(),
+        ));
+        assert_eq!(
+            answer,
+            Some(Action::Response {
+                id: 7,
+                part: ResponsePart::End
+            })
+        );
+        let resumed = session.handle(ToAgent::Resume {
+            version: VERSION,
+            after: 0,
+        });
+        assert_eq!(resumed, Some(Action::Resumed));
+    }
+
+    #[test]
     fn resume_with_a_foreign_version_is_rejected() {
         let mut session = started();
         session.handle(ToAgent::Resume {
@@ -519,14 +579,14 @@ mod tests {
         let mut session = started();
         assert!(matches!(
             session.handle(turn("t1", &["q"])),
-            Some(Action::Start(_))
+            Some(Action::Start(..))
         ));
         assert_eq!(session.handle(turn("t1", &["q"])), None);
         session.emit(EventBody::Final);
         assert_eq!(session.handle(turn("t1", &["q"])), None);
         assert!(matches!(
             session.handle(turn("t2", &["q"])),
-            Some(Action::Start(_))
+            Some(Action::Start(..))
         ));
     }
 
@@ -585,7 +645,7 @@ mod tests {
                 turn: "t1".into(),
                 messages: vec![message("a")]
             }),
-            Some(Action::Start(vec![message("a")]))
+            Some(Action::Start(vec![message("a")], TurnOptions::default()))
         );
         assert_eq!(session.running(), Some("t1"));
         // Another id while t1 runs: joins t1.
@@ -603,7 +663,7 @@ mod tests {
                 turn: "t1".into(),
                 messages: vec![message("c")]
             }),
-            Some(Action::Start(vec![message("c")]))
+            Some(Action::Start(vec![message("c")], TurnOptions::default()))
         );
         assert_eq!(session.running(), Some("t1+2"));
         assert_eq!(
@@ -671,7 +731,7 @@ mod tests {
         let start = session.receive(Line::Complete(
             br#"{"type":"turn","turn":"t1","messages":[]}"#.to_vec(),
         ));
-        assert_eq!(start, Some(Action::Start(vec![])));
+        assert_eq!(start, Some(Action::Start(vec![], TurnOptions::default())));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clawpen_protocol::{
     decode, encode, Event, EventBody, FromAgent, ToAgent, TurnMessage, ENV_ECHO_DELAY_MS,
-    ENV_PROVIDER, VERSION,
+    ENV_HARNESS, ENV_PROVIDER, VERSION,
 };
 
 type TestResult = Result<(), Box<dyn Error>>;
@@ -40,7 +40,10 @@ impl Agent {
             .stderr(Stdio::null());
         command
             .env_remove(ENV_PROVIDER)
-            .env_remove(ENV_ECHO_DELAY_MS);
+            .env_remove(ENV_ECHO_DELAY_MS)
+            .env_remove(ENV_HARNESS)
+            // Any free port: tests run side by side on one host, not in boxes.
+            .env("CLAWPEN_TUNNEL_PORT", "0");
         command.envs(envs.iter().copied());
         let mut child = command.spawn()?;
         let stdin = child.stdin.take();
@@ -137,6 +140,8 @@ fn message(text: &str) -> TurnMessage {
         sender: "ann".into(),
         at: 1_700_000_000,
         text: text.into(),
+        addressed: true,
+        attachments: Vec::new(),
     }
 }
 
@@ -149,6 +154,8 @@ fn turn(id: &str, texts: &[&str]) -> ToAgent {
             sender: "ann".into(),
             at: 1_700_000_000,
             text: (*text).into(),
+            addressed: true,
+            attachments: Vec::new(),
         })
         .collect();
     ToAgent::Turn {

@@ -137,6 +137,8 @@ mod tests {
             sender: "ann".into(),
             at: 0,
             text: text.into(),
+            addressed: true,
+            attachments: Vec::new(),
         }
     }
 

@@ -1,66 +1,106 @@
-//! Who answers a turn.
+//! Who answers a turn, and how model providers are spoken to.
 //!
-//! A [`Provider`] is chosen once, from the environment, when the agent starts. For every
-//! turn it makes a [`Run`]: a small state machine the endpoint asks for the next [`Step`]
-//! and hands follow-up messages to. Providers never touch stdin or stdout; the session
-//! turns their steps into sequenced events. That keeps each provider to "what to say
-//! next", and lets a model provider (whose requests will travel over the same protocol
-//! stream) be added as one more variant beside `echo`.
+//! A [`Provider`] is chosen once, from the configuration, when the agent starts: `echo`,
+//! the built-in agent on a model (`anthropic`, `openai`), or an external harness when
+//! `CLAWPEN_HARNESS` is set (whatever the provider). For every turn it makes a [`Run`]
+//! the endpoint asks for the next [`Step`] and hands follow-up messages to. Providers never
+//! touch stdin or stdout; the session turns their steps into sequenced events.
 //!
 //! Dispatch is an enum rather than a trait object: the set is closed and known at build
 //! time, and `async fn` on an enum needs no boxing or extra crates.
+//!
+//! # Layout
+//!
+//! - `echo`: the echo provider. `run`: turns that run as tasks (agent, harness).
+//! - `wire`: the conversation in provider-neutral types; `anthropic`, `openai`: the two
+//!   wire formats; `sse`: server-sent events; `call`: one model call through the tunnel,
+//!   with `retry` deciding what failures mean.
 
+pub mod anthropic;
+pub mod call;
 mod echo;
+pub mod openai;
+pub mod retry;
+pub mod run;
+pub mod sse;
+pub mod wire;
 
 use std::time::Duration;
 
-use clawpen_protocol::{TurnMessage, ENV_ECHO_DELAY_MS, ENV_PROVIDER};
+use clawpen_protocol::{TurnMessage, TurnOptions, ENV_PROVIDER};
 
+use crate::agent::Agent;
+use crate::config::Config;
+use crate::harness::Harness;
+use crate::tunnel::Tunnel;
 pub use echo::Echo;
+pub use run::Step;
+use run::TaskRun;
+use wire::Format;
 
 /// The provider used when [`ENV_PROVIDER`] is unset or empty.
 pub const DEFAULT_PROVIDER: &str = "echo";
 
-/// The echo provider's pause between chunks when [`ENV_ECHO_DELAY_MS`] is unset: long
-/// enough that a reply visibly streams, short enough that tests stay quick.
-const DEFAULT_ECHO_DELAY: Duration = Duration::from_millis(20);
+/// The name reported in `Ready` when a harness answers.
+pub const HARNESS: &str = "harness";
 
 /// The configured way of answering turns.
 #[derive(Clone, Debug)]
 pub enum Provider {
     /// Streams the user's messages back; for tests and for trying the plumbing.
     Echo(Echo),
-    /// A name the agent does not know. The agent still starts, so the bridge sees the
-    /// problem as an error in the chat rather than as a box that dies at once.
-    Unknown {
-        /// The name that was asked for.
+    /// The built-in agent loop on a model.
+    Agent(Agent),
+    /// An external agent program.
+    Harness(Harness),
+    /// A provider that cannot work (an unknown name, an unusable workspace). The agent
+    /// still starts, so the bridge sees the problem as an error in the chat rather than as
+    /// a box that dies at once.
+    Broken {
+        /// The provider name that was asked for.
         name: String,
+        /// Why it cannot answer.
+        message: String,
     },
 }
 
 impl Provider {
-    /// The provider named by the environment.
-    pub fn from_env() -> Self {
-        let name = std::env::var(ENV_PROVIDER).unwrap_or_default();
-        let delay = match std::env::var(ENV_ECHO_DELAY_MS) {
-            Err(_) => DEFAULT_ECHO_DELAY,
-            Ok(ms) => match ms.trim().parse() {
-                Ok(ms) => Duration::from_millis(ms),
-                Err(_) => {
-                    eprintln!("clawpen-agent: {ENV_ECHO_DELAY_MS}={ms:?} is not a number of ms; using the default");
-                    DEFAULT_ECHO_DELAY
-                }
+    /// The provider `config` asks for. `tunnel` carries its model calls; `port` is the
+    /// in-box endpoint's, for a harness.
+    pub fn new(config: &Config, tunnel: &Tunnel, port: u16) -> Self {
+        if let Some(command) = &config.harness {
+            return Provider::Harness(Harness::new(
+                command.clone(),
+                config.workspace.clone(),
+                port,
+                config.limits.clone(),
+            ));
+        }
+        let name = config.provider.as_str();
+        match Format::named(name) {
+            Some(format) => match Agent::new(format, config, tunnel.clone()) {
+                Ok(agent) => Provider::Agent(agent),
+                Err(err) => Provider::Broken {
+                    name: name.to_owned(),
+                    message: format!(
+                        "the workspace {} is not usable: {err}",
+                        config.workspace.display()
+                    ),
+                },
             },
-        };
-        Provider::named(&name, delay)
+            None => Provider::named(name, config.echo_delay),
+        }
     }
 
-    /// The provider called `name` (empty means [`DEFAULT_PROVIDER`]).
+    /// The echo provider, or a broken one for an unknown `name` (empty means echo).
     pub fn named(name: &str, echo_delay: Duration) -> Self {
         match name.trim() {
             "" | DEFAULT_PROVIDER => Provider::Echo(Echo::new(echo_delay)),
-            other => Provider::Unknown {
+            other => Provider::Broken {
                 name: other.to_owned(),
+                message: format!(
+                    "unknown provider `{other}` (set {ENV_PROVIDER} to `{DEFAULT_PROVIDER}`, `anthropic` or `openai`)"
+                ),
             },
         }
     }
@@ -69,30 +109,23 @@ impl Provider {
     pub fn name(&self) -> &str {
         match self {
             Provider::Echo(_) => DEFAULT_PROVIDER,
-            Provider::Unknown { name } => name,
+            Provider::Agent(agent) => agent.name(),
+            Provider::Harness(_) => HARNESS,
+            Provider::Broken { name, .. } => name,
         }
     }
 
     /// Begin answering a turn.
-    pub fn start(&self, messages: Vec<TurnMessage>) -> Run {
+    pub fn start(&self, messages: Vec<TurnMessage>, options: TurnOptions) -> Run {
         match self {
             Provider::Echo(echo) => Run::Echo(echo.start(messages)),
-            Provider::Unknown { name } => Run::Unknown {
-                name: Some(name.clone()),
+            Provider::Agent(agent) => Run::Task(agent.start(messages, options)),
+            Provider::Harness(harness) => Run::Task(harness.start(messages, options)),
+            Provider::Broken { message, .. } => Run::Broken {
+                message: Some(message.clone()),
             },
         }
     }
-}
-
-/// What a run does next.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// More reply text.
-    Text(String),
-    /// The turn failed with this message for the user; the run is over.
-    Failed(String),
-    /// The reply is complete; the run is over.
-    Done,
 }
 
 /// One turn being answered.
@@ -100,11 +133,13 @@ pub enum Step {
 pub enum Run {
     /// An echo run.
     Echo(echo::EchoRun),
-    /// A turn for an unknown provider: one error, then done. `name` is taken when the
+    /// A turn running as a task (the agent or the harness).
+    Task(TaskRun),
+    /// A turn for a broken provider: one error, then done. `message` is taken when the
     /// error is reported.
-    Unknown {
-        /// The provider name to report, until it has been.
-        name: Option<String>,
+    Broken {
+        /// The error to report, until it has been.
+        message: Option<String>,
     },
 }
 
@@ -113,8 +148,17 @@ impl Run {
     pub fn follow_up(&mut self, messages: Vec<TurnMessage>) {
         match self {
             Run::Echo(run) => run.follow_up(messages),
+            Run::Task(run) => run.follow_up(messages),
             // Nothing here can answer them; the error already covers the turn.
-            Run::Unknown { .. } => {}
+            Run::Broken { .. } => {}
+        }
+    }
+
+    /// Follow-ups the run never took; after it is done they deserve a turn of their own.
+    pub fn unanswered(&mut self) -> Vec<TurnMessage> {
+        match self {
+            Run::Task(run) => run.unanswered(),
+            Run::Echo(_) | Run::Broken { .. } => Vec::new(),
         }
     }
 
@@ -124,10 +168,9 @@ impl Run {
     pub async fn next(&mut self) -> Step {
         match self {
             Run::Echo(run) => run.next().await,
-            Run::Unknown { name } => match name.take() {
-                Some(name) => Step::Failed(format!(
-                    "unknown provider `{name}` (set {ENV_PROVIDER} to `{DEFAULT_PROVIDER}` or leave it unset)"
-                )),
+            Run::Task(run) => run.next().await,
+            Run::Broken { message } => match message.take() {
+                Some(message) => Step::Failed(message),
                 None => Step::Done,
             },
         }
@@ -142,7 +185,7 @@ mod tests {
     async fn an_unknown_provider_answers_with_one_error_naming_it() {
         let provider = Provider::named("gpt-99", Duration::ZERO);
         assert_eq!(provider.name(), "gpt-99");
-        let mut run = provider.start(Vec::new());
+        let mut run = provider.start(Vec::new(), TurnOptions::default());
         let Step::Failed(message) = run.next().await else {
             panic!("expected a failure")
         };
@@ -154,5 +197,32 @@ mod tests {
     fn an_empty_name_means_echo() {
         assert_eq!(Provider::named("", Duration::ZERO).name(), "echo");
         assert_eq!(Provider::named(" echo ", Duration::ZERO).name(), "echo");
+    }
+
+    #[test]
+    fn the_configuration_picks_the_provider() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let (tunnel, _requests) = Tunnel::new(crate::tunnel::NO_PROGRESS);
+        let workspace = dir.path().to_string_lossy().into_owned();
+        let config = |vars: &[(&str, &str)]| {
+            let mut vars = vars.to_vec();
+            vars.push(("CLAWPEN_WORKSPACE", &workspace));
+            Config::from_lookup(move |name| {
+                vars.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            })
+        };
+        let named =
+            |vars: &[(&str, &str)]| Provider::new(&config(vars), &tunnel, 1).name().to_owned();
+        assert_eq!(named(&[]), "echo");
+        assert_eq!(named(&[(ENV_PROVIDER, "anthropic")]), "anthropic");
+        assert_eq!(named(&[(ENV_PROVIDER, "openai")]), "openai");
+        assert_eq!(
+            named(&[(ENV_PROVIDER, "openai"), ("CLAWPEN_HARNESS", "my-agent")]),
+            "harness"
+        );
+        assert_eq!(named(&[(ENV_PROVIDER, "oracle")]), "oracle");
+        Ok(())
     }
 }
