@@ -9,6 +9,7 @@
 //! # Layout
 //! - [`reply`]: splitting a reply into parts and deciding the next platform operation.
 //! - [`stream`]: drives one reply to a platform through an [`Adapter`], throttled and retried.
+//! - [`telegram`]: Telegram bots, through the Bot API (long polling or a webhook).
 //! - [`terminal`]: the local terminal channel behind `clawpen chat`.
 
 use std::fmt;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod reply;
 pub mod stream;
+pub mod telegram;
 pub mod terminal;
 
 /// Which conversation something belongs to: (platform, chat, optional thread).
@@ -239,10 +241,26 @@ pub enum SinkError {
 
 /// Where adapters hand inbound messages. `accept` returns only once the message is durable,
 /// so an adapter may then move its platform cursor (e.g. the Telegram offset) past it.
+///
+/// The sink also keeps small durable values for adapters (cursors, a paired owner) and
+/// carries out chat commands that act on the conversation rather than reaching the agent.
 #[async_trait]
 pub trait InboundSink: Send + Sync {
     /// Store the message and queue it for its conversation.
     async fn accept(&self, message: Inbound) -> Result<Accepted, SinkError>;
+
+    /// A value the adapter saved earlier under `key` (namespaced by the adapter, e.g.
+    /// `telegram.offset`).
+    async fn load_value(&self, key: &str) -> Result<Option<String>, SinkError>;
+
+    /// Save a value durably (flushed before this returns).
+    async fn save_value(&self, key: &str, value: &str) -> Result<(), SinkError>;
+
+    /// End the running turn of a conversation (`/stop`).
+    async fn cancel(&self, conversation: &ConversationKey);
+
+    /// A short status of a conversation for the user (`/status`).
+    async fn status(&self, conversation: &ConversationKey) -> String;
 }
 
 /// One messaging platform.
@@ -256,6 +274,13 @@ pub trait Adapter: Send + Sync {
 
     /// What this platform can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// What this platform can do in one conversation, where that differs by chat (Telegram
+    /// offers drafts in private chats only, and allows fewer writes in groups). Replies
+    /// follow this; the default is [`Adapter::capabilities`].
+    fn capabilities_for(&self, _conversation: &ConversationKey) -> Capabilities {
+        self.capabilities()
+    }
 
     /// Receive from the platform until `shutdown` fires, handing messages to `sink`.
     async fn run(
@@ -302,6 +327,15 @@ pub trait Adapter: Send + Sync {
         _text: &str,
     ) -> Result<(), AdapterError> {
         Ok(())
+    }
+
+    /// Download an attachment of an inbound message (at most `max_bytes`).
+    async fn fetch_attachment(
+        &self,
+        _attachment: &Attachment,
+        _max_bytes: u64,
+    ) -> Result<Vec<u8>, AdapterError> {
+        Err(AdapterError::Unsupported("attachments"))
     }
 
     /// Upload a file into the chat.

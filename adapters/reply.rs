@@ -12,13 +12,20 @@
 //!   and it is never re-split, and a new part begins with the rest.
 //! - [`ReplyState::next_op`] names the platform operation that brings the messages closer to
 //!   the text, and [`EditThrottle`] says when an edit may go. Time is always passed in.
+//! - On a platform with drafts (`caps.has_drafts`), the growing part is shown as a draft
+//!   instead of a sent-then-edited message, and sent as a real message once it is final.
+//! - A part never ends inside an inline Markdown span ([`markdown`]) while there is any other
+//!   place to cut, because adapters format each part on its own.
 
+use std::ops::Range;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::{Capabilities, LengthUnit, MessageRef};
+
+pub mod markdown;
 
 /// Everything known about one turn's reply: the agent's text and the platform messages
 /// ("reply parts") carrying it. Persisted after every step, so that a restart continues the
@@ -54,6 +61,10 @@ pub struct Part {
     /// A later part has taken over, so `text` is final and it only awaits delivery.
     #[serde(default)]
     pub sealed: bool,
+    /// The text its draft shows, while it is streamed as a draft. Not persisted: a draft is
+    /// ephemeral on the platform, so after a restart it is shown afresh.
+    #[serde(skip)]
+    pub drafted: String,
 }
 
 /// A platform operation that brings a reply's messages closer to its text.
@@ -73,6 +84,13 @@ pub enum Op {
         /// The platform message to edit.
         message: MessageRef,
         /// Its new text.
+        text: String,
+    },
+    /// Show the growing part `part`, not yet sent, as a draft (platforms with drafts).
+    Draft {
+        /// Index into [`ReplyState::parts`].
+        part: usize,
+        /// The text to show.
         text: String,
     },
 }
@@ -129,7 +147,9 @@ impl ReplyState {
     /// Parts are sent in order, and sends come before edits so that new text is never held
     /// back by a throttled edit. Without `caps.can_edit` a part is sent only once its text is
     /// final (sealed, or the turn `finished`), so nothing needs editing; with it, a part is
-    /// sent as soon as it has text and edited as it grows. A blank reply yields nothing.
+    /// sent as soon as it has text and edited as it grows. With `caps.has_drafts` the growing
+    /// part is drafted instead and sent only once final, as without edits. A blank reply
+    /// yields nothing.
     pub fn next_op(&self, caps: &Capabilities, finished: bool) -> Option<Op> {
         if let Some((part, p)) = self
             .parts
@@ -137,8 +157,14 @@ impl ReplyState {
             .enumerate()
             .find(|(_, p)| p.message.is_none())
         {
-            if p.sealed || finished || caps.can_edit {
+            if p.sealed || finished || (caps.can_edit && !caps.has_drafts) {
                 return Some(Op::Send {
+                    part,
+                    text: p.text.clone(),
+                });
+            }
+            if caps.has_drafts && p.drafted != p.text {
+                return Some(Op::Draft {
                     part,
                     text: p.text.clone(),
                 });
@@ -176,7 +202,26 @@ impl ReplyState {
                     p.shown.clone_from(text);
                 }
             }
+            Op::Draft { part, text } => {
+                if let Some(p) = self.parts.get_mut(*part) {
+                    p.drafted.clone_from(text);
+                }
+            }
         }
+    }
+
+    /// The draft being shown now, to show again before the platform lets it lapse: the
+    /// growing part when it is drafted and not yet sent.
+    pub fn current_draft(&self) -> Option<Op> {
+        let (part, p) = self
+            .parts
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.message.is_none())?;
+        (!p.sealed && !p.drafted.is_empty()).then(|| Op::Draft {
+            part,
+            text: p.drafted.clone(),
+        })
     }
 }
 
@@ -336,10 +381,12 @@ struct Block {
 /// A place where a part may end.
 #[derive(Clone, Copy)]
 struct Break<'a> {
-    /// Higher is better: any break at whitespace beats a hard cut; among those, one in the
-    /// second half of the message beats any in the first, so that a blank line near the start
-    /// leaves no stub; then a blank line beats a line break, which beats a space.
-    rank: (bool, bool, u8),
+    /// Higher is better: a break at whitespace outside any inline span beats everything;
+    /// then any break at whitespace beats a hard cut, and one outside a span beats one inside;
+    /// among equals, one in the second half of the message beats any in the first, so that a
+    /// blank line near the start leaves no stub; then a blank line beats a line break, which
+    /// beats a space.
+    rank: (bool, bool, bool, bool, u8),
     /// Where the part's text ends.
     head_end: usize,
     /// Where the rest begins, past the whitespace dropped at the cut.
@@ -438,6 +485,8 @@ fn cut(rest: &str, fence: Option<&Fence>, max_len: usize, unit: LengthUnit) -> C
     let blocks = blocks(rest, fence, prefix_len, max_len, unit);
     let mut best: Option<Break> = None;
     let (mut units, mut prev_space, mut next_block) = (prefix_len, true, 0);
+    // The inline spans of the line being scanned, in offsets into `rest`.
+    let (mut line_end, mut spans) = (0, Vec::<Range<usize>>::new());
     for (i, c) in rest.char_indices() {
         if units > max_len {
             break;
@@ -445,9 +494,24 @@ fn cut(rest: &str, fence: Option<&Fence>, max_len: usize, unit: LengthUnit) -> C
         while blocks.get(next_block).is_some_and(|b| b.end <= i) {
             next_block += 1;
         }
+        if i >= line_end {
+            line_end = rest[i..].find('\n').map_or(rest.len(), |n| i + n);
+            spans = markdown::inline_spans(&rest[i..line_end])
+                .into_iter()
+                .map(|s| s.outer.start + i..s.outer.end + i)
+                .collect();
+        }
         let space = c.is_whitespace();
+        let in_block = blocks.get(next_block).is_some_and(|b| b.start < i);
+        let outside = in_block || !spans.iter().any(|s| s.start < i && i < s.end);
         let at = |rank: u8, next, block| Break {
-            rank: (rank > 0, 2 * units >= max_len, rank),
+            rank: (
+                rank > 0 && outside,
+                rank > 0,
+                outside,
+                2 * units >= max_len,
+                rank,
+            ),
             head_end: i,
             next,
             block,
@@ -782,6 +846,64 @@ mod tests {
         state.push(" \n\n ", &caps);
         assert!(state.is_blank());
         assert_eq!(state.next_op(&caps, true), None);
+    }
+
+    fn draft(part: usize, text: &str) -> Op {
+        Op::Draft {
+            part,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn with_drafts_the_growing_part_is_drafted_and_sent_once_final() {
+        let caps = Capabilities {
+            has_drafts: true,
+            ..caps(20, true)
+        };
+        let (mut state, mut log) = (ReplyState::new(None), Vec::new());
+        state.push("aaaa bbbb", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        state.push(" cccc", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert_eq!(state.current_draft(), Some(draft(0, "aaaa bbbb cccc")));
+        state.push(" dddd eeee", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        drain(&mut state, &caps, true, &mut log);
+        let expected = [
+            draft(0, "aaaa bbbb"),
+            draft(0, "aaaa bbbb cccc"),
+            send(0, "aaaa bbbb cccc dddd"),
+            draft(1, "eeee"),
+            send(1, "eeee"),
+        ];
+        assert_eq!(log, expected);
+        assert_eq!(state.current_draft(), None, "nothing left to draft");
+        let restarted: ReplyState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap_or_default())
+                .unwrap_or_default();
+        assert!(restarted.parts.iter().all(|p| p.drafted.is_empty()));
+    }
+
+    #[test]
+    fn parts_do_not_end_inside_inline_spans() {
+        let cut = |text, max| split(text, max, LengthUnit::Chars);
+        // The space inside the bold text is the latest, but cutting there breaks the span.
+        assert_eq!(
+            cut("intro words **very bold text** tail", 28),
+            ["intro words", "**very bold text** tail"]
+        );
+        assert_eq!(
+            cut("see [the long link text](https://example.com/x) now", 45),
+            ["see", "[the long link text](https://example.com/x)", "now"]
+        );
+        // A span longer than a message is cut inside rather than one character at a time.
+        let long = format!("**{}**", "word ".repeat(10).trim_end());
+        let parts = cut(&long, 20);
+        assert!(
+            parts.len() <= 4 && parts.iter().all(|p| p.len() <= 20),
+            "{parts:?}"
+        );
     }
 
     #[test]

@@ -6,6 +6,11 @@
 //! throttle, since its caller has agent output to read meanwhile; it says when to come back
 //! instead. Only [`ReplyStream::finish`] waits, to deliver the end of the reply.
 //!
+//! The capabilities are the adapter's for this conversation ([`Adapter::capabilities_for`]):
+//! a platform may offer drafts in private chats only. Drafts are throttled like edits and
+//! shown again before the platform lets them lapse; if the platform refuses a draft for good,
+//! the reply falls back to sending and editing, so the user still sees it stream.
+//!
 //! A caller's loop, persisting the state after each step so a restart resumes the messages:
 //! ```text
 //! while turn runs {
@@ -19,7 +24,9 @@
 //! stream.finish().await?;
 //! ```
 
+use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,6 +93,13 @@ impl Backoff {
     }
 }
 
+/// Draft ids stay at or below this, so that a platform's 32-bit integer holds any of them.
+pub const MAX_DRAFT_ID: u64 = i32::MAX as u64;
+
+/// How long a shown draft is left alone before it is shown again. Telegram keeps a draft
+/// for about 30 s; a turn busy with tools may stream nothing for longer than that.
+pub const DRAFT_REFRESH: Duration = Duration::from_secs(20);
+
 /// One reply on its way to a platform: the policy state plus what carrying it out needs.
 pub struct ReplyStream {
     adapter: Arc<dyn Adapter>,
@@ -99,6 +113,11 @@ pub struct ReplyStream {
     /// After an operation failed for good, nothing is tried before this instant (except by
     /// `finish`), so a message the platform keeps refusing is not retried on every delta.
     held_until: Option<Instant>,
+    /// Draft ids of this reply are this plus the part index: distinct from other replies'
+    /// (a platform animates changes between drafts of one id), never zero.
+    draft_base: u64,
+    /// When the current draft was last shown, to show it again within [`DRAFT_REFRESH`].
+    drafted_at: Option<Instant>,
 }
 
 impl ReplyStream {
@@ -109,7 +128,9 @@ impl ReplyStream {
         conversation: ConversationKey,
         state: ReplyState,
     ) -> Self {
-        let caps = adapter.capabilities();
+        let caps = adapter.capabilities_for(&conversation);
+        // Random per reply without a global counter: each RandomState has fresh keys.
+        let draft_base = RandomState::new().hash_one(&conversation) % MAX_DRAFT_ID;
         Self {
             throttle: EditThrottle::new(caps.min_edit_interval),
             adapter,
@@ -118,7 +139,20 @@ impl ReplyStream {
             state,
             backoff: Backoff::default(),
             held_until: None,
+            draft_base,
+            drafted_at: None,
         }
+    }
+
+    /// The draft id of part `part`: in 1..=[`MAX_DRAFT_ID`], so any platform integer holds it.
+    fn draft_id(&self, part: usize) -> u64 {
+        (self.draft_base + part as u64) % MAX_DRAFT_ID + 1
+    }
+
+    /// The draft to show again now or later, and when.
+    fn draft_refresh(&self) -> Option<(Instant, Op)> {
+        let at = self.drafted_at? + DRAFT_REFRESH;
+        Some((at, self.state.current_draft()?))
     }
 
     /// Replaces the default retry policy.
@@ -144,8 +178,17 @@ impl ReplyStream {
         if self.held_until.is_some_and(|until| Instant::now() < until) {
             return Ok(());
         }
-        while let Some(op) = self.state.next_op(&self.caps, false) {
-            if matches!(op, Op::Edit { .. }) && !self.throttle.may_edit(Instant::now()) {
+        loop {
+            let op = match self.state.next_op(&self.caps, false) {
+                Some(op) => op,
+                // Nothing new to show: keep a lapsing draft on screen.
+                None => match self.draft_refresh() {
+                    Some((at, op)) if at <= Instant::now() => op,
+                    _ => break,
+                },
+            };
+            let throttled = matches!(op, Op::Edit { .. } | Op::Draft { .. });
+            if throttled && !self.throttle.may_edit(Instant::now()) {
                 break;
             }
             if let Err(error) = self.perform(op).await {
@@ -159,9 +202,10 @@ impl ReplyStream {
     /// When [`ReplyStream::pump`] next has something to do (a throttled edit, or a retry
     /// after a hold); `None` if nothing can happen before more text arrives.
     pub fn next_due(&self) -> Option<Instant> {
-        let due = match self.state.next_op(&self.caps, false)? {
-            Op::Send { .. } => None,
-            Op::Edit { .. } => self.throttle.due(),
+        let due = match self.state.next_op(&self.caps, false) {
+            Some(Op::Send { .. }) => None,
+            Some(Op::Edit { .. } | Op::Draft { .. }) => self.throttle.due(),
+            None => Some(self.draft_refresh()?.0).max(self.throttle.due()),
         };
         let due = due.max(self.held_until).unwrap_or_else(Instant::now);
         Some(due)
@@ -204,6 +248,22 @@ impl ReplyStream {
             Op::Edit { message, text, .. } => {
                 let edit = move || adapter.edit(conversation, message, text);
                 retry(backoff, conversation, edit).await?;
+                None
+            }
+            Op::Draft { part, text } => {
+                let id = self.draft_id(*part);
+                let draft = move || adapter.draft(conversation, id, text);
+                match retry(backoff, conversation, draft).await {
+                    Ok(()) => self.drafted_at = Some(Instant::now()),
+                    Err(error) if !error.is_retryable() => {
+                        // Drafts are a nicety: stream by send and edit instead.
+                        tracing::info!(%conversation, %error, "drafts refused; streaming by edits");
+                        self.caps.has_drafts = false;
+                        self.drafted_at = None;
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                }
                 None
             }
         };
@@ -316,6 +376,24 @@ mod tests {
             self.caps.clone()
         }
 
+        /// Drafts only in the chat named "dm", as Telegram has them in private chats only.
+        fn capabilities_for(&self, conversation: &ConversationKey) -> Capabilities {
+            Capabilities {
+                has_drafts: self.caps.has_drafts && conversation.chat == "dm",
+                ..self.caps.clone()
+            }
+        }
+
+        async fn draft(
+            &self,
+            _conversation: &ConversationKey,
+            draft_id: u64,
+            text: &str,
+        ) -> Result<(), AdapterError> {
+            assert!((1..=MAX_DRAFT_ID).contains(&draft_id), "{draft_id}");
+            self.call(format!("draft {text}"))
+        }
+
         async fn run(
             self: Arc<Self>,
             _sink: Arc<dyn InboundSink>,
@@ -355,6 +433,19 @@ mod tests {
         async fn finished(&self, _conversation: &ConversationKey) -> Result<(), AdapterError> {
             self.call("finished".into())
         }
+    }
+
+    fn with_drafts(max_len: usize) -> Arc<Fake> {
+        let mut fake = Fake::new(max_len, true);
+        if let Some(fake) = Arc::get_mut(&mut fake) {
+            fake.caps.has_drafts = true;
+        }
+        fake
+    }
+
+    fn stream_in(fake: &Arc<Fake>, chat: &str) -> ReplyStream {
+        let conversation = ConversationKey::new("fake", chat);
+        ReplyStream::new(fake.clone(), conversation, ReplyState::new(None))
     }
 
     fn stream(fake: &Arc<Fake>, state: ReplyState) -> ReplyStream {
@@ -535,5 +626,82 @@ mod tests {
         assert_eq!(stream.finish().await, Err(transport()));
         assert_eq!(fake.calls().len(), 1 + 6, "one try, then six attempts");
         assert!(fake.chat().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drafts_stream_and_the_final_text_is_sent_once() -> Result<(), AdapterError> {
+        let fake = with_drafts(100);
+        let mut stream = stream_in(&fake, "dm");
+        stream.push("Hello");
+        stream.pump().await?;
+        stream.push(" world");
+        stream.pump().await?;
+        assert_eq!(
+            fake.calls(),
+            ["draft Hello"],
+            "drafts are throttled like edits"
+        );
+        let due = stream.next_due().unwrap_or_else(Instant::now);
+        sleep_until(due).await;
+        stream.pump().await?;
+        stream.finish().await?;
+        assert_eq!(
+            fake.calls(),
+            [
+                "draft Hello",
+                "draft Hello world",
+                "send Hello world",
+                "finished"
+            ]
+        );
+        assert_eq!(fake.chat(), ["Hello world"]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drafts_apply_only_where_the_adapter_offers_them() -> Result<(), AdapterError> {
+        let fake = with_drafts(100);
+        let mut stream = stream_in(&fake, "group");
+        stream.push("Hello");
+        stream.finish().await?;
+        assert_eq!(fake.calls(), ["send Hello", "finished"]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_draft_falls_back_to_send_and_edit() -> Result<(), AdapterError> {
+        let fake = with_drafts(100);
+        let mut stream = stream_in(&fake, "dm");
+        fake.fail_next([AdapterError::Rejected("method not found".into())]);
+        stream.push("Hello");
+        stream.pump().await?;
+        stream.push(" again");
+        stream.finish().await?;
+        assert_eq!(
+            fake.calls(),
+            ["draft Hello", "send Hello", "edit Hello again", "finished"]
+        );
+        assert_eq!(fake.chat(), ["Hello again"]);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_draft_is_shown_again_before_it_lapses() -> Result<(), AdapterError> {
+        let fake = with_drafts(100);
+        let mut stream = stream_in(&fake, "dm");
+        let start = Instant::now();
+        stream.push("Thinking");
+        stream.pump().await?;
+        assert_eq!(stream.next_due(), Some(start + DRAFT_REFRESH));
+        sleep_until(start + DRAFT_REFRESH).await;
+        stream.pump().await?;
+        assert_eq!(fake.calls(), ["draft Thinking", "draft Thinking"]);
+        stream.finish().await?;
+        assert_eq!(
+            stream.next_due(),
+            None,
+            "a sent reply has no draft to refresh"
+        );
+        Ok(())
     }
 }

@@ -75,7 +75,7 @@ impl Bridge {
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
         };
-        let tunnel = Tunnel::default();
+        let tunnel = Tunnel::new(config);
         let router = Router::new(
             store,
             sandbox,

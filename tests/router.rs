@@ -180,3 +180,56 @@ async fn the_box_cap_queues_conversations_fairly() {
     assert!(t.bridge.router.live_boxes() <= 1);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chatter_not_addressed_to_the_bot_is_context_for_the_next_turn() {
+    let t = TestBridge::start(|_| {}).await;
+    let mut events = t.watch("group");
+    let mut chatter =
+        clawpen::control::terminal_inbound(&TestBridge::key("group"), "lunch at noon?");
+    chatter.addressed = false;
+    use clawpen::adapters::InboundSink;
+    t.bridge
+        .router
+        .accept(chatter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // No turn for chatter: nothing is answered.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), events.recv())
+            .await
+            .is_err()
+    );
+    t.say("group", "what did they say?").await;
+    // The echo agent answers every message it was given, context first.
+    assert_eq!(
+        next_reply(&mut events).await,
+        "lunch at noon?\n\nwhat did they say?"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_the_running_turn() {
+    let t = TestBridge::start(|c| c.echo_delay_ms = 200).await;
+    let mut events = t.watch("stoppable");
+    t.say(
+        "stoppable",
+        "a very long message that would take many seconds to echo completely back",
+    )
+    .await;
+    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
+        Ok(Some(TerminalEvent::Send { .. })) => {}
+        other => panic!("expected the reply to start, got {other:?}"),
+    }
+    t.say("stoppable", "/stop").await;
+    let reply = final_text(&next_reply_events(&mut events).await);
+    assert!(reply.ends_with("(stopped)"), "{reply}");
+    assert!(
+        !reply.contains("completely back"),
+        "the turn ran to its end: {reply}"
+    );
+    // The conversation goes on.
+    assert_eq!(t.ask("stoppable", "next").await, "next");
+    t.stop().await;
+}

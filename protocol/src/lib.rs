@@ -33,6 +33,9 @@ pub const ENV_MODEL: &str = "CLAWPEN_MODEL";
 /// built-in agent loop.
 pub const ENV_HARNESS: &str = "CLAWPEN_HARNESS";
 
+/// Where the operator's global instructions file appears in every box (read-only).
+pub const INSTRUCTIONS_PATH: &str = "/etc/clawpen/instructions.md";
+
 /// The environment variable naming the echo provider's delay between chunks, in ms.
 pub const ENV_ECHO_DELAY_MS: &str = "CLAWPEN_ECHO_DELAY_MS";
 
@@ -47,6 +50,20 @@ pub struct TurnMessage {
     pub at: u64,
     /// The text.
     pub text: String,
+    /// False for chatter the bot was not addressed in, given only as context.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub addressed: bool,
+    /// Files that came with the message, saved in the workspace (paths relative to it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// Per-turn choices the bridge makes for a conversation.

@@ -2,8 +2,12 @@
 
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clap::Subcommand;
+use clawpen_adapters::telegram::TelegramAdapter;
+use clawpen_adapters::Adapter;
 
 use crate::config::{Config, ConfigError};
 use crate::sandbox::Sandbox;
@@ -53,7 +57,11 @@ pub async fn run(
     let config = config.context("configuration")?;
     match command {
         Command::Run => {
-            crate::daemon::run(config, Vec::new())
+            let mut adapters: Vec<Arc<dyn Adapter>> = Vec::new();
+            if let Some(telegram) = config.telegram() {
+                adapters.push(TelegramAdapter::new(telegram).context("the Telegram adapter")?);
+            }
+            crate::daemon::run(config, adapters)
                 .await
                 .context("clawpen run")?;
             Ok(ExitCode::SUCCESS)

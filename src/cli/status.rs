@@ -23,8 +23,13 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
                 .map(|c| &c[..c.len().min(12)])
                 .unwrap_or("-");
             println!(
-                "{:<40} {:<14} {:<22} queued {}",
-                c.conversation, container, c.state, c.queued
+                "{:<40} {:<14} {:<22} queued {:<3} model requests/min {:<3} tokens today {}",
+                c.conversation,
+                container,
+                c.state,
+                c.queued,
+                c.requests_last_minute,
+                c.tokens_today
             );
         }
         return Ok(ExitCode::SUCCESS);

@@ -53,6 +53,12 @@ pub struct ConversationStatus {
     pub state: String,
     /// Messages stored but not yet given to its agent.
     pub queued: usize,
+    /// Model requests in the last minute.
+    #[serde(default)]
+    pub requests_last_minute: u32,
+    /// Model tokens used today (UTC).
+    #[serde(default)]
+    pub tokens_today: u64,
 }
 
 /// Handle to the router; cheap to clone.
@@ -107,6 +113,8 @@ impl Shared {
                 container: container.map(str::to_string),
                 state: state.to_string(),
                 queued,
+                requests_last_minute: 0,
+                tokens_today: 0,
             },
         );
     }
@@ -215,6 +223,7 @@ impl Router {
                 queue,
                 resume: turns.get(&key).cloned(),
                 adopt: running.contains(&key),
+                ..Start::default()
             };
             tracing::info!(conversation = %key, resume = start.resume.is_some(), adopt = start.adopt, "recovering conversation");
             self.spawn_actor(key, start);
@@ -239,11 +248,18 @@ impl Router {
             let sender = match existing {
                 Some(sender) => sender,
                 None => match command {
+                    Command::Context(message) => {
+                        let start = Start {
+                            context: vec![*message],
+                            ..Start::default()
+                        };
+                        self.spawn_actor(key.clone(), start);
+                        return;
+                    }
                     Command::Inbound(message) => {
                         let start = Start {
                             queue: vec![*message],
-                            resume: None,
-                            adopt: false,
+                            ..Start::default()
                         };
                         self.spawn_actor(key.clone(), start);
                         return;
@@ -273,10 +289,19 @@ impl Router {
 
     /// What every live conversation is doing.
     pub fn status(&self) -> Vec<ConversationStatus> {
-        let mut list: Vec<ConversationStatus> =
-            lock(&self.shared.status).values().cloned().collect();
-        list.sort_by(|a, b| a.conversation.cmp(&b.conversation));
-        list
+        let mut list: Vec<(ConversationKey, ConversationStatus)> = lock(&self.shared.status)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        list.sort_by(|a, b| a.1.conversation.cmp(&b.1.conversation));
+        list.into_iter()
+            .map(|(key, mut status)| {
+                let usage = self.shared.tunnel.usage(&key);
+                status.requests_last_minute = usage.requests_last_minute;
+                status.tokens_today = usage.tokens_today;
+                status
+            })
+            .collect()
     }
 
     /// Boxes alive now (slots in use).
@@ -332,14 +357,57 @@ impl InboundSink for Router {
         if let Err(e) = store.touch_conversation(&message.conversation, message.at) {
             tracing::warn!(conversation = %message.conversation, error = %e, "could not record the conversation");
         }
+        let key = message.conversation.clone();
         if !message.addressed {
-            // Not for the bot: kept in the log as context, no turn.
-            let _ = store.set_inbound_state(&message.conversation, &message.id, InboundState::Done);
+            // Not for the bot: context for its next turn, never a turn of its own.
+            let _ = store.set_inbound_state(&key, &message.id, InboundState::Done);
+            self.dispatch(&key, Command::Context(Box::new(message)))
+                .await;
             return Ok(Accepted::Stored);
         }
-        let key = message.conversation.clone();
+        if message.text.trim() == "/stop" {
+            let _ = store.set_inbound_state(&key, &message.id, InboundState::Done);
+            Router::cancel(self, &key).await;
+            return Ok(Accepted::Stored);
+        }
         self.dispatch(&key, Command::Inbound(Box::new(message)))
             .await;
         Ok(Accepted::Stored)
+    }
+
+    async fn load_value(&self, key: &str) -> Result<Option<String>, SinkError> {
+        self.shared
+            .store
+            .cursor(key)
+            .map_err(|e| SinkError::Store(e.to_string()))
+    }
+
+    async fn save_value(&self, key: &str, value: &str) -> Result<(), SinkError> {
+        self.shared
+            .store
+            .set_cursor(key, value)
+            .map_err(|e| SinkError::Store(e.to_string()))
+    }
+
+    async fn cancel(&self, conversation: &ConversationKey) {
+        Router::cancel(self, conversation).await;
+    }
+
+    async fn status(&self, conversation: &ConversationKey) -> String {
+        let key = conversation.to_string();
+        let boxes = format!(
+            "{} of {} boxes live",
+            self.live_boxes(),
+            self.shared.config.max_boxes
+        );
+        match self.status().into_iter().find(|s| s.conversation == key) {
+            Some(s) => format!(
+                "This conversation: {}, {} queued. {boxes}.",
+                s.state, s.queued
+            ),
+            None => format!(
+                "This conversation: no box running; it starts with your next message. {boxes}."
+            ),
+        }
     }
 }

@@ -31,6 +31,29 @@ pub fn turn_message(inbound: &Inbound) -> TurnMessage {
         sender: inbound.sender_name.clone(),
         at: inbound.at,
         text: inbound.text.clone(),
+        addressed: inbound.addressed,
+        attachments: Vec::new(),
+    }
+}
+
+/// A file name safe to use inside the workspace: no separators, no leading dots.
+pub fn safe_file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect();
+    let cleaned = cleaned.trim_start_matches('.');
+    if cleaned.is_empty() {
+        "file".into()
+    } else {
+        cleaned.to_string()
     }
 }
 
@@ -94,6 +117,14 @@ mod tests {
         };
         assert!(box_gone_message(Some(&killed), None).contains("exit code 137"));
         assert!(box_gone_message(None, Some(Duration::from_secs(120))).contains("120 s"));
+    }
+
+    #[test]
+    fn file_names_stay_inside_the_workspace() {
+        assert_eq!(safe_file_name("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(safe_file_name(".env"), "env");
+        assert_eq!(safe_file_name(""), "file");
+        assert_eq!(safe_file_name("report 2026.pdf"), "report_2026.pdf");
     }
 
     #[test]

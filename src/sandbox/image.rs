@@ -13,7 +13,8 @@ use crate::config::Config;
 /// The box Dockerfile, shipped inside the binary so `clawpen image build` works anywhere.
 const DOCKERFILE: &str = include_str!("../../docker/box/Dockerfile");
 
-/// Busybox applets linked in the image's /bin: a shell and the usual tools.
+/// Busybox applets linked in the image's /bin when the busybox binary cannot list its own
+/// (`busybox --list`): a shell and the usual tools.
 const APPLETS: &[&str] = &[
     "sh",
     "ash",
@@ -63,6 +64,8 @@ const APPLETS: &[&str] = &[
     "whoami",
     "hostname",
     "uname",
+    "wget",
+    "nc",
     "mount",
     "cmp",
     "diff",
@@ -143,7 +146,11 @@ fn find_static(
 }
 
 /// The build context: Dockerfile, clawpen-agent, busybox and a small root tree.
-pub fn build_context(agent: &[u8], busybox: &[u8]) -> Result<Vec<u8>, std::io::Error> {
+pub fn build_context(
+    agent: &[u8],
+    busybox: &[u8],
+    applets: &[String],
+) -> Result<Vec<u8>, std::io::Error> {
     let mut tar = tar::Builder::new(Vec::new());
     let add_file = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| {
         let mut header = tar::Header::new_gnu();
@@ -177,7 +184,11 @@ pub fn build_context(agent: &[u8], busybox: &[u8]) -> Result<Vec<u8>, std::io::E
         header.set_cksum();
         tar.append_data(&mut header, format!("{dir}/"), std::io::empty())?;
     }
-    for applet in APPLETS {
+    // Never a link named busybox: it would point at itself.
+    for applet in applets
+        .iter()
+        .filter(|a| !a.contains('/') && !a.is_empty() && *a != "busybox")
+    {
         let mut header = tar::Header::new_gnu();
         header.set_entry_type(tar::EntryType::Symlink);
         header.set_size(0);
@@ -186,6 +197,27 @@ pub fn build_context(agent: &[u8], busybox: &[u8]) -> Result<Vec<u8>, std::io::E
         tar.append_link(&mut header, format!("rootfs/bin/{applet}"), "busybox")?;
     }
     tar.into_inner()
+}
+
+/// Every applet the busybox binary offers, or the built-in list when it cannot say.
+fn applets(busybox: &Path) -> Vec<String> {
+    let listed = std::process::Command::new(busybox)
+        .arg("--list")
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    if listed.iter().any(|a| a == "sh") {
+        listed
+    } else {
+        APPLETS.iter().map(|a| a.to_string()).collect()
+    }
 }
 
 impl Sandbox {
@@ -212,8 +244,8 @@ impl Sandbox {
             "Install it with: apt-get install busybox-static (or set CLAWPEN_BUSYBOX)",
         )?;
         tracing::info!(image = %self.image(), agent = %agent_path.display(), busybox = %busybox_path.display(), "building the box image");
-        let context =
-            build_context(&agent, &busybox).map_err(|e| SandboxError::Build(e.to_string()))?;
+        let context = build_context(&agent, &busybox, &applets(&busybox_path))
+            .map_err(|e| SandboxError::Build(e.to_string()))?;
         let options = BuildImageOptions {
             dockerfile: "Dockerfile".into(),
             t: Some(self.image().to_string()),
@@ -281,7 +313,8 @@ mod tests {
 
     #[test]
     fn context_holds_the_files_the_dockerfile_copies() {
-        let context = build_context(b"agent", b"busybox").unwrap_or_default();
+        let applets: Vec<String> = APPLETS.iter().map(|a| a.to_string()).collect();
+        let context = build_context(b"agent", b"busybox", &applets).unwrap_or_default();
         let mut archive = tar::Archive::new(context.as_slice());
         let names: Vec<String> = archive
             .entries()

@@ -17,18 +17,17 @@ use bollard::Docker;
 use clawpen_adapters::ConversationKey;
 
 pub mod attach;
+mod files;
 pub mod image;
 pub mod mounts;
 pub mod spec;
 
 pub use attach::{BoxConn, BoxInput, BoxOutput};
+pub use files::MAX_UPLOAD;
 use mounts::{AllowedMount, MountError};
 use spec::{AgentEnv, BoxSpec};
 
 use crate::config::{BoxLimits, Config};
-
-/// The largest workspace file uploaded to a chat.
-pub const MAX_UPLOAD: usize = 50 << 20;
 
 /// A failure of the sandbox, in our words; engine errors are converted where they enter.
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +153,8 @@ struct Inner {
     limits: BoxLimits,
     mounts: Vec<AllowedMount>,
     env: AgentEnv,
+    /// Per-conversation model and harness overrides.
+    conversations: std::collections::BTreeMap<String, crate::config::ConversationSettings>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -185,6 +186,10 @@ impl Sandbox {
     /// Connect to the engine and check the configured mounts against the allowlist.
     pub async fn connect(config: &Config, instance: &str) -> Result<Self, SandboxError> {
         let mounts = mounts::check_mounts(&config.mounts, &config.mount_allowlist)?;
+        let instructions = match &config.instructions_file {
+            Some(path) => Some(mounts::check_instructions(path)?),
+            None => None,
+        };
         let (docker, host) = connect_engine().await?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -197,9 +202,23 @@ impl Sandbox {
                 env: AgentEnv {
                     provider: config.provider.clone(),
                     echo_delay_ms: config.echo_delay_ms,
+                    model: config.box_model(),
+                    harness: config.harness.clone(),
+                    instructions,
                 },
+                conversations: config.conversations.clone(),
             }),
         })
+    }
+
+    /// The environment of one conversation's box: the defaults and its overrides.
+    fn agent_env(&self, conversation: &ConversationKey) -> AgentEnv {
+        let mut env = self.inner.env.clone();
+        if let Some(own) = self.inner.conversations.get(&conversation.to_string()) {
+            env.model = own.model.clone().or(env.model);
+            env.harness = own.harness.clone().or(env.harness);
+        }
+        env
     }
 
     /// The engine client, for diagnostics and tests.
@@ -258,7 +277,7 @@ impl Sandbox {
                     image: &self.inner.image,
                     limits: &self.inner.limits,
                     mounts: &self.inner.mounts,
-                    env: &self.inner.env,
+                    env: &self.agent_env(conversation),
                 });
                 let options = CreateContainerOptions {
                     name: Some(name.clone()),
@@ -489,61 +508,6 @@ impl Sandbox {
                 })
             })
             .collect())
-    }
-
-    /// Read one file from a box's workspace (for uploads), refusing paths that leave it
-    /// and files over [`MAX_UPLOAD`].
-    pub async fn read_workspace_file(
-        &self,
-        container: &str,
-        path: &str,
-    ) -> Result<Vec<u8>, SandboxError> {
-        let relative = std::path::Path::new(
-            path.trim_start_matches("/workspace/")
-                .trim_start_matches('/'),
-        );
-        if relative
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(SandboxError::Protocol(format!(
-                "{path}: not a path inside the workspace"
-            )));
-        }
-        let full = format!("{}/{}", spec::WORKSPACE, relative.display());
-        let options =
-            bollard::query_parameters::DownloadFromContainerOptions { path: full.clone() };
-        let mut stream = self
-            .inner
-            .docker
-            .download_from_container(container, Some(options));
-        let mut archive = Vec::new();
-        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-            let chunk = chunk.map_err(|e| SandboxError::from_engine("read", &full, e))?;
-            archive.extend_from_slice(&chunk);
-            if archive.len() > MAX_UPLOAD + 64 * 1024 {
-                return Err(SandboxError::Protocol(format!(
-                    "{path}: larger than {} MB",
-                    MAX_UPLOAD >> 20
-                )));
-            }
-        }
-        let mut tar = tar::Archive::new(archive.as_slice());
-        let entries = tar
-            .entries()
-            .map_err(|e| SandboxError::Protocol(e.to_string()))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| SandboxError::Protocol(e.to_string()))?;
-            if entry.header().entry_type().is_file() {
-                let mut data = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut data)
-                    .map_err(|e| SandboxError::Protocol(e.to_string()))?;
-                return Ok(data);
-            }
-        }
-        Err(SandboxError::Protocol(format!(
-            "{path}: not a regular file"
-        )))
     }
 
     /// Remove every box and volume of this instance (tests and `clawpen` uninstall paths).

@@ -156,6 +156,19 @@ pub fn check_mount(rule: &MountRule, roots: &[PathBuf]) -> Result<AllowedMount, 
     })
 }
 
+/// Check the operator's instructions file: a readable regular file that does not look
+/// like credentials.
+pub fn check_instructions(path: &Path) -> Result<PathBuf, MountError> {
+    let resolved = resolve(path)?;
+    if !resolved.is_file() {
+        return Err(MountError::Unresolvable {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
+    Ok(resolved)
+}
+
 /// Check every requested mount against the allowlist; the first refusal is the error.
 pub fn check_mounts(
     rules: &[MountRule],

@@ -28,6 +28,13 @@ pub struct AgentEnv {
     pub provider: String,
     /// The echo provider's delay between chunks.
     pub echo_delay_ms: u64,
+    /// The model the agent asks for.
+    pub model: Option<String>,
+    /// An external harness command run instead of the built-in loop.
+    pub harness: Option<String>,
+    /// The operator's instructions file, mounted read-only at
+    /// [`clawpen_protocol::INSTRUCTIONS_PATH`].
+    pub instructions: Option<std::path::PathBuf>,
 }
 
 /// What a box is made of.
@@ -92,6 +99,27 @@ pub fn labels(instance: &str, conversation: &ConversationKey) -> HashMap<String,
     ])
 }
 
+/// The box's environment: settings only, never a secret.
+fn agent_env(env: &AgentEnv) -> Vec<String> {
+    let mut vars = vec![
+        format!("{}={}", clawpen_protocol::ENV_PROVIDER, env.provider),
+        format!(
+            "{}={}",
+            clawpen_protocol::ENV_ECHO_DELAY_MS,
+            env.echo_delay_ms
+        ),
+        format!("HOME={WORKSPACE}"),
+        "PATH=/bin:/usr/bin:/usr/local/bin".into(),
+    ];
+    if let Some(model) = &env.model {
+        vars.push(format!("{}={model}", clawpen_protocol::ENV_MODEL));
+    }
+    if let Some(harness) = &env.harness {
+        vars.push(format!("{}={harness}", clawpen_protocol::ENV_HARNESS));
+    }
+    vars
+}
+
 /// The container create request of a box: hardened by default.
 pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
     let limits = spec.limits;
@@ -103,6 +131,13 @@ pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
         read_only: Some(false),
         ..Default::default()
     }];
+    mounts.extend(spec.env.instructions.iter().map(|path| Mount {
+        target: Some(clawpen_protocol::INSTRUCTIONS_PATH.into()),
+        source: Some(path.to_string_lossy().into_owned()),
+        typ: Some(MountType::BIND),
+        read_only: Some(true),
+        ..Default::default()
+    }));
     mounts.extend(spec.mounts.iter().map(|m| Mount {
         target: Some(m.target.clone()),
         source: Some(m.host.to_string_lossy().into_owned()),
@@ -139,16 +174,7 @@ pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
         image: Some(spec.image.into()),
         user: Some(BOX_USER.into()),
         working_dir: Some(WORKSPACE.into()),
-        env: Some(vec![
-            format!("{}={}", clawpen_protocol::ENV_PROVIDER, spec.env.provider),
-            format!(
-                "{}={}",
-                clawpen_protocol::ENV_ECHO_DELAY_MS,
-                spec.env.echo_delay_ms
-            ),
-            format!("HOME={WORKSPACE}"),
-            "PATH=/bin:/usr/bin:/usr/local/bin".into(),
-        ]),
+        env: Some(agent_env(spec.env)),
         labels: Some(labels(spec.instance, spec.conversation)),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -189,6 +215,9 @@ mod tests {
         let env = AgentEnv {
             provider: "echo".into(),
             echo_delay_ms: 5,
+            model: None,
+            harness: None,
+            instructions: None,
         };
         let body = container_body(&BoxSpec {
             instance: "i1",

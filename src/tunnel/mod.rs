@@ -1,29 +1,272 @@
 //! The tunnel: everything a box needs from outside, performed by the bridge, which alone
-//! holds the keys. (Being built: model requests and web fetches are refused for now.)
+//! holds the keys.
+//!
+//! A box has no network. Its agent sends [`Request`]s over the protocol stream; the router
+//! hands each to [`Tunnel::perform`] in a task of its own, and the [`ResponsePart`]s go
+//! back to the box in order: `Head`, `Body`*, `End`, or one `Failed` whose message says in
+//! words what was refused or what went wrong.
+//!
+//! - Model requests go only to the configured provider's endpoints, with a safe subset of
+//!   the box's headers and the key added here; the answer streams back as it arrives, and
+//!   its token usage is counted on the way.
+//! - Each conversation is held to model requests per minute and tokens per day.
+//! - Web fetches reach public http(s) hosts only: every resolved address and every
+//!   redirect is checked before connecting, and pages come back as text.
+//!
+//! # Layout
+//! - `mod.rs`: [`Tunnel`], its [`Settings`] and [`TunnelError`].
+//! - `provider.rs`: endpoint, header and key rules of each provider (no I/O).
+//! - `model.rs`: forwarding a model request and streaming the answer back.
+//! - `meter.rs`: token usage read from an answer as it streams.
+//! - `limits.rs`: clock, limits and per-conversation accounting (no I/O).
+//! - `address.rs`: address classes and the fetch allowlist (no I/O).
+//! - `fetch.rs`: `web_fetch`: resolution, pinning, redirects, caps.
+//! - `text.rs`: HTML to text. `chunk.rs`: UTF-8 `Body` pieces.
+
+mod address;
+mod chunk;
+mod fetch;
+mod limits;
+mod meter;
+mod model;
+mod provider;
+mod text;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use clawpen_adapters::ConversationKey;
 use clawpen_protocol::{Request, ResponsePart};
 use tokio::sync::mpsc;
 
-/// Performs boxes' requests; cheap to clone.
-#[derive(Clone, Debug, Default)]
-pub struct Tunnel {}
+use crate::config::Config;
+
+pub use address::AllowRule;
+pub use limits::{Clock, LimitReached, Limits, ManualClock, SystemClock, Usage};
+pub use provider::Provider;
+
+/// How long connecting to the model provider may take.
+const MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the model provider may stay silent: before its response head, and between two
+/// chunks of its body. Generous, because a non-streamed answer arrives only when complete
+/// (the vendors' own SDKs wait up to 10 minutes); streams send pings far more often.
+const MODEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a box's request got a `Failed` answer; its `Display` is the message the box gets.
+#[derive(Debug, thiserror::Error)]
+pub enum TunnelError {
+    /// The request is not allowed: a path outside the provider's endpoints, no provider or
+    /// key, a private address, a scheme or content type the tunnel does not handle.
+    #[error("{0}")]
+    Refused(String),
+    /// A per-conversation limit is reached.
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
+    /// The destination could not be reached, or did not answer in time.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The response began but broke off (its earlier `Body` parts were already sent).
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// What `web_fetch` may reach and how much it reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FetchSettings {
+    /// The operator's allowlist; empty means any public host.
+    pub allow: Vec<AllowRule>,
+    /// The most bytes of a page that are read; the text of a longer one is cut.
+    pub max_bytes: usize,
+    /// The whole fetch, redirects included, must finish within this.
+    pub timeout: Duration,
+}
+
+/// What the tunnel is configured to do; [`Settings::from_config`] reads it from the
+/// operator's configuration, and tests adjust the timeouts.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Where model requests go, with its key.
+    pub provider: Provider,
+    /// Per-conversation limits.
+    pub limits: Limits,
+    /// `web_fetch` rules.
+    pub fetch: FetchSettings,
+    /// How long connecting to the provider may take.
+    pub model_connect_timeout: Duration,
+    /// How long the provider may stay silent before its head and between body chunks.
+    pub model_idle_timeout: Duration,
+}
+
+impl Settings {
+    /// The tunnel settings of `config` (which has been validated when it loaded).
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            provider: Provider::from_config(config),
+            limits: Limits {
+                requests_per_minute: config.requests_per_minute,
+                tokens_per_day: config.tokens_per_day,
+            },
+            fetch: FetchSettings {
+                allow: config
+                    .web_fetch_allow
+                    .iter()
+                    .filter_map(|entry| AllowRule::parse(entry).ok())
+                    .collect(),
+                max_bytes: usize::try_from(config.web_fetch_max_kb.saturating_mul(1024))
+                    .unwrap_or(usize::MAX),
+                timeout: Duration::from_secs(config.web_fetch_timeout_secs),
+            },
+            model_connect_timeout: MODEL_CONNECT_TIMEOUT,
+            model_idle_timeout: MODEL_IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// A duration for messages: `20 s`, or `0.5 s` when not whole.
+pub(crate) fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
+}
+
+/// Performs boxes' requests; a cheap-to-clone handle shared by every conversation.
+#[derive(Clone, Debug)]
+pub struct Tunnel {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    settings: Settings,
+    /// One client for every model request, so connections and TLS sessions to the
+    /// provider are reused. Building it fails only if TLS cannot be set up; then every
+    /// model request fails with this message rather than the daemon refusing to start.
+    client: Result<reqwest::Client, String>,
+    /// Where the limits get the time from.
+    clock: Arc<dyn Clock>,
+    /// Every conversation's counters. A std mutex: held for a few map operations, never
+    /// across an `.await`.
+    ledger: Mutex<limits::Ledger>,
+}
 
 impl Tunnel {
+    /// The tunnel of the operator's configuration, on the system clock.
+    pub fn new(config: &Config) -> Self {
+        Self::with_settings(Settings::from_config(config), Arc::new(SystemClock))
+    }
+
+    /// A tunnel with explicit settings and clock (tests use a [`ManualClock`]).
+    pub fn with_settings(settings: Settings, clock: Arc<dyn Clock>) -> Self {
+        let client = reqwest::Client::builder()
+            // A redirect goes back to the box as it is: following it would send the key
+            // (`x-api-key` is not among the headers reqwest strips) to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(settings.model_connect_timeout)
+            .user_agent(concat!("clawpen/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("the bridge could not set up its HTTP client: {e}"));
+        if let Err(e) = &client {
+            tracing::error!(error = %e, "model requests will fail");
+        }
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                client,
+                clock,
+                ledger: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
     /// Perform one request of a box, sending the response parts to `out` in order.
-    /// Never fails: refusals and errors become [`ResponsePart::Failed`].
+    /// Never fails: refusals and errors become [`ResponsePart::Failed`]. If the box goes
+    /// away (`out` closes), the request is dropped, which cancels it upstream.
     pub async fn perform(
         &self,
         conversation: &ConversationKey,
         request: Request,
         out: mpsc::Sender<ResponsePart>,
     ) {
-        let what = match request {
-            Request::Model { .. } => "model requests",
-            Request::WebFetch { .. } => "web fetches",
+        let (what, result) = match request {
+            Request::Model {
+                method,
+                path,
+                headers,
+                body,
+            } => {
+                let call = model::Call {
+                    method: &method,
+                    path: &path,
+                    headers: &headers,
+                    body,
+                };
+                ("model request", self.model(conversation, call, &out).await)
+            }
+            Request::WebFetch { url } => (
+                "web fetch",
+                fetch::perform(&self.inner.settings.fetch, &url, &out).await,
+            ),
         };
-        tracing::debug!(conversation = %conversation, what, "refusing a box request");
-        let message = format!("this bridge does not perform {what}");
+        let Err(error) = result else {
+            return;
+        };
+        match &error {
+            TunnelError::Refused(_) | TunnelError::Limit(_) => {
+                tracing::info!(conversation = %conversation, what, %error, "box request refused");
+            }
+            TunnelError::Unreachable(_) | TunnelError::Broken(_) => {
+                tracing::warn!(conversation = %conversation, what, %error, "box request failed");
+            }
+        }
+        let message = error.to_string();
         let _ = out.send(ResponsePart::Failed { message }).await;
+    }
+
+    async fn model(
+        &self,
+        conversation: &ConversationKey,
+        call: model::Call<'_>,
+        out: &mpsc::Sender<ResponsePart>,
+    ) -> Result<(), TunnelError> {
+        let settings = &self.inner.settings;
+        let outgoing = settings
+            .provider
+            .prepare(call.method, call.path, call.headers, call.body)
+            .map_err(TunnelError::Refused)?;
+        let client = self
+            .inner
+            .client
+            .as_ref()
+            .map_err(|e| TunnelError::Unreachable(e.clone()))?;
+        self.ledger()
+            .admit(conversation, self.inner.clock.now(), settings.limits)?;
+        let count = |tokens: u64| {
+            if tokens > 0 {
+                self.ledger()
+                    .add_tokens(conversation, self.inner.clock.now(), tokens);
+            }
+        };
+        model::forward(client, settings, outgoing, count, out).await
+    }
+
+    /// What `conversation` has used, for `status`.
+    pub fn usage(&self, conversation: &ConversationKey) -> Usage {
+        self.ledger().usage(conversation, self.inner.clock.now())
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, limits::Ledger> {
+        // The ledger stays consistent even if a holder panicked: every update is one step.
+        self.inner
+            .ledger
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }

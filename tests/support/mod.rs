@@ -5,6 +5,8 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod model;
+
 use std::time::Duration;
 
 use bollard::exec::{StartExecOptions, StartExecResults};

@@ -1,0 +1,261 @@
+//! What the adapter needs of the Bot API beyond teloxide's methods, and where teloxide's
+//! errors become [`AdapterError`]s.
+//!
+//! Two payloads are our own: `sendMessageDraft`, which teloxide does not have yet, and a
+//! `getUpdates` that returns raw JSON values, so that one update the bridge cannot parse is
+//! skipped alone instead of failing the whole batch (and blocking the offset forever).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use teloxide::requests::{JsonRequest, Payload};
+use teloxide::types::{ParseMode, True};
+use teloxide::{ApiError, Bot, RequestError};
+
+use super::config::TelegramConfig;
+use super::{format, PLATFORM};
+use crate::{AdapterError, ConversationKey};
+
+/// Added to the long-poll timeout for the HTTP client's: the server answers an empty poll
+/// only once the poll timeout is up, and the network needs its share on top.
+const POLL_SLACK: Duration = Duration::from_secs(15);
+
+/// The connect timeout of every request.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Which updates the bot asks for: messages only (edits, channel posts, callbacks and the
+/// rest are not conversations the bridge takes part in).
+pub const ALLOWED_UPDATES: &[&str] = &["message"];
+
+/// A teloxide bot for `config`, whose HTTP client outwaits a long poll.
+pub fn bot(config: &TelegramConfig) -> Result<Bot, AdapterError> {
+    let token = config.token.clone().ok_or(AdapterError::Rejected(
+        "no Telegram bot token configured".into(),
+    ))?;
+    let url = config
+        .api_url()
+        .map_err(|e| AdapterError::Rejected(e.to_string()))?;
+    let client = teloxide::net::default_reqwest_settings()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(config.poll_timeout() + POLL_SLACK)
+        .build()
+        .map_err(|e| AdapterError::Transport(format!("building the HTTP client: {e}")))?;
+    Ok(Bot::with_client(token, client).set_api_url(url))
+}
+
+/// `getUpdates`, answered as raw JSON values.
+#[derive(Clone, Debug, Serialize)]
+pub struct GetUpdatesRaw {
+    /// The first update wanted; every earlier one is confirmed and forgotten by the server.
+    pub offset: i64,
+    /// How long the server holds the request open when there is nothing, in seconds.
+    pub timeout: u32,
+    /// The kinds of update wanted.
+    pub allowed_updates: &'static [&'static str],
+}
+
+impl Payload for GetUpdatesRaw {
+    type Output = Vec<serde_json::Value>;
+    const NAME: &'static str = "getUpdates";
+}
+
+/// `sendMessageDraft` (Bot API 9.3): streams a partial message to a private chat.
+#[derive(Clone, Debug, Serialize)]
+pub struct SendMessageDraft {
+    /// The private chat.
+    pub chat_id: i64,
+    /// A forum topic of the chat, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_thread_id: Option<i32>,
+    /// Non-zero; changes to a draft of one id are animated.
+    pub draft_id: u64,
+    /// The text so far.
+    pub text: String,
+    /// How `text` is formatted; `None`: plain text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parse_mode: Option<ParseMode>,
+}
+
+impl Payload for SendMessageDraft {
+    type Output = True;
+    const NAME: &'static str = "sendMessageDraft";
+}
+
+/// Sends one of our own payloads with the bot's client, token and server.
+pub async fn call<P>(bot: &Bot, payload: P) -> Result<P::Output, RequestError>
+where
+    P: Payload + Serialize + Send + 'static,
+    P::Output: serde::de::DeserializeOwned + Send + 'static,
+{
+    JsonRequest::new(bot.clone(), payload).await
+}
+
+/// Whether Telegram refused the HTML of a message (an entity it could not parse).
+pub fn is_parse_error(error: &RequestError) -> bool {
+    match error {
+        RequestError::Api(ApiError::CantParseEntities(_)) => true,
+        RequestError::Api(ApiError::Unknown(text)) => text.contains("can't parse entities"),
+        _ => false,
+    }
+}
+
+/// Whether an edit changed nothing, which for a reply means it already shows the text.
+pub fn is_not_modified(error: &RequestError) -> bool {
+    match error {
+        RequestError::Api(ApiError::MessageNotModified) => true,
+        RequestError::Api(ApiError::Unknown(text)) => text.contains("message is not modified"),
+        _ => false,
+    }
+}
+
+/// Converts a teloxide error at the border: rate limits keep their delay, so the shared
+/// driver waits exactly as long as Telegram asked; network trouble may be retried; anything
+/// Telegram refused is final.
+pub fn adapter_error(error: RequestError) -> AdapterError {
+    match error {
+        RequestError::RetryAfter(seconds) => AdapterError::RateLimited {
+            retry_after: seconds.duration(),
+        },
+        RequestError::Network(e) => AdapterError::Transport(e.to_string()),
+        RequestError::Io(e) => AdapterError::Transport(e.to_string()),
+        RequestError::InvalidJson { source, .. } => {
+            AdapterError::Transport(format!("unreadable answer from the Bot API: {source}"))
+        }
+        RequestError::MigrateToChatId(to) => {
+            AdapterError::NotFound(format!("the group became supergroup {to}"))
+        }
+        RequestError::Api(api) => match api {
+            ApiError::MessageToEditNotFound
+            | ApiError::ChatNotFound
+            | ApiError::BotBlocked
+            | ApiError::BotKicked
+            | ApiError::BotKickedFromSupergroup
+            | ApiError::UserDeactivated => AdapterError::NotFound(api.to_string()),
+            ApiError::Unknown(text) if text.contains("Not Found") || text.contains("not found") => {
+                AdapterError::NotFound(text)
+            }
+            ApiError::Unknown(text) if is_server_error(&text) => AdapterError::Transport(text),
+            other => AdapterError::Rejected(other.to_string()),
+        },
+    }
+}
+
+/// Bot API answers that mean the server, not the request, had a problem.
+fn is_server_error(text: &str) -> bool {
+    [
+        "Internal Server Error",
+        "Bad Gateway",
+        "Gateway Timeout",
+        "Service Unavailable",
+    ]
+    .iter()
+    .any(|s| text.contains(s))
+}
+
+/// Attempts of an operation the shared driver does not retry (uploads, downloads, setup).
+const OWN_ATTEMPTS: u32 = 4;
+
+/// The longest rate-limit wait such an operation sits out; past it, it fails.
+const MAX_OWN_WAIT: Duration = Duration::from_secs(60);
+
+/// Runs an operation that nothing else retries, sitting out rate limits (up to
+/// [`MAX_OWN_WAIT`]) and brief network trouble, [`OWN_ATTEMPTS`] times at most.
+pub async fn patiently<T, F, Fut>(what: &str, call: F) -> Result<T, AdapterError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, AdapterError>>,
+{
+    let mut attempt = 1;
+    loop {
+        let error = match call().await {
+            Ok(done) => return Ok(done),
+            Err(error) => error,
+        };
+        let wait = match &error {
+            AdapterError::RateLimited { retry_after } if *retry_after <= MAX_OWN_WAIT => {
+                *retry_after
+            }
+            AdapterError::Transport(_) => Duration::from_secs(u64::from(attempt)),
+            _ => return Err(error),
+        };
+        if attempt >= OWN_ATTEMPTS {
+            return Err(error);
+        }
+        tracing::debug!(adapter = PLATFORM, what, %error, ?wait, "retrying");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+/// Runs a formatted call, and once more as plain text if Telegram could not parse the HTML:
+/// the user then sees the Markdown as written, which loses nothing.
+pub async fn html_or_plain<T, F, Fut>(
+    conversation: &ConversationKey,
+    markdown: &str,
+    call: F,
+) -> Result<T, AdapterError>
+where
+    F: Fn(String, Option<ParseMode>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, RequestError>>,
+{
+    match call(format::to_html(markdown), Some(ParseMode::Html)).await {
+        Err(e) if is_parse_error(&e) => {
+            tracing::warn!(adapter = PLATFORM, %conversation, error = %e, "Telegram refused the formatting; sending plain text");
+            call(markdown.to_string(), None).await
+        }
+        other => other,
+    }
+    .map_err(adapter_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use teloxide::types::Seconds;
+
+    #[test]
+    fn errors_map_to_what_the_driver_retries() {
+        assert_eq!(
+            adapter_error(RequestError::RetryAfter(Seconds::from_seconds(7))),
+            AdapterError::RateLimited {
+                retry_after: Duration::from_secs(7)
+            }
+        );
+        assert!(matches!(
+            adapter_error(RequestError::Api(ApiError::MessageToEditNotFound)),
+            AdapterError::NotFound(_)
+        ));
+        assert!(matches!(
+            adapter_error(RequestError::Api(ApiError::Unknown(
+                "Internal Server Error".into()
+            ))),
+            AdapterError::Transport(_)
+        ));
+        assert!(matches!(
+            adapter_error(RequestError::Api(ApiError::MessageIsTooLong)),
+            AdapterError::Rejected(_)
+        ));
+        let parse = RequestError::Api(ApiError::CantParseEntities(
+            "Bad Request: can't parse entities: unclosed tag".into(),
+        ));
+        assert!(is_parse_error(&parse));
+        assert!(is_not_modified(&RequestError::Api(
+            ApiError::MessageNotModified
+        )));
+    }
+
+    #[test]
+    fn the_draft_payload_has_the_documented_shape() {
+        let payload = SendMessageDraft {
+            chat_id: 42,
+            message_thread_id: None,
+            draft_id: 7,
+            text: "<b>hi</b>".into(),
+            parse_mode: Some(ParseMode::Html),
+        };
+        assert_eq!(
+            serde_json::to_value(&payload).unwrap_or_default(),
+            serde_json::json!({"chat_id": 42, "draft_id": 7, "text": "<b>hi</b>", "parse_mode": "HTML"})
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! A Telegram message as the router sees it: its conversation, whether the bot was
+//! addressed, its text and files, or a command the adapter answers itself. No I/O here.
+
+use teloxide::types::{Message, MessageEntityKind, User};
+
+use super::PLATFORM;
+use crate::{Attachment, ConversationKey, Inbound, MessageRef};
+
+/// Who the bot is (from `getMe`): needed to tell mentions of it and replies to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The bot's user id.
+    pub id: u64,
+    /// Its @username, without the @.
+    pub username: String,
+}
+
+/// Commands the adapter answers without the agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `/start`: the greeting of a new chat.
+    Start,
+    /// `/help`: what the bot does and its commands.
+    Help,
+    /// `/status`: what this conversation's box is doing.
+    Status,
+    /// `/stop`: end the running turn.
+    Stop,
+}
+
+/// The commands registered with `setMyCommands`, so Telegram clients offer them.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("help", "What this bot does"),
+    ("status", "What this conversation's box is doing"),
+    ("stop", "Stop the current answer"),
+    ("reset", "Ask the agent to start afresh"),
+];
+
+/// What became of a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Translated {
+    /// For the router (addressed or not).
+    Inbound(Inbound),
+    /// A command for the adapter, with the message it came in for context.
+    Command(Command, Inbound),
+    /// Nothing the bridge reads (a sticker, a service message, the bot's own).
+    Skip(&'static str),
+}
+
+/// Translates one message. `trigger` is the configured trigger word, if any.
+pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Translated {
+    let Some(from) = &message.from else {
+        return Translated::Skip("no sender");
+    };
+    if from.id.0 == me.id {
+        return Translated::Skip("the bot's own message");
+    }
+    let mut text = message
+        .text()
+        .or_else(|| message.caption())
+        .unwrap_or_default()
+        .to_string();
+    let attachments = attachments(message);
+    if text.trim().is_empty() && attachments.is_empty() {
+        return Translated::Skip("no text and no file");
+    }
+    let mut conversation = ConversationKey::new(PLATFORM, message.chat.id.0.to_string());
+    if let (true, Some(thread)) = (message.is_topic_message, message.thread_id) {
+        conversation = conversation.with_thread(thread.0 .0.to_string());
+    }
+    let private = message.chat.is_private();
+    let (command, for_us) = match parse_command(&text, &me.username) {
+        Some((name, rest)) => {
+            text = match rest.is_empty() {
+                true => format!("/{name}"),
+                false => format!("/{name} {rest}"),
+            };
+            (known_command(&name), true)
+        }
+        None => (None, false),
+    };
+    let replied_to_bot = message
+        .reply_to_message()
+        .and_then(|m| m.from.as_ref())
+        .is_some_and(|u| u.id.0 == me.id);
+    let addressed = private
+        || for_us
+        || replied_to_bot
+        || mentions(message, &text, me)
+        || trigger.is_some_and(|t| contains_word(&text.to_lowercase(), &t.to_lowercase()));
+    let inbound = Inbound {
+        id: message.id.0.to_string(),
+        conversation,
+        sender_id: from.id.0.to_string(),
+        sender_name: display_name(from),
+        text: strip_leading_mention(&text, &me.username).to_string(),
+        attachments,
+        reply_to: message
+            .reply_to_message()
+            .map(|m| MessageRef(m.id.0.to_string())),
+        addressed,
+        at: u64::try_from(message.date.timestamp()).unwrap_or(0),
+    };
+    match command {
+        Some(command) => Translated::Command(command, inbound),
+        None => Translated::Inbound(inbound),
+    }
+}
+
+/// `/name@bot rest` → (`name`, `rest`) when the command is for this bot (no @, or ours).
+fn parse_command<'a>(text: &'a str, username: &str) -> Option<(String, &'a str)> {
+    let body = text.strip_prefix('/')?;
+    let (word, rest) = body
+        .split_once(char::is_whitespace)
+        .map_or((body, ""), |(w, r)| (w, r.trim()));
+    let (name, target) = word
+        .split_once('@')
+        .map_or((word, None), |(n, t)| (n, Some(t)));
+    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let ours = target.is_none_or(|t| t.eq_ignore_ascii_case(username));
+    (valid && ours).then(|| (name.to_ascii_lowercase(), rest))
+}
+
+fn known_command(name: &str) -> Option<Command> {
+    match name {
+        "start" => Some(Command::Start),
+        "help" => Some(Command::Help),
+        "status" => Some(Command::Status),
+        "stop" => Some(Command::Stop),
+        _ => None,
+    }
+}
+
+/// Whether the message mentions the bot: `@username` in its text, or a mention entity
+/// pointing at the bot's user (a mention of a bot without a username).
+fn mentions(message: &Message, text: &str, me: &Identity) -> bool {
+    let handle = format!("@{}", me.username.to_lowercase());
+    let entities = message
+        .entities()
+        .or_else(|| message.caption_entities())
+        .unwrap_or_default();
+    let text_mention = entities.iter().any(|e| match &e.kind {
+        MessageEntityKind::TextMention { user } => user.id.0 == me.id,
+        _ => false,
+    });
+    text_mention || (!me.username.is_empty() && contains_word(&text.to_lowercase(), &handle))
+}
+
+/// Whether `needle` occurs in `haystack` with no word character on either side.
+pub fn contains_word(haystack: &str, needle: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    !needle.is_empty()
+        && haystack.match_indices(needle).any(|(at, _)| {
+            !word(haystack[..at].chars().next_back())
+                && !word(haystack[at + needle.len()..].chars().next())
+        })
+}
+
+/// `@bot, what is up` → `what is up`: the agent needs no reminder it was called.
+fn strip_leading_mention<'a>(text: &'a str, username: &str) -> &'a str {
+    let handle_len = username.len() + 1;
+    let starts = text.len() > handle_len
+        && text.is_char_boundary(handle_len)
+        && text[..handle_len].eq_ignore_ascii_case(&format!("@{username}"))
+        && !text[handle_len..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+    if !starts || username.is_empty() {
+        return text;
+    }
+    let rest = text[handle_len..].trim_start_matches([',', ':', ' ', '\n']);
+    if rest.is_empty() {
+        text
+    } else {
+        rest
+    }
+}
+
+fn display_name(user: &User) -> String {
+    match (&user.last_name, &user.username) {
+        (Some(last), _) => format!("{} {last}", user.first_name),
+        (None, _) if !user.first_name.is_empty() => user.first_name.clone(),
+        (None, Some(username)) => username.clone(),
+        (None, None) => user.id.0.to_string(),
+    }
+}
+
+/// The files of a message: the largest size of a photo, a document, a voice note, audio
+/// or video. Names are made up where Telegram has none.
+fn attachments(message: &Message) -> Vec<Attachment> {
+    let file = |name: String, mime: Option<String>, meta: &teloxide::types::FileMeta| Attachment {
+        name,
+        mime,
+        size: Some(meta.size.into()),
+        platform_ref: meta.id.0.clone(),
+    };
+    let mut found = Vec::new();
+    if let Some(photo) = message.photo().and_then(|sizes| {
+        sizes
+            .iter()
+            .max_by_key(|p| u64::from(p.width) * u64::from(p.height))
+    }) {
+        let name = format!("photo-{}.jpg", photo.file.unique_id.0);
+        found.push(file(name, Some("image/jpeg".into()), &photo.file));
+    }
+    if let Some(doc) = message.document() {
+        let name = doc
+            .file_name
+            .clone()
+            .unwrap_or_else(|| format!("document-{}", doc.file.unique_id.0));
+        found.push(file(
+            name,
+            doc.mime_type.as_ref().map(ToString::to_string),
+            &doc.file,
+        ));
+    }
+    if let Some(voice) = message.voice() {
+        let name = format!("voice-{}.ogg", voice.file.unique_id.0);
+        let mime = voice
+            .mime_type
+            .as_ref()
+            .map_or("audio/ogg".into(), ToString::to_string);
+        found.push(file(name, Some(mime), &voice.file));
+    }
+    if let Some(audio) = message.audio() {
+        let name = audio
+            .file_name
+            .clone()
+            .unwrap_or_else(|| format!("audio-{}", audio.file.unique_id.0));
+        found.push(file(
+            name,
+            audio.mime_type.as_ref().map(ToString::to_string),
+            &audio.file,
+        ));
+    }
+    if let Some(video) = message.video() {
+        let name = video
+            .file_name
+            .clone()
+            .unwrap_or_else(|| format!("video-{}.mp4", video.file.unique_id.0));
+        found.push(file(
+            name,
+            video.mime_type.as_ref().map(ToString::to_string),
+            &video.file,
+        ));
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn me() -> Identity {
+        Identity {
+            id: 999,
+            username: "ClawBot".into(),
+        }
+    }
+
+    fn message(chat: serde_json::Value, extra: serde_json::Value) -> Message {
+        let mut value = json!({
+            "message_id": 10,
+            "date": 1_700_000_000,
+            "chat": chat,
+            "from": {"id": 5, "is_bot": false, "first_name": "Ann", "last_name": "Lee"},
+        });
+        if let (Some(base), Some(extra)) = (value.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn private() -> serde_json::Value {
+        json!({"id": 5, "type": "private", "first_name": "Ann"})
+    }
+
+    fn group() -> serde_json::Value {
+        json!({"id": -100_123, "type": "supergroup", "title": "Team", "is_forum": true})
+    }
+
+    fn inbound(t: Translated) -> Inbound {
+        match t {
+            Translated::Inbound(i) => i,
+            other => panic!("expected an inbound message, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_private_message_is_addressed_in_its_own_conversation() {
+        let m = message(private(), json!({"text": "hello"}));
+        let i = inbound(translate(&m, &me(), None));
+        assert_eq!(i.conversation, ConversationKey::new("telegram", "5"));
+        assert!(i.addressed);
+        assert_eq!(
+            (i.id.as_str(), i.sender_name.as_str(), i.at),
+            ("10", "Ann Lee", 1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn in_groups_mentions_replies_and_the_trigger_address_the_bot() {
+        let cases = [
+            (
+                json!({"text": "@clawbot, what is up?"}),
+                true,
+                "what is up?",
+            ),
+            (json!({"text": "hey @ClawBot"}), true, "hey @ClawBot"),
+            (json!({"text": "@clawbotty hi"}), false, "@clawbotty hi"),
+            (json!({"text": "Claw, help"}), true, "Claw, help"),
+            (json!({"text": "clawing around"}), false, "clawing around"),
+            (json!({"text": "just chatting"}), false, "just chatting"),
+            (
+                json!({"text": "sure", "reply_to_message": {
+                    "message_id": 3, "date": 1, "chat": group(),
+                    "from": {"id": 999, "is_bot": true, "first_name": "Claw"}, "text": "?"}}),
+                true,
+                "sure",
+            ),
+        ];
+        for (extra, addressed, text) in cases {
+            let i = inbound(translate(
+                &message(group(), extra.clone()),
+                &me(),
+                Some("claw"),
+            ));
+            assert_eq!((i.addressed, i.text.as_str()), (addressed, text), "{extra}");
+        }
+    }
+
+    #[test]
+    fn forum_topics_are_conversations_of_their_own() {
+        let extra =
+            json!({"text": "hi @clawbot", "message_thread_id": 77, "is_topic_message": true});
+        let i = inbound(translate(&message(group(), extra), &me(), None));
+        assert_eq!(
+            i.conversation,
+            ConversationKey::new("telegram", "-100123").with_thread("77")
+        );
+        // A reply thread outside a forum topic stays in the chat's conversation.
+        let extra = json!({"text": "hi @clawbot", "message_thread_id": 78});
+        let i = inbound(translate(&message(group(), extra), &me(), None));
+        assert_eq!(i.conversation.thread, None);
+    }
+
+    #[test]
+    fn commands_lose_their_bot_suffix_and_others_bots_commands_are_chatter() {
+        let t = translate(
+            &message(group(), json!({"text": "/status@ClawBot"})),
+            &me(),
+            None,
+        );
+        assert!(
+            matches!(t, Translated::Command(Command::Status, _)),
+            "{t:?}"
+        );
+        let i = inbound(translate(
+            &message(group(), json!({"text": "/reset@clawbot now"})),
+            &me(),
+            None,
+        ));
+        assert_eq!((i.text.as_str(), i.addressed), ("/reset now", true));
+        let i = inbound(translate(
+            &message(group(), json!({"text": "/stop@OtherBot"})),
+            &me(),
+            None,
+        ));
+        assert_eq!((i.text.as_str(), i.addressed), ("/stop@OtherBot", false));
+        let t = translate(&message(private(), json!({"text": "/stop"})), &me(), None);
+        assert!(matches!(t, Translated::Command(Command::Stop, _)));
+    }
+
+    #[test]
+    fn files_become_attachments_and_empty_messages_are_skipped() {
+        let photo = |id: &str, w: u32, size: u32| json!({"file_id": id, "file_unique_id": format!("u{id}"), "width": w, "height": w, "file_size": size});
+        let extra = json!({"caption": "look", "photo": [photo("s", 90, 10), photo("l", 800, 900), photo("m", 320, 100)]});
+        let i = inbound(translate(&message(private(), extra), &me(), None));
+        assert_eq!(i.text, "look");
+        assert_eq!(
+            i.attachments,
+            [Attachment {
+                name: "photo-ul.jpg".into(),
+                mime: Some("image/jpeg".into()),
+                size: Some(900),
+                platform_ref: "l".into(),
+            }]
+        );
+        let extra = json!({"document": {"file_id": "d", "file_unique_id": "ud", "file_name": "report.pdf",
+            "mime_type": "application/pdf", "file_size": 3}});
+        let m = message(private(), extra.clone());
+        eprintln!(
+            "DOC {:?} {:?} {:?}",
+            m.document().is_some(),
+            attachments(&m),
+            m.text()
+        );
+        let i = inbound(translate(&message(private(), extra), &me(), None));
+        assert_eq!(i.attachments[0].name, "report.pdf");
+        assert_eq!(i.attachments[0].mime.as_deref(), Some("application/pdf"));
+        let extra = json!({"voice": {"file_id": "v", "file_unique_id": "uv", "duration": 2,
+            "mime_type": "audio/ogg", "file_size": 5}});
+        let i = inbound(translate(&message(private(), extra), &me(), None));
+        assert_eq!(i.attachments[0].name, "voice-uv.ogg");
+        let extra = json!({"sticker": {"file_id": "s", "file_unique_id": "us", "type": "regular",
+            "width": 1, "height": 1, "is_animated": false, "is_video": false, "file_size": 1}});
+        assert!(matches!(
+            translate(&message(private(), extra), &me(), None),
+            Translated::Skip(_)
+        ));
+    }
+}

@@ -1,0 +1,51 @@
+//! Telegram bots through the Bot API (teloxide, rustls only).
+//!
+//! Each private chat is a conversation, and so is each group and each forum topic. In
+//! groups the bot answers when mentioned, replied to or called by its trigger word; the rest
+//! of the chatter reaches the router unaddressed, as context. Replies stream as one message
+//! edited in place (in private chats as a draft, then sent), formatted as HTML from the
+//! agent's Markdown, paced under Telegram's limits. Strangers never reach the router.
+//!
+//! # Layout
+//! - [`config`]: the `[telegram]` settings and their environment variables.
+//! - `adapter`: the [`TelegramAdapter`] and its outbound operations.
+//! - [`format`]: Markdown to Telegram HTML.
+//! - `inbound`: a Telegram message as an [`crate::Inbound`], or a command.
+//! - `update`: one update, through access control to the sink.
+//! - `poll` and `webhook`: the two ways of receiving updates.
+//! - [`access`]: allowlists, pairing and refusals; [`pace`]: per-chat and global pacing.
+//! - `api`: Bot API payloads teloxide lacks, and error conversion.
+
+pub mod access;
+mod adapter;
+mod api;
+pub mod config;
+pub mod format;
+mod inbound;
+pub mod pace;
+mod poll;
+mod update;
+mod webhook;
+
+pub use adapter::{TelegramAdapter, MAX_MESSAGE_LEN};
+pub use config::{TelegramConfig, TelegramConfigError};
+pub use poll::OFFSET_KEY;
+pub use webhook::SECRET_HEADER;
+
+/// The platform name of Telegram conversations.
+pub const PLATFORM: &str = "telegram";
+
+/// 64 random bits from the operating system, for pairing codes and webhook secrets; if the
+/// OS has none to give, std's per-process random hash keys are the fallback.
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::getrandom(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => {
+            use std::hash::{BuildHasher, Hasher};
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish()
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The box side of an actor: getting a box, re-attaching after a restart, and what
+//! happens when a box goes idle, stalls or dies.
+
+use clawpen_protocol::{ToAgent, TurnMessage};
+use tokio::time::Instant;
+
+use super::{Actor, Session, Turn};
+use crate::router::turn::{box_gone_message, error_text, turn_message};
+use crate::sandbox::SandboxError;
+use crate::store::{InboundState, TurnRecord};
+
+impl Actor {
+    /// Attach a box to this conversation: wait for a slot, start it, attach, resume.
+    pub(super) async fn ensure_session(&mut self) -> Result<(), SandboxError> {
+        if self.session.is_some() {
+            return Ok(());
+        }
+        self.shared
+            .set_status(&self.key, None, "waiting for a box slot", self.queue.len());
+        let permit = tokio::select! {
+            permit = self.shared.slots.clone().acquire_owned() => permit
+                .map_err(|_| SandboxError::Protocol("the box slots are closed".into()))?,
+            _ = self.shared.shutdown.cancelled() => {
+                return Err(SandboxError::Protocol("shutting down".into()));
+            }
+        };
+        let started = self.shared.sandbox.ensure_box(&self.key).await?;
+        let mut conn = self.shared.sandbox.attach(&started.container).await?;
+        // After a fresh start nothing was acknowledged; after a re-adopt, the agent replays
+        // what it still holds and events of turns we no longer know are skipped.
+        conn.send(&ToAgent::Resume {
+            version: clawpen_protocol::VERSION,
+            after: 0,
+        })
+        .await?;
+        tracing::debug!(conversation = %self.key, r#box = %started.container, fresh = started.fresh, "box attached");
+        self.session = Some(Session {
+            conn,
+            _permit: permit,
+            acked: 0,
+            resync: false,
+        });
+        self.last_activity = Instant::now();
+        Ok(())
+    }
+
+    pub(super) async fn send_to_box(&mut self, message: &ToAgent) -> bool {
+        let Some(session) = self.session.as_mut() else {
+            return false;
+        };
+        match session.conn.send(message).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(conversation = %self.key, error = %e, "writing to the box failed");
+                self.box_gone().await;
+                false
+            }
+        }
+    }
+
+    pub(super) async fn resume(&mut self, record: TurnRecord) {
+        let alive = matches!(self.shared.sandbox.inspect(&record.container).await, Ok(Some(exit)) if exit.running);
+        let Some(reply) = self.new_reply(record.reply.clone()) else {
+            return;
+        };
+        let messages: Vec<TurnMessage> = self
+            .shared
+            .store
+            .pending_inbound(&self.key)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|s| matches!(&s.state, InboundState::InTurn { turn } if *turn == record.turn))
+            .map(|s| turn_message(&s.inbound))
+            .collect();
+        let acked = record.last_acked;
+        self.turn = Some(Turn {
+            record,
+            messages,
+            reply,
+            last_sign: Instant::now(),
+            next_typing: self.typing_start(),
+            stalled: None,
+        });
+        if !alive {
+            self.box_gone().await;
+            return;
+        }
+        let container = self
+            .turn
+            .as_ref()
+            .map(|t| t.record.container.clone())
+            .unwrap_or_default();
+        let permit = match self.shared.slots.clone().acquire_owned().await {
+            Ok(permit) => permit,
+            Err(_) => return,
+        };
+        match self.shared.sandbox.attach(&container).await {
+            Ok(mut conn) => {
+                let resume = ToAgent::Resume {
+                    version: clawpen_protocol::VERSION,
+                    after: acked,
+                };
+                if conn.send(&resume).await.is_ok() {
+                    tracing::info!(conversation = %self.key, r#box = %container, after = acked, "resuming the interrupted turn");
+                    self.session = Some(Session {
+                        conn,
+                        _permit: permit,
+                        acked,
+                        resync: true,
+                    });
+                    return;
+                }
+                self.box_gone().await;
+            }
+            Err(e) => {
+                tracing::warn!(conversation = %self.key, error = %e, "could not re-attach for the interrupted turn");
+                self.box_gone().await;
+            }
+        }
+    }
+
+    pub(super) async fn stalled(&mut self) {
+        let after = self.shared.config.turn_stall;
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.stalled = Some(after);
+        tracing::warn!(conversation = %self.key, after = ?after, "the box stalled mid-turn; killing it");
+        let container = turn.record.container.clone();
+        if let Err(e) = self.shared.sandbox.kill(&container).await {
+            tracing::warn!(conversation = %self.key, error = %e, "could not kill the stalled box");
+        }
+        self.box_gone().await;
+    }
+
+    /// The box went away: end the running turn with a clear error; the next message
+    /// starts the box again (same workspace).
+    pub(super) async fn box_gone(&mut self) {
+        let session = self.session.take();
+        let container = session
+            .as_ref()
+            .map(|s| s.conn.container.clone())
+            .or_else(|| self.turn.as_ref().map(|t| t.record.container.clone()));
+        drop(session);
+        let Some(turn) = self.turn.as_mut() else {
+            tracing::debug!(conversation = %self.key, "box detached while idle");
+            return;
+        };
+        let exit = match &container {
+            Some(c) => self.shared.sandbox.inspect(c).await.ok().flatten(),
+            None => None,
+        };
+        if exit.as_ref().is_some_and(|e| e.running) {
+            // The attach broke but the box runs: stop it so the next turn starts clean.
+            if let Some(c) = &container {
+                let _ = self.shared.sandbox.kill(c).await;
+            }
+        }
+        let message = box_gone_message(exit.as_ref(), turn.stalled);
+        tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
+        let text = error_text(&turn.reply.state().text, &message);
+        turn.reply.push(&text);
+        self.finish_turn().await;
+    }
+
+    pub(super) async fn idle_stop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let container = session.conn.container.clone();
+            drop(session);
+            tracing::info!(conversation = %self.key, r#box = %container, "stopping idle box");
+            if let Err(e) = self.shared.sandbox.stop(&container).await {
+                tracing::warn!(conversation = %self.key, error = %e, "could not stop the idle box");
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The reply side of an actor: what comes out of the box (events, requests, garbage) and
+//! how it becomes platform messages, persisted before it is acknowledged.
+
+use clawpen_adapters::reply::ReplyState;
+use clawpen_adapters::stream::ReplyStream;
+use clawpen_adapters::ConversationKey;
+use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Actor, Turn, FINISHED_KEPT, RESPONSE_CAPACITY};
+use crate::router::turn::{error_text, now_secs};
+use crate::router::Shared;
+use crate::sandbox::BoxOutput;
+use crate::store::TurnRecord;
+
+impl Actor {
+    pub(super) async fn on_output(&mut self, output: BoxOutput) {
+        self.last_activity = Instant::now();
+        if let Some(turn) = self.turn.as_mut() {
+            turn.last_sign = Instant::now();
+        }
+        match output {
+            BoxOutput::Message(FromAgent::Event(event)) => self.on_event(event).await,
+            BoxOutput::Message(FromAgent::State {
+                running,
+                finished,
+                last_seq,
+            }) => {
+                let mut resync = false;
+                if let Some(session) = self.session.as_mut() {
+                    // Replayed events came before this line; anything else up to last_seq
+                    // was acknowledged by an earlier bridge.
+                    session.acked = session.acked.max(last_seq);
+                    resync = std::mem::take(&mut session.resync);
+                }
+                let options = self.turn_options();
+                let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
+                    let known = running.as_deref() == Some(t.record.turn.as_str())
+                        || finished.contains(&t.record.turn);
+                    (!known).then(|| ToAgent::Turn {
+                        turn: t.record.turn.clone(),
+                        messages: t.messages.clone(),
+                        options,
+                    })
+                });
+                if let Some(request) = resend {
+                    tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
+                    self.send_to_box(&request).await;
+                }
+            }
+            BoxOutput::Message(FromAgent::Ready { version, provider }) => {
+                tracing::debug!(conversation = %self.key, version, provider, "agent ready");
+            }
+            BoxOutput::Message(FromAgent::Heartbeat) => {}
+            BoxOutput::Message(FromAgent::Request { id, request }) => self.on_request(id, request),
+            BoxOutput::Message(FromAgent::Rejected { reason }) => {
+                tracing::warn!(conversation = %self.key, reason, "the agent rejected a line from the bridge");
+            }
+            BoxOutput::Malformed(reason) => {
+                tracing::warn!(conversation = %self.key, reason, "malformed line from the box");
+                self.send_to_box(&ToAgent::Rejected { reason }).await;
+            }
+            BoxOutput::Closed => self.box_gone().await,
+        }
+    }
+
+    /// Perform a box's request in its own task, streaming the response back to the box,
+    /// so a long model response never holds up the conversation.
+    pub(super) fn on_request(&mut self, id: u64, request: Request) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let input = session.conn.input();
+        let (tunnel, key) = (self.shared.tunnel.clone(), self.key.clone());
+        self.shared.tracker.spawn(async move {
+            let (parts, mut rx) = mpsc::channel(RESPONSE_CAPACITY);
+            let perform = tunnel.perform(&key, request, parts);
+            let forward = async {
+                while let Some(part) = rx.recv().await {
+                    if input.send(&ToAgent::Response { id, part }).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(perform, forward);
+        });
+    }
+
+    pub(super) async fn on_event(&mut self, event: Event) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if event.seq <= session.acked {
+            return; // a replay of something already processed
+        }
+        session.acked = event.seq;
+        if self.turn.is_none()
+            && !self.finished.contains(&event.turn)
+            && !matches!(event.body, EventBody::Final)
+        {
+            // The agent began a turn of its own: follow-ups that reached it just after it
+            // finished the last turn are answered in a new reply.
+            self.agent_turn(&event.turn).await;
+        }
+        let mut finished = false;
+        if let Some(turn) = self.turn.as_mut().filter(|t| t.record.turn == event.turn) {
+            match event.body {
+                EventBody::TextDelta { text } => {
+                    turn.reply.push(&text);
+                    if let Err(e) = turn.reply.pump().await {
+                        tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed");
+                    }
+                }
+                EventBody::Status { text } => {
+                    if let Some(adapter) = self.shared.adapter(&self.key) {
+                        let _ = adapter.status(&self.key, &text).await;
+                    }
+                }
+                EventBody::Message { text } => {
+                    if let Some(adapter) = self.shared.adapter(&self.key) {
+                        let mut message =
+                            ReplyStream::new(adapter, self.key.clone(), ReplyState::new(None));
+                        message.push(&text);
+                        if let Err(e) = message.deliver().await {
+                            tracing::warn!(conversation = %self.key, error = %e, "sending the agent's message failed");
+                        }
+                    }
+                }
+                EventBody::File { path } => {
+                    let container = turn.record.container.clone();
+                    if let Err(e) = upload_file(&self.shared, &self.key, &container, &path).await {
+                        tracing::warn!(conversation = %self.key, path, error = %e, "uploading the agent's file failed");
+                        let note = error_text(
+                            &turn.reply.state().text,
+                            &format!("Could not send the file {path}: {e}"),
+                        );
+                        turn.reply.push(&note);
+                    }
+                }
+                EventBody::Error { message } => {
+                    let text = error_text(&turn.reply.state().text, &message);
+                    turn.reply.push(&text);
+                }
+                EventBody::Final => finished = true,
+            }
+            turn.record.last_acked = event.seq;
+            turn.record.reply = turn.reply.state().clone();
+            if finished {
+                self.finish_turn().await;
+            } else if let Err(e) = self.shared.store.put_turn(&turn.record) {
+                tracing::error!(conversation = %self.key, error = %e, "could not persist reply progress; not acknowledging");
+                return;
+            }
+        }
+        self.send_to_box(&ToAgent::Ack { seq: event.seq }).await;
+    }
+
+    /// Track a turn the agent started without a `Turn` request from us.
+    pub(super) async fn agent_turn(&mut self, id: &str) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let record = TurnRecord {
+            conversation: self.key.clone(),
+            turn: id.to_string(),
+            container: session.conn.container.clone(),
+            last_acked: session.acked,
+            inbound: Vec::new(),
+            reply: ReplyState::new(None),
+            started_at: now_secs(),
+        };
+        let Some(reply) = self.new_reply(record.reply.clone()) else {
+            return;
+        };
+        if let Err(e) = self.shared.store.put_turn(&record) {
+            tracing::warn!(conversation = %self.key, error = %e, "could not persist the agent's turn");
+        }
+        tracing::debug!(conversation = %self.key, turn = id, "the agent started a turn");
+        self.turn = Some(Turn {
+            record,
+            messages: Vec::new(),
+            reply,
+            last_sign: Instant::now(),
+            next_typing: self.typing_start(),
+            stalled: None,
+        });
+    }
+
+    /// Deliver the rest of the reply, then forget the turn (inbound marked done).
+    pub(super) async fn finish_turn(&mut self) {
+        let Some(mut turn) = self.turn.take() else {
+            return;
+        };
+        if self.finished.len() >= FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(turn.record.turn.clone());
+        if turn.reply.state().text.trim().is_empty() {
+            turn.reply.push("(the agent finished without a reply)");
+        }
+        if let Err(e) = turn.reply.finish().await {
+            tracing::warn!(conversation = %self.key, error = %e, "delivering the end of the reply failed");
+        }
+        if let Err(e) = self.shared.store.finish_turn(&self.key) {
+            tracing::error!(conversation = %self.key, error = %e, "could not record the finished turn");
+        }
+        self.last_activity = Instant::now();
+    }
+
+    pub(super) async fn pump(&mut self) {
+        if let Some(turn) = self.turn.as_mut() {
+            if let Err(e) = turn.reply.pump().await {
+                tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed");
+            }
+            turn.record.reply = turn.reply.state().clone();
+            let _ = self.shared.store.put_turn(&turn.record);
+        }
+    }
+
+    pub(super) async fn typing(&mut self) {
+        let Some(adapter) = self.shared.adapter(&self.key) else {
+            return;
+        };
+        let interval = adapter.capabilities().typing_interval;
+        if let Some(turn) = self.turn.as_mut() {
+            turn.next_typing = interval.map(|i| Instant::now() + i);
+        }
+        if let Err(e) = adapter.typing(&self.key).await {
+            tracing::debug!(conversation = %self.key, error = %e, "typing indicator failed");
+        }
+    }
+}
+
+/// Read a file the agent named from its workspace and upload it to the chat.
+async fn upload_file(
+    shared: &Shared,
+    key: &ConversationKey,
+    container: &str,
+    path: &str,
+) -> Result<(), String> {
+    let adapter = shared.adapter(key).ok_or("no adapter")?;
+    let data = shared
+        .sandbox
+        .read_workspace_file(container, path)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into());
+    adapter
+        .upload(key, &clawpen_adapters::Upload { name, data })
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,419 @@
+//! The actor of one conversation: its queue, its box and its running turn.
+//!
+//! Everything a conversation does happens in this one task, in order: messages start a
+//! turn or become follow-ups of the running one, box events become reply edits, and every
+//! step is persisted before the box's event is acknowledged.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawpen_adapters::reply::ReplyState;
+use clawpen_adapters::stream::ReplyStream;
+use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
+use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::time::{sleep_until, Instant};
+
+mod boxes;
+mod events;
+
+use super::turn::{self, now_secs, turn_id, turn_message};
+use super::Shared;
+use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
+use crate::store::{InboundState, TurnRecord};
+
+/// Response parts not yet written to the box. When full, the request's task waits for the
+/// box to take them: a slow box slows only its own responses.
+const RESPONSE_CAPACITY: usize = 32;
+
+/// The largest attachment saved into a workspace.
+const MAX_ATTACHMENT: u64 = 20 << 20;
+
+/// How many unaddressed messages are kept as context for the next turn.
+const CONTEXT_KEPT: usize = 50;
+
+/// How many finished turn ids an actor remembers.
+const FINISHED_KEPT: usize = 16;
+
+/// A command for an actor.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A stored, addressed message.
+    Inbound(Box<Inbound>),
+    /// A stored message the bot was not addressed in: context for the next turn.
+    Context(Box<Inbound>),
+    /// End the running turn.
+    Cancel,
+}
+
+/// How an actor begins.
+#[derive(Debug, Default)]
+pub(crate) struct Start {
+    /// Stored messages not yet given to a box.
+    pub queue: Vec<Inbound>,
+    /// A turn interrupted by a bridge restart, to resume.
+    pub resume: Option<TurnRecord>,
+    /// The conversation's box runs already (left by the previous bridge).
+    pub adopt: bool,
+    /// Chatter to give the next turn as context.
+    pub context: Vec<Inbound>,
+}
+
+/// The attached box.
+struct Session {
+    conn: BoxConn,
+    /// The live-box slot this box occupies; released when the session drops.
+    _permit: OwnedSemaphorePermit,
+    /// The highest event sequence number processed and acknowledged.
+    acked: u64,
+    /// Set when attaching to a turn interrupted by a restart: the agent's answer to
+    /// `Resume` then tells whether it ever received that turn.
+    resync: bool,
+}
+
+/// The running turn.
+struct Turn {
+    record: TurnRecord,
+    messages: Vec<TurnMessage>,
+    reply: ReplyStream,
+    /// The last sign of life from the box (event or heartbeat), for stall detection.
+    last_sign: Instant,
+    /// When to renew the typing indicator.
+    next_typing: Option<Instant>,
+    /// Set when the bridge killed the box for stalling, to explain the failure.
+    stalled: Option<Duration>,
+}
+
+pub(crate) struct Actor {
+    key: ConversationKey,
+    shared: Arc<Shared>,
+    mailbox: mpsc::Receiver<Command>,
+    session: Option<Session>,
+    turn: Option<Turn>,
+    queue: VecDeque<Inbound>,
+    /// Recent chatter the bot was not addressed in (bounded), given to the next turn.
+    context: VecDeque<Inbound>,
+    /// Recently finished turns, so late events of theirs never open a new reply.
+    finished: VecDeque<String>,
+    last_activity: Instant,
+}
+
+/// What the actor's select loop woke up for.
+enum Wake {
+    Command(Option<Command>),
+    Output(BoxOutput),
+    ReplyDue,
+    Typing,
+    Stall,
+    Idle,
+    Shutdown,
+}
+
+impl Actor {
+    pub(crate) fn new(
+        key: ConversationKey,
+        shared: Arc<Shared>,
+        mailbox: mpsc::Receiver<Command>,
+    ) -> Self {
+        Self {
+            key,
+            shared,
+            mailbox,
+            session: None,
+            turn: None,
+            queue: VecDeque::new(),
+            context: VecDeque::new(),
+            finished: VecDeque::new(),
+            last_activity: Instant::now(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, start: Start) {
+        self.queue.extend(start.queue);
+        for message in start.context {
+            self.add_context(message);
+        }
+        if let Some(record) = start.resume {
+            self.resume(record).await;
+        } else if start.adopt {
+            if let Err(e) = self.ensure_session().await {
+                tracing::warn!(conversation = %self.key, error = %e, "could not re-adopt the box");
+            }
+        }
+        loop {
+            let shutting_down = self.shared.shutdown.is_cancelled();
+            if self.turn.is_none() && !self.queue.is_empty() && !shutting_down {
+                self.start_turn().await;
+                continue;
+            }
+            self.publish_status();
+            // Retire when there is nothing to hold on to; stored messages stay pending. Context
+            // (chatter for the next turn) lives only here, so it keeps the actor alive.
+            let nothing_held =
+                self.session.is_none() && self.queue.is_empty() && self.context.is_empty();
+            if self.turn.is_none()
+                && (shutting_down || nothing_held)
+                && self.shared.try_retire(&self.key, &self.mailbox)
+            {
+                break;
+            }
+            match self.wait().await {
+                Wake::Command(Some(Command::Inbound(message))) => self.on_inbound(*message).await,
+                Wake::Command(Some(Command::Context(message))) => self.add_context(*message),
+                Wake::Command(Some(Command::Cancel)) => self.cancel().await,
+                Wake::Command(None) => break,
+                Wake::Output(output) => self.on_output(output).await,
+                Wake::ReplyDue => self.pump().await,
+                Wake::Typing => self.typing().await,
+                Wake::Stall => self.stalled().await,
+                Wake::Idle => self.idle_stop().await,
+                Wake::Shutdown => {}
+            }
+        }
+        tracing::debug!(conversation = %self.key, "actor stopped");
+    }
+
+    async fn wait(&mut self) -> Wake {
+        let far = Instant::now() + Duration::from_secs(86_400);
+        let reply_due = self.turn.as_ref().and_then(|t| t.reply.next_due());
+        let typing_due = self.turn.as_ref().and_then(|t| t.next_typing);
+        let stall_due = self
+            .turn
+            .as_ref()
+            .map(|t| t.last_sign + self.shared.config.turn_stall);
+        let idle_due = (self.turn.is_none() && self.session.is_some())
+            .then(|| self.last_activity + self.shared.config.idle_timeout);
+        let shutdown = self.shared.shutdown.clone();
+        let watch_shutdown = self.turn.is_none() && !shutdown.is_cancelled();
+        let session = self.session.as_mut();
+        tokio::select! {
+            command = self.mailbox.recv() => Wake::Command(command),
+            output = recv_output(session) => Wake::Output(output),
+            _ = sleep_until(reply_due.unwrap_or(far)), if reply_due.is_some() => Wake::ReplyDue,
+            _ = sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
+            _ = sleep_until(stall_due.unwrap_or(far)), if stall_due.is_some() => Wake::Stall,
+            _ = sleep_until(idle_due.unwrap_or(far)), if idle_due.is_some() => Wake::Idle,
+            _ = shutdown.cancelled(), if watch_shutdown => Wake::Shutdown,
+        }
+    }
+
+    fn publish_status(&self) {
+        let container = self.session.as_ref().map(|s| s.conn.container.as_str());
+        let state = match (&self.turn, &self.session) {
+            (Some(_), _) => "running a turn",
+            (None, Some(_)) => "idle",
+            (None, None) if self.queue.is_empty() => "stopped",
+            (None, None) => "waiting for a box",
+        };
+        self.shared
+            .set_status(&self.key, container, state, self.queue.len());
+    }
+
+    fn new_reply(&self, state: ReplyState) -> Option<ReplyStream> {
+        let adapter = self.shared.adapter(&self.key)?;
+        Some(ReplyStream::new(adapter, self.key.clone(), state))
+    }
+
+    fn typing_start(&self) -> Option<Instant> {
+        self.shared
+            .adapter(&self.key)?
+            .capabilities()
+            .typing_interval
+            .map(|_| Instant::now())
+    }
+
+    async fn start_turn(&mut self) {
+        let messages: Vec<Inbound> = self.queue.drain(..).collect();
+        if let Err(e) = self.ensure_session().await {
+            tracing::warn!(conversation = %self.key, error = %e, "no box for the turn");
+            let text = match &e {
+                SandboxError::Protocol(_) if self.shared.shutdown.is_cancelled() => {
+                    // Shutting down: keep the messages stored as pending for the next start.
+                    return;
+                }
+                other => format!("⚠️ Could not start this conversation's box: {other}"),
+            };
+            self.fail_messages(&messages, &text).await;
+            return;
+        }
+        let Some(last) = messages.last() else { return };
+        let counter = self.shared.turn_counter.fetch_add(1, Ordering::Relaxed);
+        let record = TurnRecord {
+            conversation: self.key.clone(),
+            turn: turn_id(counter),
+            container: self
+                .session
+                .as_ref()
+                .map(|s| s.conn.container.clone())
+                .unwrap_or_default(),
+            last_acked: self.session.as_ref().map(|s| s.acked).unwrap_or(0),
+            inbound: messages.iter().map(|m| m.id.clone()).collect(),
+            reply: ReplyState::new(Some(MessageRef(last.id.clone()))),
+            started_at: now_secs(),
+        };
+        let Some(reply) = self.new_reply(record.reply.clone()) else {
+            tracing::error!(conversation = %self.key, "no adapter for this platform; dropping the turn");
+            return;
+        };
+        if let Err(e) = self.shared.store.put_turn(&record) {
+            tracing::error!(conversation = %self.key, error = %e, "could not persist the turn; messages stay pending");
+            self.queue.extend(messages);
+            return;
+        }
+        for message in &messages {
+            let state = InboundState::InTurn {
+                turn: record.turn.clone(),
+            };
+            if let Err(e) = self
+                .shared
+                .store
+                .set_inbound_state(&self.key, &message.id, state)
+            {
+                tracing::warn!(conversation = %self.key, error = %e, "could not mark a message in-turn");
+            }
+        }
+        let mut turn_messages: Vec<TurnMessage> =
+            self.context.drain(..).map(|m| turn_message(&m)).collect();
+        for message in &messages {
+            let mut turn_message = turn_message(message);
+            turn_message.attachments = self.save_attachments(message).await;
+            turn_messages.push(turn_message);
+        }
+        let request = ToAgent::Turn {
+            turn: record.turn.clone(),
+            messages: turn_messages.clone(),
+            options: self.turn_options(),
+        };
+        self.turn = Some(Turn {
+            record,
+            messages: turn_messages,
+            reply,
+            last_sign: Instant::now(),
+            next_typing: self.typing_start(),
+            stalled: None,
+        });
+        self.send_to_box(&request).await;
+    }
+
+    /// Put a message's attachments into the box's workspace (`inbox/`), returning their
+    /// paths; a file that cannot be fetched or is too large is named in a note instead.
+    async fn save_attachments(&self, message: &Inbound) -> Vec<String> {
+        let (Some(adapter), Some(session)) =
+            (self.shared.adapter(&self.key), self.session.as_ref())
+        else {
+            return Vec::new();
+        };
+        let mut saved = Vec::new();
+        for attachment in &message.attachments {
+            let name = turn::safe_file_name(&attachment.name);
+            let path = format!("inbox/{}-{name}", turn::safe_file_name(&message.id));
+            let result = match adapter.fetch_attachment(attachment, MAX_ATTACHMENT).await {
+                Ok(data) => self
+                    .shared
+                    .sandbox
+                    .write_workspace_file(&session.conn.container, &path, &data)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match result {
+                Ok(()) => saved.push(path),
+                Err(e) => {
+                    tracing::warn!(conversation = %self.key, file = %attachment.name, error = %e, "attachment not saved");
+                    saved.push(format!("(not saved: {} — {e})", attachment.name));
+                }
+            }
+        }
+        saved
+    }
+
+    /// The conversation's per-turn choices (its model override).
+    fn turn_options(&self) -> TurnOptions {
+        let model = self
+            .shared
+            .store
+            .conversation(&self.key)
+            .ok()
+            .flatten()
+            .and_then(|c| c.model);
+        TurnOptions { model }
+    }
+
+    /// Answer messages that could not reach a box with an error, and mark them done.
+    async fn fail_messages(&mut self, messages: &[Inbound], text: &str) {
+        let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
+        if let Some(mut reply) = self.new_reply(ReplyState::new(reply_to)) {
+            reply.push(text);
+            if let Err(e) = reply.finish().await {
+                tracing::warn!(conversation = %self.key, error = %e, "could not deliver an error reply");
+            }
+        }
+        for message in messages {
+            let _ = self
+                .shared
+                .store
+                .set_inbound_state(&self.key, &message.id, InboundState::Done);
+        }
+    }
+
+    async fn on_inbound(&mut self, message: Inbound) {
+        self.last_activity = Instant::now();
+        let Some(turn) = self.turn.as_mut() else {
+            self.queue.push_back(message);
+            return;
+        };
+        // A follow-up: straight to the running agent, in order.
+        turn.record.inbound.push(message.id.clone());
+        let follow = turn_message(&message);
+        turn.messages.push(follow.clone());
+        let turn_id = turn.record.turn.clone();
+        let state = InboundState::InTurn {
+            turn: turn_id.clone(),
+        };
+        if let Err(e) = self
+            .shared
+            .store
+            .set_inbound_state(&self.key, &message.id, state)
+        {
+            tracing::warn!(conversation = %self.key, error = %e, "could not mark a follow-up in-turn");
+        }
+        if let Err(e) = self.shared.store.put_turn(&turn.record) {
+            tracing::warn!(conversation = %self.key, error = %e, "could not persist the turn");
+        }
+        self.send_to_box(&ToAgent::FollowUp {
+            turn: turn_id,
+            messages: vec![follow],
+        })
+        .await;
+    }
+
+    fn add_context(&mut self, message: Inbound) {
+        if self.context.len() >= CONTEXT_KEPT {
+            self.context.pop_front();
+        }
+        self.context.push_back(message);
+    }
+
+    async fn cancel(&mut self) {
+        if let Some(turn) = &self.turn {
+            let request = ToAgent::Cancel {
+                turn: turn.record.turn.clone(),
+            };
+            self.send_to_box(&request).await;
+        }
+    }
+}
+
+async fn recv_output(session: Option<&mut Session>) -> BoxOutput {
+    match session {
+        Some(session) => session
+            .conn
+            .output
+            .recv()
+            .await
+            .unwrap_or(BoxOutput::Closed),
+        None => std::future::pending().await,
+    }
+}

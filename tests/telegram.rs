@@ -1,0 +1,738 @@
+//! The Telegram adapter end to end: the real teloxide client against a fake Bot API server,
+//! the real router, store and Docker engine, and the echo provider (which echoes every turn
+//! message's text, unaddressed context included, joined by blank lines).
+
+mod support;
+#[path = "support/telegram.rs"]
+mod telegram_fake;
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use clawpen::adapters::telegram::{TelegramAdapter, TelegramConfig};
+use clawpen::adapters::{Adapter, ConversationKey, InboundSink, Upload};
+use clawpen::config::Config;
+use clawpen::daemon::Bridge;
+use serde_json::json;
+use support::{eventually, exec_in, test_config, REPLY_TIMEOUT};
+use telegram_fake::{Failure, FakeTelegram, Sent, BOT_ID, TOKEN};
+
+/// A bridge with the Telegram adapter, on its own data directory and fake server.
+struct Tg {
+    fake: FakeTelegram,
+    adapter: Arc<TelegramAdapter>,
+    bridge: Bridge,
+    _dir: tempfile::TempDir,
+}
+
+fn telegram_config(fake: &FakeTelegram) -> TelegramConfig {
+    TelegramConfig {
+        token: Some(TOKEN.into()),
+        api_url: fake.url().into(),
+        trigger: Some("claw".into()),
+        poll_timeout_secs: 2,
+        ..TelegramConfig::default()
+    }
+}
+
+impl Tg {
+    async fn start(tweak: impl FnOnce(&mut Config, &mut TelegramConfig)) -> Self {
+        logs();
+        let fake = FakeTelegram::start().await;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let mut config = test_config(dir.path());
+        let mut telegram = telegram_config(&fake);
+        tweak(&mut config, &mut telegram);
+        let adapter = TelegramAdapter::new(telegram).unwrap_or_else(|e| panic!("adapter: {e}"));
+        let bridge = Bridge::start(&config, vec![adapter.clone() as Arc<dyn Adapter>])
+            .await
+            .unwrap_or_else(|e| panic!("bridge start: {e}"));
+        Self {
+            fake,
+            adapter,
+            bridge,
+            _dir: dir,
+        }
+    }
+
+    /// The conversations that have a box.
+    async fn boxes(&self) -> Vec<ConversationKey> {
+        let list = self
+            .bridge
+            .router
+            .sandbox()
+            .list()
+            .await
+            .unwrap_or_default();
+        list.into_iter().filter_map(|b| b.conversation).collect()
+    }
+
+    /// Runs a command in a conversation's box.
+    async fn exec(&self, conversation: &ConversationKey, cmd: &[&str]) -> (i64, String) {
+        let sandbox = self.bridge.router.sandbox();
+        let list = sandbox.list().await.unwrap_or_default();
+        let Some(info) = list
+            .iter()
+            .find(|b| b.conversation.as_ref() == Some(conversation))
+        else {
+            panic!("no box for {conversation}");
+        };
+        exec_in(sandbox.docker(), &info.id, cmd).await
+    }
+
+    /// Waits until the chat shows `count` messages from the bot, the last one reading
+    /// `text`; returns them.
+    async fn reply(&self, chat: i64, count: usize, text: &str) -> Vec<Sent> {
+        let fake = &self.fake;
+        let done = eventually(REPLY_TIMEOUT, || async {
+            let shown = fake.messages(chat);
+            shown.len() == count && shown.last().is_some_and(|m| m.text == text)
+        })
+        .await;
+        let shown = fake.messages(chat);
+        assert!(
+            done,
+            "chat {chat} never showed {text:?}; it shows {shown:#?}"
+        );
+        shown
+    }
+
+    /// Waits until Telegram was told every update up to `update_id` is handled.
+    async fn handled(&self, update_id: i64) {
+        let done = eventually(REPLY_TIMEOUT, || async { self.fake.confirmed(update_id) }).await;
+        assert!(done, "update {update_id} was never confirmed");
+    }
+
+    async fn stop(self) {
+        let sandbox = self.bridge.router.sandbox().clone();
+        self.bridge.shutdown().await;
+        if let Err(e) = sandbox.remove_all().await {
+            eprintln!("cleanup failed: {e}");
+        }
+    }
+}
+
+/// Every log line of this test binary, for tests that check something was logged.
+fn logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = buffer.clone();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "clawpen_adapters=debug,clawpen=info,warn",
+            ))
+            .with_ansi(false)
+            .with_writer(move || LogWriter(sink.clone()))
+            .try_init();
+        buffer
+    })
+    .clone()
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logged() -> String {
+    let logs = logs();
+    let bytes = logs.lock().unwrap_or_else(PoisonError::into_inner);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+fn key(chat: i64) -> ConversationKey {
+    ConversationKey::new("telegram", chat.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_chat_streams_a_draft_and_ends_with_the_agents_text() {
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 60;
+        telegram.allowed_users = vec![100];
+    })
+    .await;
+    let text = "Hello there! This reply streams in several pieces, so drafts show it grow.";
+    t.fake.dm(100, text);
+    let shown = t.reply(100, 1, text).await;
+    assert_eq!(shown[0].reply_to, None, "no quoting in a private chat");
+    let actions = t.fake.actions(100);
+    assert!(
+        actions.iter().any(|(_, action)| action == "typing"),
+        "{actions:?}"
+    );
+    let drafts = t.fake.drafts(100);
+    assert!(!drafts.is_empty(), "the reply did not stream as a draft");
+    for draft in &drafts {
+        assert!(text.starts_with(&draft.text), "{draft:?}");
+        assert_eq!(draft.draft_id, drafts[0].draft_id, "one draft per part");
+    }
+    let commands = t.fake.calls("setMyCommands");
+    assert_eq!(commands.len(), 1);
+    assert!(commands[0].to_string().contains("status"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_group_mentions_are_answered_and_chatter_is_context() {
+    let chat = -200;
+    let t = Tg::start(|_, telegram| telegram.allowed_chats = vec![chat]).await;
+    // Chatter before the bot was ever addressed: stored and confirmed, not answered.
+    let (chatter, _) = t.fake.send(t.fake.message(chat, 102, "good morning all"));
+    t.handled(chatter).await;
+    assert!(t.fake.messages(chat).is_empty(), "chatter was answered");
+    assert!(t.boxes().await.is_empty(), "chatter started a box");
+    // A mention is answered, with the chatter as context (the echo agent echoes it back).
+    let (_, asked) = t
+        .fake
+        .send(t.fake.message(chat, 101, "@ClawBot first question"));
+    let shown = t.reply(chat, 1, "good morning all\n\nfirst question").await;
+    assert_eq!(
+        shown[0].reply_to,
+        Some(asked),
+        "a group reply quotes the question"
+    );
+
+    // Chatter while the box lives, then the trigger word: the same again.
+    let (chatter, _) = t
+        .fake
+        .send(t.fake.message(chat, 102, "lunch at noon, anyone?"));
+    t.handled(chatter).await;
+    t.fake
+        .send(t.fake.message(chat, 101, "claw, second question"));
+    t.reply(chat, 2, "lunch at noon, anyone?\n\nclaw, second question")
+        .await;
+    // A reply to the bot's message addresses it too.
+    let mut reply = t.fake.message(chat, 103, "third");
+    reply["reply_to_message"] = json!({
+        "message_id": shown[0].id, "date": 1, "chat": telegram_fake::chat_json(chat),
+        "from": {"id": BOT_ID, "is_bot": true, "first_name": "Claw"}, "text": "first question",
+    });
+    t.fake.send(reply);
+    t.reply(chat, 3, "third").await;
+    assert!(t.fake.drafts(chat).is_empty(), "no drafts in groups");
+    assert_eq!(t.boxes().await, [key(chat)]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forum_topics_are_conversations_with_boxes_of_their_own() {
+    let chat = -300;
+    let t = Tg::start(|_, telegram| telegram.allowed_chats = vec![chat]).await;
+    for (thread, text) in [
+        (11, "@ClawBot in topic eleven"),
+        (22, "@ClawBot in topic twenty-two"),
+    ] {
+        let mut message = t.fake.message(chat, 101, text);
+        message["message_thread_id"] = json!(thread);
+        message["is_topic_message"] = json!(true);
+        t.fake.send(message);
+    }
+    let expected = [
+        (Some(11), "in topic eleven".to_string()),
+        (Some(22), "in topic twenty-two".to_string()),
+    ];
+    let fake = &t.fake;
+    let replies = || {
+        let mut replies: Vec<(Option<i64>, String)> = fake
+            .messages(chat)
+            .into_iter()
+            .map(|m| (m.thread, m.text))
+            .collect();
+        replies.sort();
+        replies
+    };
+    let answered = eventually(REPLY_TIMEOUT, || async { replies() == expected }).await;
+    assert!(answered, "each topic gets its own answer: {:?}", replies());
+    let mut boxes = t.boxes().await;
+    boxes.sort();
+    assert_eq!(
+        boxes,
+        [key(chat).with_thread("11"), key(chat).with_thread("22")]
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_reply_is_split_into_messages_that_keep_the_code_block_whole() {
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 1;
+        telegram.allowed_users = vec![200];
+    })
+    .await;
+    let sentence = "Every sentence says a little more 😀, and then a bit more again. ";
+    let prose = |paragraphs: usize| -> String {
+        (0..paragraphs)
+            .map(|p| format!("Paragraph {p}. {}\n\n", sentence.repeat(4)))
+            .collect()
+    };
+    let code: String = (0..40)
+        .map(|i| format!("    let value_{i:02} = compute({i}) < limit && ok;\n"))
+        .collect();
+    let text = format!(
+        "{}```rust\n{code}```\n\n{}**Done**: the end.",
+        prose(18),
+        prose(14)
+    );
+    assert!(text.chars().count() > 10_000, "{}", text.chars().count());
+    t.fake.dm(200, &text);
+    let fake = &t.fake;
+    let finished = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(200)
+            .last()
+            .is_some_and(|m| m.text.ends_with("Done: the end."))
+    })
+    .await;
+    let shown = fake.messages(200);
+    assert!(
+        finished,
+        "the reply never finished: {} messages",
+        shown.len()
+    );
+    assert!(shown.len() >= 3, "{} messages", shown.len());
+    for message in &shown {
+        assert!(
+            message.text.encode_utf16().count() <= 4096,
+            "too long: {}",
+            message.text.len()
+        );
+        assert_eq!(message.parse_mode.as_deref(), Some("HTML"));
+    }
+    let with_code: Vec<&Sent> = shown.iter().filter(|m| m.raw.contains("<pre>")).collect();
+    assert_eq!(with_code.len(), 1, "the code block was split");
+    assert!(
+        with_code[0].text.contains(code.trim_end()),
+        "the code block lost text"
+    );
+    // Joined, the messages show exactly the agent's words, in order, once.
+    let expected = text
+        .replace("```rust\n", "")
+        .replace("```", "")
+        .replace("**", "");
+    let joined: Vec<&str> = shown
+        .iter()
+        .flat_map(|m| m.text.split_whitespace())
+        .collect();
+    assert_eq!(joined, expected.split_whitespace().collect::<Vec<_>>());
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_on_send_and_edit_delay_the_reply_but_lose_and_repeat_nothing() {
+    let chat = -400;
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 150;
+        telegram.allowed_chats = vec![chat];
+    })
+    .await;
+    t.fake.fail("sendMessage", [Failure::RetryAfter(1)]);
+    t.fake.fail(
+        "editMessageText",
+        [Failure::RetryAfter(1), Failure::RetryAfter(1)],
+    );
+    let text = "@ClawBot this answer streams in many small pieces while Telegram says slow down";
+    t.fake.send(t.fake.message(chat, 101, text));
+    let shown = t.reply(chat, 1, &text["@ClawBot ".len()..]).await;
+    assert!(shown[0].edits >= 1, "the reply was never edited");
+    assert_eq!(t.fake.failed("sendMessage"), 1);
+    assert!(t.fake.failed("editMessageText") >= 1, "no edit met the 429");
+    // One message, so the 429 on send was not taken for a lost message and sent twice.
+    assert_eq!(t.fake.messages(chat).len(), 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strangers_are_refused_once_and_never_get_a_box() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![1]).await;
+    assert_eq!(
+        t.adapter.pairing_code(),
+        None,
+        "an allowlist closes pairing"
+    );
+    t.fake.dm(666, "hi");
+    let (last, _) = t.fake.dm(666, "hello? anyone?");
+    t.handled(last).await;
+    let shown = t.fake.messages(666);
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert!(
+        shown[0].text.contains("only talks to people"),
+        "{}",
+        shown[0].text
+    );
+    assert!(t.boxes().await.is_empty(), "a stranger got a box");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_sender_of_the_pairing_code_becomes_the_owner() {
+    let t = Tg::start(|_, _| {}).await;
+    let adapter = &t.adapter;
+    let open = eventually(REPLY_TIMEOUT, || async { adapter.pairing_code().is_some() }).await;
+    assert!(open, "no pairing code");
+    let code = adapter.pairing_code().unwrap_or_default();
+
+    let (before, _) = t.fake.dm(701, "let me in");
+    t.handled(before).await;
+    assert!(t.fake.messages(701)[0].text.contains("not set up yet"));
+
+    t.fake.dm(702, &code);
+    let fake = &t.fake;
+    let paired = eventually(REPLY_TIMEOUT, || async { fake.messages(702).len() == 1 }).await;
+    assert!(paired, "no answer to the code");
+    assert!(
+        fake.messages(702)[0].text.contains("owner"),
+        "{:?}",
+        fake.messages(702)
+    );
+    assert_eq!(adapter.pairing_code(), None, "the code is single-use");
+    let owner = t
+        .bridge
+        .router
+        .load_value("telegram.owner")
+        .await
+        .ok()
+        .flatten();
+    assert_eq!(owner.as_deref(), Some("702"), "the owner is persisted");
+
+    t.fake.dm(702, "hi, it is me");
+    t.reply(702, 2, "hi, it is me").await;
+    let (late, _) = t.fake.dm(703, &code);
+    t.handled(late).await;
+    let shown = fake.messages(703);
+    assert_eq!(shown.len(), 1);
+    assert!(shown[0].text.contains("only talks to people"), "{shown:?}");
+    assert_eq!(t.boxes().await, [key(702)], "only the owner got a box");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_reach_the_inbox_and_uploads_reach_the_chat() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![300]).await;
+    let photo = |id: &str, side: u32, size: u32| {
+        json!({"file_id": id, "file_unique_id": format!("u{id}"), "width": side, "height": side,
+            "file_size": size})
+    };
+    t.fake
+        .add_file("big", "photos/file_7.jpg", b"JPEG BYTES OF THE BIG ONE");
+    // Methods the shared driver does not retry honour a 429 too.
+    t.fake.fail("getFile", [Failure::RetryAfter(1)]);
+    t.fake.fail("sendDocument", [Failure::RetryAfter(1)]);
+    let mut message = t.fake.message(300, 300, "");
+    if let Some(object) = message.as_object_mut() {
+        object.remove("text");
+        object.insert("caption".into(), json!("look at this"));
+        object.insert(
+            "photo".into(),
+            json!([photo("small", 90, 9), photo("big", 1280, 25)]),
+        );
+    }
+    t.fake.send(message);
+    t.reply(300, 1, "look at this").await;
+    let conversation = key(300);
+    let (code, out) = t
+        .exec(
+            &conversation,
+            &["sh", "-c", "cat /workspace/inbox/*-photo-ubig.jpg"],
+        )
+        .await;
+    let listing = t.exec(&conversation, &["ls", "-laR", "/workspace"]).await.1;
+    let notes: Vec<String> = logged()
+        .lines()
+        .filter(|l| l.contains("attachment"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "JPEG BYTES OF THE BIG ONE"),
+        "{listing}\n{notes:?}\n{:?}",
+        t.fake.calls("getFile")
+    );
+
+    // A file over the size cap is refused before anything is downloaded.
+    let mut message = t.fake.message(300, 300, "");
+    if let Some(object) = message.as_object_mut() {
+        object.remove("text");
+        object.insert("caption".into(), json!("too big"));
+        object.insert(
+            "document".into(),
+            json!({"file_id": "huge", "file_unique_id": "uhuge", "file_name": "huge.bin",
+                "file_size": 500_000_000u64}),
+        );
+    }
+    t.fake.send(message);
+    t.reply(300, 2, "too big").await;
+    let asked: Vec<String> = t
+        .fake
+        .calls("getFile")
+        .iter()
+        .map(|p| p["file_id"].to_string())
+        .collect();
+    assert_eq!(asked, ["\"big\"", "\"big\""], "the huge file was fetched");
+
+    // The echo agent sends no files, so the upload is driven through the adapter directly.
+    let file = Upload {
+        name: "report.txt".into(),
+        data: b"the agent's report".to_vec(),
+    };
+    let sent = t.adapter.upload(&conversation, &file).await;
+    assert!(sent.is_ok(), "{sent:?}");
+    let documents = t.fake.documents(300);
+    assert_eq!(t.fake.failed("sendDocument"), 1);
+    assert_eq!(documents.len(), 1);
+    assert_eq!(
+        (documents[0].name.as_str(), documents[0].data.as_slice()),
+        ("report.txt", file.data.as_slice())
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_malformed_updates_are_skipped_with_a_log_line() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![400]).await;
+    let unknown = t
+        .fake
+        .push_raw_update(|id| json!({"update_id": id, "some_future_update": {"x": 1}}));
+    let malformed = t.fake.push_raw_update(
+        |id| json!({"update_id": id, "message": {"message_id": "not a number", "chat": 5}}),
+    );
+    t.fake.dm(400, "still here");
+    t.reply(400, 1, "still here").await;
+    assert!(
+        t.fake.confirmed(malformed),
+        "the bad updates block the offset"
+    );
+    let logs = logged();
+    for id in [unknown, malformed] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(&format!("update_id=Some({id})")) && l.contains("skipping"));
+        assert!(line.is_some(), "no log line for update {id}");
+    }
+    t.stop().await;
+}
+
+/// A `clawpen run` child process, killed (SIGKILL) when dropped, so that a failing test
+/// leaves no daemon behind.
+struct Daemon(Child);
+
+impl Daemon {
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn daemon(data: &std::path::Path, fake: &FakeTelegram, chat: i64) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_clawpen"))
+        .arg("run")
+        .env_remove("CLAWPEN_CONFIG")
+        .env("CLAWPEN_DATA_DIR", data)
+        .env("CLAWPEN_ECHO_DELAY_MS", "250")
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_API_URL", fake.url())
+        .env("CLAWPEN_TELEGRAM_ALLOWED_CHATS", chat.to_string())
+        .env("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn clawpen: {e}"));
+    Daemon(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
+    let chat = -500;
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().to_path_buf();
+    let text: String = (1..=45).map(|n| format!("word{n} ")).collect::<String>();
+    let text = text.trim_end();
+
+    let mut first = daemon(&data, &fake, chat);
+    fake.send(fake.message(chat, 101, &format!("@ClawBot {text}")));
+    let started = eventually(REPLY_TIMEOUT, || async { !fake.messages(chat).is_empty() }).await;
+    assert!(started, "the reply never started");
+    first.kill(); // SIGKILL
+    let before = fake.messages(chat);
+    assert_eq!(before.len(), 1);
+    assert!(
+        before[0].text.len() < text.len(),
+        "killed too late: {before:?}"
+    );
+
+    let mut second = daemon(&data, &fake, chat);
+    let done = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(chat).iter().any(|m| m.text == text)
+    })
+    .await;
+    second.kill();
+    let after = fake.messages(chat);
+    assert!(done, "no complete reply after the restart: {after:#?}");
+    assert_eq!(after.len(), 1, "the reply was repeated: {after:#?}");
+    assert_eq!(after[0].id, before[0].id, "the same message was finished");
+
+    // Remove the boxes the daemon's instance left.
+    let store = clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
+    let config = test_config(&data);
+    let sandbox = clawpen::sandbox::Sandbox::connect(&config, &store.instance_id())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = sandbox.remove_all().await;
+}
+
+/// Posts a JSON body to the webhook server; returns the HTTP status.
+async fn post(addr: &str, path: &str, secret: Option<&str>, body: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let secret = secret
+        .map(|s| format!("X-Telegram-Bot-Api-Secret-Token: {s}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{secret}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_takes_updates_only_with_the_secret_token() {
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        probe
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string()
+    };
+    let listen = addr.clone();
+    let t = Tg::start(move |_, telegram| {
+        telegram.allowed_users = vec![600];
+        telegram.webhook_url = Some("https://bot.example.org/telegram/hook".into());
+        telegram.webhook_secret = Some("s3cret-token".into());
+        telegram.webhook_listen = Some(listen);
+    })
+    .await;
+    let fake = &t.fake;
+    let registered = eventually(REPLY_TIMEOUT, || async {
+        !fake.calls("setWebhook").is_empty()
+    })
+    .await;
+    assert!(registered, "the webhook was never set");
+    let set = &fake.calls("setWebhook")[0];
+    assert_eq!(set["url"], "https://bot.example.org/telegram/hook");
+    assert_eq!(set["secret_token"], "s3cret-token");
+
+    let update = |id: i64, text: &str| {
+        json!({"update_id": id, "message": fake.message(600, 600, text)}).to_string()
+    };
+    let path = "/telegram/hook";
+    assert_eq!(post(&addr, path, None, &update(1, "no secret")).await, 401);
+    assert_eq!(
+        post(&addr, path, Some("wrong"), &update(2, "bad secret")).await,
+        401
+    );
+    assert_eq!(
+        post(&addr, "/elsewhere", Some("s3cret-token"), &update(3, "x")).await,
+        404
+    );
+    assert_eq!(
+        post(
+            &addr,
+            path,
+            Some("s3cret-token"),
+            &update(4, "through the hook")
+        )
+        .await,
+        200
+    );
+    t.reply(600, 1, "through the hook").await;
+    assert!(
+        fake.calls("getUpdates").is_empty(),
+        "a webhook bot does not poll"
+    );
+    t.stop().await;
+}
+
+#[tokio::test]
+async fn refused_formatting_is_sent_as_plain_text_and_unchanged_edits_succeed() {
+    let fake = FakeTelegram::start().await;
+    let adapter =
+        TelegramAdapter::new(telegram_config(&fake)).unwrap_or_else(|e| panic!("adapter: {e}"));
+    let chat = key(900);
+    let refused = "Bad Request: can't parse entities: Can't find end of the entity";
+    fake.fail("sendMessage", [Failure::Error(400, refused.into())]);
+    let sent = adapter.send(&chat, "**bold** & <b>raw</b>", None).await;
+    let message = sent.unwrap_or_else(|e| panic!("send: {e}"));
+    let shown = fake.messages(900);
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert_eq!(shown[0].parse_mode, None, "resent without parse mode");
+    assert_eq!(shown[0].text, "**bold** & <b>raw</b>", "nothing lost");
+
+    for _ in 0..2 {
+        let edited = adapter.edit(&chat, &message, "*now* formatted").await;
+        assert_eq!(edited, Ok(()), "an unchanged edit is not an error");
+    }
+    let shown = fake.messages(900);
+    assert_eq!(
+        (shown[0].raw.as_str(), shown[0].edits),
+        ("<i>now</i> formatted", 1)
+    );
+    let not_modified = fake.calls("editMessageText").len();
+    assert_eq!(
+        not_modified, 2,
+        "the second edit reached Telegram and was refused"
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_drafts_is_noticed_once() {
+    let fake = FakeTelegram::start().await;
+    let adapter =
+        TelegramAdapter::new(telegram_config(&fake)).unwrap_or_else(|e| panic!("adapter: {e}"));
+    let chat = key(901);
+    assert!(adapter.capabilities_for(&chat).has_drafts);
+    assert!(
+        !adapter.capabilities_for(&key(-901)).has_drafts,
+        "groups have none"
+    );
+    fake.fail(
+        "sendMessageDraft",
+        [Failure::Error(404, "Not Found".into())],
+    );
+    assert!(adapter.draft(&chat, 1, "hi").await.is_err());
+    assert!(
+        !adapter.capabilities_for(&chat).has_drafts,
+        "later replies stream by edits"
+    );
+}
