@@ -140,24 +140,35 @@ async fn handle(
         Request::Chat { conversation } => {
             let key = ConversationKey::new(PLATFORM, conversation);
             let mut events = terminal.watch(&key);
+            // Whether a reply is under way: on shutdown the connection stays open until it
+            // is complete, because running turns are allowed to finish.
+            let mut busy = false;
+            let mut stopping = false;
             loop {
+                if stopping && !busy {
+                    break;
+                }
                 tokio::select! {
-                    line = lines.next_line() => {
+                    line = lines.next_line(), if !stopping => {
                         let Some(line) = line? else { break };
                         let Ok(chat) = serde_json::from_str::<ChatLine>(&line) else {
                             tracing::warn!("malformed chat line on the control socket");
                             continue;
                         };
-                        if let Err(e) = router.accept(terminal_inbound(&key, &chat.text)).await {
-                            let event = TerminalEvent::Status { text: format!("not accepted: {e}") };
-                            send_event(&mut write, &event).await?;
+                        match router.accept(terminal_inbound(&key, &chat.text)).await {
+                            Ok(_) => busy = true,
+                            Err(e) => {
+                                let event = TerminalEvent::Status { text: format!("not accepted: {e}") };
+                                send_event(&mut write, &event).await?;
+                            }
                         }
                     }
                     event = events.recv() => {
                         let Some(event) = event else { break };
+                        busy = !matches!(event, TerminalEvent::Finished);
                         send_event(&mut write, &event).await?;
                     }
-                    _ = shutdown.cancelled() => break,
+                    _ = shutdown.cancelled(), if !stopping => stopping = true,
                 }
             }
             // The client left; its conversation's actor goes on and the store keeps the reply.

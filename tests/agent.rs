@@ -268,6 +268,16 @@ async fn provider_failures_and_limits_reach_the_user_clearly() {
     assert!(reply.contains("limit"), "{reply}");
     assert_eq!(model.requests().len(), before);
 
+    // Tokens: a reply that used more than the day's budget stops the next request.
+    let model2 = FakeModel::start().await;
+    model2.push_reply(Reply::text("that was expensive").with_usage(400, 200));
+    let t2 = anthropic_bridge(&model2, |c| c.tokens_per_day = 500).await;
+    assert_eq!(t2.ask("tokens", "spend").await, "that was expensive");
+    let reply = t2.ask("tokens", "more").await;
+    assert!(reply.contains("limit") && reply.contains("token"), "{reply}");
+    assert_eq!(model2.requests().len(), 1);
+    t2.stop().await;
+
     // A stream that breaks, on a conversation with its own budget.
     model.push_reply(Reply::broken_stream());
     model.push_reply(Reply::broken_stream());
