@@ -274,7 +274,10 @@ async fn provider_failures_and_limits_reach_the_user_clearly() {
     let t2 = anthropic_bridge(&model2, |c| c.tokens_per_day = 500).await;
     assert_eq!(t2.ask("tokens", "spend").await, "that was expensive");
     let reply = t2.ask("tokens", "more").await;
-    assert!(reply.contains("limit") && reply.contains("token"), "{reply}");
+    assert!(
+        reply.contains("limit") && reply.contains("token"),
+        "{reply}"
+    );
     assert_eq!(model2.requests().len(), 1);
     t2.stop().await;
 

@@ -50,16 +50,6 @@ const FORWARDED: &[&str] = &[
     "anthropic-beta",
 ];
 
-/// Response headers passed back to the client (besides the ones this server sets).
-const RETURNED: &[&str] = &[
-    "content-type",
-    "retry-after",
-    "retry-after-ms",
-    "x-should-retry",
-    "request-id",
-    "x-request-id",
-];
-
 /// Listen on loopback; port 0 picks a free one.
 pub async fn bind(port: u16) -> std::io::Result<TcpListener> {
     TcpListener::bind(("127.0.0.1", port)).await
@@ -158,7 +148,11 @@ async fn connection(mut stream: TcpStream, tunnel: &Tunnel) -> std::io::Result<(
     let chunked = !head.http10;
     let mut out = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (name, value) in &headers {
-        if RETURNED.iter().any(|keep| name.eq_ignore_ascii_case(keep)) && clean(value) {
+        if clawpen_protocol::MODEL_RESPONSE_HEADERS
+            .iter()
+            .any(|keep| name.eq_ignore_ascii_case(keep))
+            && clean(value)
+        {
             out.push_str(&format!("{}: {value}\r\n", name.to_ascii_lowercase()));
         }
     }

@@ -98,6 +98,18 @@ pub enum Request {
     },
 }
 
+/// Response headers of a model request that reach the box (and, through the box's local
+/// endpoint, a harness): what a client needs to parse the body and to back off, and the
+/// provider's request id for support questions. Both sides keep to this one list.
+pub const MODEL_RESPONSE_HEADERS: &[&str] = &[
+    "content-type",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "request-id",
+    "x-request-id",
+];
+
 /// One piece of the answer to a [`Request`]; a response is `Head`, `Body`*, `End`, or a
 /// single `Failed`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

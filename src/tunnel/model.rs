@@ -1,6 +1,6 @@
 //! Forwarding a checked model request and streaming the answer back to the box.
 
-use clawpen_protocol::ResponsePart;
+use clawpen_protocol::{ResponsePart, MODEL_RESPONSE_HEADERS as RESPONSE_HEADERS};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Response, StatusCode};
 use tokio::sync::mpsc;
@@ -8,7 +8,7 @@ use tokio::time::timeout;
 
 use super::chunk::{pieces, Utf8Chunks};
 use super::meter::TokenMeter;
-use super::provider::{Outgoing, RESPONSE_HEADERS};
+use super::provider::Outgoing;
 use super::{seconds, Settings, TunnelError};
 
 /// A box's model request, as it arrived.

@@ -31,17 +31,6 @@ const ANTHROPIC_HEADERS: &[&str] = &["anthropic-version", "anthropic-beta"];
 /// The longest header value passed on; real values are short.
 const MAX_HEADER_VALUE: usize = 1024;
 
-/// Response headers passed back to the box: what a client needs to parse the body and to
-/// back off, and the provider's request id for support questions.
-pub(crate) const RESPONSE_HEADERS: &[&str] = &[
-    "content-type",
-    "retry-after",
-    "retry-after-ms",
-    "x-should-retry",
-    "request-id",
-    "x-request-id",
-];
-
 /// The provider the operator configured.
 #[derive(Clone, Debug)]
 pub enum Provider {
