@@ -297,11 +297,36 @@ async fn history_survives_an_idle_stop_and_compaction_keeps_memory() {
         json!({"path": "MEMORY.md", "content": "The user's cat is called Miso."}),
     ));
     model.push_reply(Reply::text("I will remember Miso."));
-    let t = anthropic_bridge(&model, |c| c.idle_timeout_secs = 2).await;
+    let instructions = tempfile::NamedTempFile::new().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(instructions.path(), "Always sign off with a paw print.")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let path = instructions.path().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let t = anthropic_bridge(&model, move |c| {
+        c.idle_timeout_secs = 2;
+        c.instructions_file = Some(path);
+    })
+    .await;
     assert_eq!(
         t.ask("memory", "my cat is Miso").await,
         "I will remember Miso."
     );
+    // The operator's instructions reach the model, from a read-only mount.
+    let first = model.requests()[0].body.clone();
+    assert!(
+        first["system"].to_string().contains("paw print"),
+        "{}",
+        first["system"]
+    );
+    let (code, _) = t
+        .exec(
+            "memory",
+            &["sh", "-c", "echo x >> /etc/clawpen/instructions.md"],
+        )
+        .await;
+    assert_ne!(code, 0, "the instructions file is writable from the box");
     let container = t.container("memory").await;
     let sandbox = t.bridge.router.sandbox().clone();
     let stopped = eventually(Duration::from_secs(30), || {

@@ -159,12 +159,19 @@ pub fn check_mount(rule: &MountRule, roots: &[PathBuf]) -> Result<AllowedMount, 
 /// Check the operator's instructions file: a readable regular file that does not look
 /// like credentials.
 pub fn check_instructions(path: &Path) -> Result<PathBuf, MountError> {
+    use std::os::unix::fs::PermissionsExt;
     let resolved = resolve(path)?;
-    if !resolved.is_file() {
-        return Err(MountError::Unresolvable {
-            path: path.to_path_buf(),
-            reason: "not a regular file".into(),
-        });
+    let unreadable = |reason: &str| MountError::Unresolvable {
+        path: path.to_path_buf(),
+        reason: reason.into(),
+    };
+    let meta = std::fs::metadata(&resolved).map_err(|e| unreadable(&e.to_string()))?;
+    if !meta.is_file() {
+        return Err(unreadable("not a regular file"));
+    }
+    // The box user is not the file's owner: it must be readable by others.
+    if meta.permissions().mode() & 0o004 == 0 {
+        return Err(unreadable("not readable by the box user (chmod o+r)"));
     }
     Ok(resolved)
 }
@@ -252,6 +259,28 @@ mod tests {
         assert!(
             matches!(err, Some(MountError::Credential { .. })),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn instructions_must_be_a_file_the_box_user_can_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = tmp.path().join("instructions.md");
+        std::fs::write(&file, "be kind").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let err = check_instructions(&file)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("chmod o+r"), "{err}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(check_instructions(&file).is_ok());
+        assert!(
+            check_instructions(tmp.path()).is_err(),
+            "a directory passed"
         );
     }
 

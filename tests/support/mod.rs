@@ -29,6 +29,27 @@ pub struct TestBridge {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub bridge: Bridge,
+    /// Removes the boxes even when a test panics before [`TestBridge::stop`].
+    pub cleanup: Cleanup,
+}
+
+/// Removes an instance's boxes and volumes when dropped, with the docker CLI (a panicking
+/// test has no runtime left to do it through the API). After a clean stop it finds none.
+pub struct Cleanup {
+    pub instance: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={}={}", spec::LABEL_INSTANCE, self.instance);
+        let script = format!(
+            "docker ps -aq --filter {filter} | xargs -r docker rm -f >/dev/null 2>&1; \
+             docker volume ls -q --filter {filter} | xargs -r docker volume rm -f >/dev/null 2>&1"
+        );
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status();
+    }
 }
 
 /// A config on a fresh temporary directory, for the tests' bridges.
@@ -49,10 +70,12 @@ impl TestBridge {
         let bridge = Bridge::start(&config, Vec::new())
             .await
             .unwrap_or_else(|e| panic!("bridge start: {e}"));
+        let instance = bridge.router.sandbox().instance().to_string();
         Self {
             dir,
             config,
             bridge,
+            cleanup: Cleanup { instance },
         }
     }
 
