@@ -401,3 +401,32 @@ async fn the_openai_wire_format_works_the_same() {
     assert_eq!(out.trim(), "42");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_during_a_model_call_ends_the_turn_and_the_providers_request() {
+    let model = FakeModel::start().await;
+    model.push_reply(Reply::stall());
+    let t = anthropic_bridge(&model, |_| {}).await;
+    let mut events = t.watch("stuck");
+    t.say("stuck", "think very hard").await;
+    let in_flight = |t: &TestBridge| {
+        let key = TestBridge::key("stuck").to_string();
+        t.bridge
+            .router
+            .status()
+            .into_iter()
+            .find(|s| s.conversation == key)
+            .map(|s| s.requests_in_flight)
+            .unwrap_or(0)
+    };
+    assert!(eventually(Duration::from_secs(30), || async { in_flight(&t) == 1 }).await);
+    t.say("stuck", "/stop").await;
+    let reply = support::next_reply(&mut events).await;
+    assert!(reply.contains("stopped"), "{reply}");
+    // The box aborted its request and the bridge stopped performing it.
+    assert!(
+        eventually(Duration::from_secs(10), || async { in_flight(&t) == 0 }).await,
+        "the model request is still being performed"
+    );
+    t.stop().await;
+}

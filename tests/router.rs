@@ -206,7 +206,40 @@ async fn chatter_not_addressed_to_the_bot_is_context_for_the_next_turn() {
         next_reply(&mut events).await,
         "lunch at noon?\n\nwhat did they say?"
     );
-    t.stop().await;
+
+    // Context is durable: chatter, a restart, then a question.
+    let mut chatter =
+        clawpen::control::terminal_inbound(&TestBridge::key("group"), "bring an umbrella");
+    chatter.addressed = false;
+    t.bridge
+        .router
+        .accept(chatter)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let TestBridge {
+        dir: _dir,
+        config,
+        bridge,
+        cleanup: _cleanup,
+    } = t;
+    bridge.shutdown().await;
+    let bridge = clawpen::daemon::Bridge::start(&config, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut events = bridge.terminal.watch(&TestBridge::key("group"));
+    let question = clawpen::control::terminal_inbound(&TestBridge::key("group"), "anything else?");
+    bridge
+        .router
+        .accept(question)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        next_reply(&mut events).await,
+        "bring an umbrella\n\nanything else?"
+    );
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    let _ = sandbox.remove_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 //! message's text, unaddressed context included, joined by blank lines).
 
 mod support;
-#[path = "support/telegram.rs"]
+#[path = "support/telegram/mod.rs"]
 mod telegram_fake;
 
 use std::io::Write;

@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::http;
 use crate::provider::{Provider, Run, Step};
 use crate::session::{Action, Session};
-use crate::tunnel::{Tunnel, NO_PROGRESS};
+use crate::tunnel::{Outgoing, Tunnel, NO_PROGRESS};
 
 /// Encoded lines handed to the writer but not yet written. When it is full the loop stops
 /// offering lines (they stay in the session) and goes on reading stdin. Small, because
@@ -131,7 +131,10 @@ pub async fn run(config: Config) -> io::Result<()> {
                 Err(_) => break Err(io::Error::new(io::ErrorKind::BrokenPipe, "stdout writer stopped")),
             },
             step = next_step(&mut endpoint.run) => endpoint.step(step),
-            Some((id, request)) = requests.recv() => endpoint.session.request(id, request),
+            Some(outgoing) = requests.recv() => match outgoing {
+                Outgoing::Request(id, request) => endpoint.session.request(id, request),
+                Outgoing::Abort(id) => endpoint.session.abort(id),
+            },
             _ = endpoint.heartbeat.tick(), if endpoint.run.is_some() => endpoint.session.heartbeat(),
             _ = terminate.recv() => break Ok(()),
             _ = interrupt.recv() => break Ok(()),

@@ -258,6 +258,11 @@ impl Session {
         self.push_control(FromAgent::Request { id, request });
     }
 
+    /// Tell the bridge to stop performing request `id`.
+    pub fn abort(&mut self, id: u64) {
+        self.push_control(FromAgent::Abort { id });
+    }
+
     fn resume(&mut self, version: u32, after: u64) -> Option<Action> {
         if version != VERSION {
             self.reject(format!(

@@ -49,8 +49,14 @@ pub enum TunnelError {
 /// What goes to a waiting caller: a part, or why no more parts will come.
 type Delivery = Result<ResponsePart, TunnelError>;
 
-/// A request for the endpoint to write: its id and what it asks.
-pub type Outgoing = (u64, Request);
+/// A line for the endpoint to write about a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A new request: its id and what it asks.
+    Request(u64, Request),
+    /// The caller gave up on the answer to this request before it was complete.
+    Abort(u64),
+}
 
 /// The handle callers share; clones are cheap and all route through the same map.
 #[derive(Clone, Debug)]
@@ -100,7 +106,7 @@ impl Tunnel {
         };
         self.shared
             .outgoing
-            .send((id, request))
+            .send(Outgoing::Request(id, request))
             .await
             .map_err(|_| TunnelError::Closed)?;
         Ok(response)
@@ -180,7 +186,12 @@ impl Response {
 
 impl Drop for Response {
     fn drop(&mut self) {
-        self.shared.waiting().remove(&self.id);
+        // Still registered: the answer was not complete, so the bridge is told to stop
+        // performing the request. When the queue is full the abort is skipped; the answer
+        // then runs to its end and is dropped on arrival.
+        if self.shared.waiting().remove(&self.id).is_some() {
+            let _ = self.shared.outgoing.try_send(Outgoing::Abort(self.id));
+        }
     }
 }
 
@@ -201,9 +212,12 @@ mod tests {
         let (tunnel, mut requests) = Tunnel::new(NO_PROGRESS);
         let mut a = tunnel.send(fetch("a")).await?;
         let mut b = tunnel.send(fetch("b")).await?;
-        let (id_a, request_a) = requests.recv().await.ok_or(TunnelError::Closed)?;
-        let (id_b, _) = requests.recv().await.ok_or(TunnelError::Closed)?;
-        assert_eq!((id_a, request_a), (a.id(), fetch("a")));
+        let first = requests.recv().await.ok_or(TunnelError::Closed)?;
+        assert_eq!(first, Outgoing::Request(a.id(), fetch("a")));
+        let Some(Outgoing::Request(id_b, _)) = requests.recv().await else {
+            return Err(TunnelError::Closed);
+        };
+        let id_a = a.id();
         assert_ne!(id_a, id_b);
         tunnel.deliver(id_b, body("for b"));
         tunnel.deliver(id_a, body("for a"));
@@ -211,10 +225,17 @@ mod tests {
         assert_eq!(a.next().await?, body("for a"));
         assert_eq!(a.next().await?, ResponsePart::End);
         assert_eq!(b.next().await?, body("for b"));
-        // `a` is complete and forgotten; dropping `b` forgets it too.
+        // `a` is complete and forgotten; dropping `b` forgets it too, and asks the bridge
+        // to stop performing it. A complete answer is never aborted.
         assert_eq!(tunnel.pending(), 1);
+        drop(a);
         drop(b);
         assert_eq!(tunnel.pending(), 0);
+        assert_eq!(requests.try_recv().ok(), Some(Outgoing::Abort(id_b)));
+        assert!(
+            requests.try_recv().is_err(),
+            "a complete answer was aborted"
+        );
         tunnel.deliver(id_b, body("late"));
         Ok(())
     }

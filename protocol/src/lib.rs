@@ -265,6 +265,12 @@ pub enum FromAgent {
         /// What to do.
         request: Request,
     },
+    /// The box no longer wants the answer to a request (a cancelled turn, a closed
+    /// connection): the bridge stops performing it, so a model stops generating.
+    Abort {
+        /// The request's id.
+        id: u64,
+    },
     /// The agent could not parse a line the bridge sent.
     Rejected {
         /// Why.

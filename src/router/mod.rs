@@ -59,6 +59,9 @@ pub struct ConversationStatus {
     /// Model tokens used today (UTC).
     #[serde(default)]
     pub tokens_today: u64,
+    /// The box's requests (model calls, web fetches) being performed now.
+    #[serde(default)]
+    pub requests_in_flight: usize,
 }
 
 /// Handle to the router; cheap to clone.
@@ -115,6 +118,7 @@ impl Shared {
                 queued,
                 requests_last_minute: 0,
                 tokens_today: 0,
+                requests_in_flight: 0,
             },
         );
     }
@@ -212,18 +216,19 @@ impl Router {
         keys.sort();
         keys.dedup();
         for key in keys {
-            let queue = store
-                .pending_inbound(&key)
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|s| matches!(s.state, InboundState::Pending))
-                .map(|s| s.inbound)
-                .collect();
+            let (mut queue, mut context) = (Vec::new(), Vec::new());
+            for stored in store.pending_inbound(&key).unwrap_or_default() {
+                match stored.state {
+                    InboundState::Pending => queue.push(stored.inbound),
+                    InboundState::Context => context.push(stored.inbound),
+                    InboundState::InTurn { .. } | InboundState::Done => {}
+                }
+            }
             let start = Start {
                 queue,
                 resume: turns.get(&key).cloned(),
                 adopt: running.contains(&key),
-                ..Start::default()
+                context,
             };
             tracing::info!(conversation = %key, resume = start.resume.is_some(), adopt = start.adopt, "recovering conversation");
             self.spawn_actor(key, start);
@@ -299,6 +304,7 @@ impl Router {
                 let usage = self.shared.tunnel.usage(&key);
                 status.requests_last_minute = usage.requests_last_minute;
                 status.tokens_today = usage.tokens_today;
+                status.requests_in_flight = self.shared.tunnel.in_flight(&key);
                 status
             })
             .collect()
@@ -360,7 +366,7 @@ impl InboundSink for Router {
         let key = message.conversation.clone();
         if !message.addressed {
             // Not for the bot: context for its next turn, never a turn of its own.
-            let _ = store.set_inbound_state(&key, &message.id, InboundState::Done);
+            let _ = store.set_inbound_state(&key, &message.id, InboundState::Context);
             self.dispatch(&key, Command::Context(Box::new(message)))
                 .await;
             return Ok(Accepted::Stored);

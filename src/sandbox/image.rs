@@ -88,6 +88,14 @@ const APPLETS: &[&str] = &[
     "sha256sum",
 ];
 
+/// Image label holding a fingerprint of the agent binary inside.
+const LABEL_AGENT: &str = "clawpen.agent";
+
+/// A fingerprint of an agent binary, to tell whether the image holds this one.
+fn agent_fingerprint(agent: &[u8]) -> String {
+    format!("{:016x}-{}", super::spec::fnv64(agent), agent.len())
+}
+
 /// Where the static agent binary is looked for, in order.
 fn agent_candidates(config: &Config) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = config.agent_binary.iter().cloned().collect();
@@ -253,10 +261,13 @@ impl Sandbox {
             forcerm: true,
             version: BuilderVersion::BuilderV1,
             labels: Some(
-                [(
-                    "clawpen.version".to_string(),
-                    env!("CARGO_PKG_VERSION").to_string(),
-                )]
+                [
+                    (
+                        "clawpen.version".to_string(),
+                        env!("CARGO_PKG_VERSION").to_string(),
+                    ),
+                    (LABEL_AGENT.to_string(), agent_fingerprint(&agent)),
+                ]
                 .into(),
             ),
             ..Default::default()
@@ -288,12 +299,27 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Build the box image if it is missing (first start, or a new clawpen version).
+    /// Build the box image if it is missing (first start, or a new clawpen version), or
+    /// if the static agent at hand differs from the one in the image (a rebuilt agent of
+    /// the same version would otherwise never reach the boxes).
     pub async fn ensure_image(&self, config: &Config) -> Result<(), SandboxError> {
-        if self.image_present().await {
-            return Ok(());
+        let Ok(image) = self.docker().inspect_image(self.image()).await else {
+            return self.build_image(config).await;
+        };
+        let in_image = image
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|mut l| l.remove(LABEL_AGENT));
+        let at_hand = find_static(&agent_candidates(config), "clawpen-agent", "")
+            .ok()
+            .map(|(_, agent)| agent_fingerprint(&agent));
+        match (in_image, at_hand) {
+            (Some(old), Some(new)) if old != new => {
+                tracing::info!(image = %self.image(), "the static agent changed; rebuilding the box image");
+                self.build_image(config).await
+            }
+            _ => Ok(()),
         }
-        self.build_image(config).await
     }
 }
 

@@ -54,10 +54,11 @@ pub struct BoxSpec<'a> {
     pub env: &'a AgentEnv,
 }
 
-/// A short stable hash (FNV-1a, 64 bit), so names do not depend on the std hasher.
-fn fnv64(text: &str) -> u64 {
+/// A short stable hash (FNV-1a, 64 bit), so names and labels do not depend on the std
+/// hasher.
+pub(crate) fn fnv64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
+    for &byte in bytes {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -78,7 +79,10 @@ fn stem(instance: &str, conversation: &ConversationKey) -> String {
         })
         .take(40)
         .collect();
-    format!("clawpen-{instance}-{readable}-{:016x}", fnv64(&key))
+    format!(
+        "clawpen-{instance}-{readable}-{:016x}",
+        fnv64(key.as_bytes())
+    )
 }
 
 /// The container name of a conversation's box.

@@ -42,6 +42,9 @@ pub enum InboundState {
         /// The turn's id.
         turn: String,
     },
+    /// Chatter the bot was not addressed in, kept (bounded) as context for the
+    /// conversation's next turn.
+    Context,
     /// Answered. Kept (until pruned) only so that a redelivery is recognised.
     Done,
 }
@@ -171,9 +174,9 @@ impl Store {
         Ok(u64::from_be_bytes(bytes))
     }
 
-    /// The messages of one conversation not yet answered (pending or in a turn), in arrival
-    /// order: what its actor must still handle after a restart. Unreadable entries are
-    /// logged and skipped.
+    /// The messages of one conversation not yet answered (pending, in a turn, or kept as
+    /// context), in arrival order: what its actor must still handle after a restart.
+    /// Unreadable entries are logged and skipped.
     pub fn pending_inbound(
         &self,
         conversation: &ConversationKey,
@@ -195,8 +198,8 @@ impl Store {
         Ok(pending)
     }
 
-    /// The conversations with at least one message not yet answered, so that the daemon
-    /// can restart their actors after a crash.
+    /// The conversations with at least one message not yet answered (or kept as context),
+    /// so that the daemon can restart their actors after a crash.
     pub fn conversations_with_pending(&self) -> Result<Vec<ConversationKey>, StoreError> {
         let mut keys: Vec<ConversationKey> = Vec::new();
         for entry in self.inner.inbound.iter() {

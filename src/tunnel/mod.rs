@@ -32,6 +32,7 @@ mod model;
 mod provider;
 mod text;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -150,6 +151,41 @@ struct Inner {
     /// Every conversation's counters. A std mutex: held for a few map operations, never
     /// across an `.await`.
     ledger: Mutex<limits::Ledger>,
+    /// Requests being performed now, per conversation (for `status`, and to see that an
+    /// aborted request really stopped). A std mutex, held for one map operation.
+    in_flight: Mutex<HashMap<ConversationKey, usize>>,
+}
+
+/// Counts one request as in flight for as long as it lives (dropped when the request ends
+/// or its task is aborted).
+struct InFlight<'a> {
+    tunnel: &'a Tunnel,
+    conversation: &'a ConversationKey,
+}
+
+impl<'a> InFlight<'a> {
+    fn new(tunnel: &'a Tunnel, conversation: &'a ConversationKey) -> Self {
+        *tunnel
+            .in_flight_map()
+            .entry(conversation.clone())
+            .or_default() += 1;
+        Self {
+            tunnel,
+            conversation,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.tunnel.in_flight_map();
+        if let Some(count) = map.get_mut(self.conversation) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(self.conversation);
+            }
+        }
+    }
 }
 
 impl Tunnel {
@@ -177,6 +213,7 @@ impl Tunnel {
                 client,
                 clock,
                 ledger: Mutex::default(),
+                in_flight: Mutex::default(),
             }),
         }
     }
@@ -195,6 +232,7 @@ impl Tunnel {
         request: Request,
         out: mpsc::Sender<ResponsePart>,
     ) {
+        let _in_flight = InFlight::new(self, conversation);
         let (what, result) = match request {
             Request::Model {
                 method,
@@ -260,6 +298,18 @@ impl Tunnel {
     /// What `conversation` has used, for `status`.
     pub fn usage(&self, conversation: &ConversationKey) -> Usage {
         self.ledger().usage(conversation, self.inner.clock.now())
+    }
+
+    /// Requests of a conversation being performed now.
+    pub fn in_flight(&self, conversation: &ConversationKey) -> usize {
+        self.in_flight_map().get(conversation).copied().unwrap_or(0)
+    }
+
+    fn in_flight_map(&self) -> std::sync::MutexGuard<'_, HashMap<ConversationKey, usize>> {
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, limits::Ledger> {

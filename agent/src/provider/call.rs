@@ -183,7 +183,10 @@ mod tests {
         let answering = tunnel.clone();
         tokio::spawn(async move {
             let mut n = 0;
-            while let Some((id, _)) = requests.recv().await {
+            while let Some(outgoing) = requests.recv().await {
+                let crate::tunnel::Outgoing::Request(id, _) = outgoing else {
+                    continue;
+                };
                 let parts = answers
                     .get(n)
                     .or(answers.last())

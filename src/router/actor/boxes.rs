@@ -1,6 +1,8 @@
 //! The box side of an actor: getting a box, re-attaching after a restart, and what
 //! happens when a box goes idle, stalls or dies.
 
+use std::collections::HashMap;
+
 use clawpen_protocol::{ToAgent, TurnMessage};
 use tokio::time::Instant;
 
@@ -39,6 +41,7 @@ impl Actor {
             _permit: permit,
             acked: 0,
             resync: false,
+            requests: HashMap::new(),
         });
         self.last_activity = Instant::now();
         Ok(())
@@ -107,6 +110,7 @@ impl Actor {
                         _permit: permit,
                         acked,
                         resync: true,
+                        requests: HashMap::new(),
                     });
                     return;
                 }

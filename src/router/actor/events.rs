@@ -53,6 +53,7 @@ impl Actor {
                 tracing::debug!(conversation = %self.key, version, provider, "agent ready");
             }
             BoxOutput::Message(FromAgent::Heartbeat) => {}
+            BoxOutput::Message(FromAgent::Abort { id }) => self.on_abort(id),
             BoxOutput::Message(FromAgent::Request { id, request }) => self.on_request(id, request),
             BoxOutput::Message(FromAgent::Rejected { reason }) => {
                 tracing::warn!(conversation = %self.key, reason, "the agent rejected a line from the bridge");
@@ -68,12 +69,13 @@ impl Actor {
     /// Perform a box's request in its own task, streaming the response back to the box,
     /// so a long model response never holds up the conversation.
     pub(super) fn on_request(&mut self, id: u64, request: Request) {
-        let Some(session) = self.session.as_ref() else {
+        let Some(session) = self.session.as_mut() else {
             return;
         };
         let input = session.conn.input();
         let (tunnel, key) = (self.shared.tunnel.clone(), self.key.clone());
-        self.shared.tracker.spawn(async move {
+        session.requests.retain(|_, request| !request.is_finished());
+        let task = self.shared.tracker.spawn(async move {
             let (parts, mut rx) = mpsc::channel(RESPONSE_CAPACITY);
             let perform = tunnel.perform(&key, request, parts);
             let forward = async {
@@ -85,6 +87,16 @@ impl Actor {
             };
             tokio::join!(perform, forward);
         });
+        session.requests.insert(id, task.abort_handle());
+    }
+
+    /// The box gave up on a request: stop performing it (dropping a model response
+    /// closes its connection, so the provider stops generating).
+    fn on_abort(&mut self, id: u64) {
+        if let Some(request) = self.session.as_mut().and_then(|s| s.requests.remove(&id)) {
+            tracing::debug!(conversation = %self.key, request = id, "the box aborted a request");
+            request.abort();
+        }
     }
 
     pub(super) async fn on_event(&mut self, event: Event) {

@@ -4,7 +4,7 @@
 //! turn or become follow-ups of the running one, box events become reply edits, and every
 //! step is persisted before the box's event is acknowledged.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use clawpen_adapters::stream::ReplyStream;
 use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
 use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::task::AbortHandle;
 use tokio::time::{sleep_until, Instant};
 
 mod boxes;
@@ -71,6 +72,17 @@ struct Session {
     /// Set when attaching to a turn interrupted by a restart: the agent's answer to
     /// `Resume` then tells whether it ever received that turn.
     resync: bool,
+    /// The box's requests being performed, by request id, so that the box can abort one
+    /// and a box that goes away takes its requests with it.
+    requests: HashMap<u64, AbortHandle>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        for (_, request) in self.requests.drain() {
+            request.abort();
+        }
+    }
 }
 
 /// The running turn.
@@ -239,6 +251,8 @@ impl Actor {
             return;
         }
         let Some(last) = messages.last() else { return };
+        // Chatter since the last turn goes first, as context; it is done with this turn.
+        let context: Vec<Inbound> = self.context.drain(..).collect();
         let counter = self.shared.turn_counter.fetch_add(1, Ordering::Relaxed);
         let record = TurnRecord {
             conversation: self.key.clone(),
@@ -249,7 +263,11 @@ impl Actor {
                 .map(|s| s.conn.container.clone())
                 .unwrap_or_default(),
             last_acked: self.session.as_ref().map(|s| s.acked).unwrap_or(0),
-            inbound: messages.iter().map(|m| m.id.clone()).collect(),
+            inbound: context
+                .iter()
+                .chain(&messages)
+                .map(|m| m.id.clone())
+                .collect(),
             reply: ReplyState::new(Some(MessageRef(last.id.clone()))),
             started_at: now_secs(),
         };
@@ -260,9 +278,10 @@ impl Actor {
         if let Err(e) = self.shared.store.put_turn(&record) {
             tracing::error!(conversation = %self.key, error = %e, "could not persist the turn; messages stay pending");
             self.queue.extend(messages);
+            self.context.extend(context);
             return;
         }
-        for message in &messages {
+        for message in context.iter().chain(&messages) {
             let state = InboundState::InTurn {
                 turn: record.turn.clone(),
             };
@@ -274,8 +293,7 @@ impl Actor {
                 tracing::warn!(conversation = %self.key, error = %e, "could not mark a message in-turn");
             }
         }
-        let mut turn_messages: Vec<TurnMessage> =
-            self.context.drain(..).map(|m| turn_message(&m)).collect();
+        let mut turn_messages: Vec<TurnMessage> = context.iter().map(turn_message).collect();
         for message in &messages {
             let mut turn_message = turn_message(message);
             turn_message.attachments = self.save_attachments(message).await;
@@ -391,7 +409,13 @@ impl Actor {
 
     fn add_context(&mut self, message: Inbound) {
         if self.context.len() >= CONTEXT_KEPT {
-            self.context.pop_front();
+            if let Some(old) = self.context.pop_front() {
+                // Too old to matter: out of the context, so the log can prune it.
+                let _ = self
+                    .shared
+                    .store
+                    .set_inbound_state(&self.key, &old.id, InboundState::Done);
+            }
         }
         self.context.push_back(message);
     }

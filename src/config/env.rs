@@ -1,0 +1,140 @@
+//! The environment's part of the configuration: which variables clawpen reads, and how they
+//! override the file (a variable set but empty counts as unset).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use super::{telegram_error, Config, ConfigError, Secret};
+
+/// The environment variables clawpen reads, for `doctor` and the README.
+pub const ENV_VARS: &[&str] = &[
+    "CLAWPEN_CONFIG",
+    "CLAWPEN_DATA_DIR",
+    "CLAWPEN_IMAGE",
+    "CLAWPEN_MAX_BOXES",
+    "CLAWPEN_IDLE_TIMEOUT_SECS",
+    "CLAWPEN_SHUTDOWN_GRACE_SECS",
+    "CLAWPEN_TURN_STALL_SECS",
+    "CLAWPEN_PROVIDER",
+    "CLAWPEN_MODEL",
+    "ANTHROPIC_BASE_URL",
+    "OPENAI_BASE_URL",
+    "CLAWPEN_REQUESTS_PER_MINUTE",
+    "CLAWPEN_TOKENS_PER_DAY",
+    "CLAWPEN_WEB_FETCH_ALLOW",
+    "CLAWPEN_WEB_FETCH_MAX_KB",
+    "CLAWPEN_WEB_FETCH_TIMEOUT_SECS",
+    "CLAWPEN_ECHO_DELAY_MS",
+    "CLAWPEN_INSTRUCTIONS",
+    "CLAWPEN_HARNESS",
+    "CLAWPEN_AGENT_BINARY",
+    "CLAWPEN_BUSYBOX",
+    "ANTHROPIC_API_KEY",
+    "OPENAI_API_KEY",
+    "TELEGRAM_BOT_TOKEN",
+    "TELEGRAM_API_URL",
+    "CLAWPEN_TELEGRAM_ALLOWED_USERS",
+    "CLAWPEN_TELEGRAM_ALLOWED_CHATS",
+    "CLAWPEN_TELEGRAM_TRIGGER",
+    "CLAWPEN_TELEGRAM_WEBHOOK_URL",
+    "CLAWPEN_TELEGRAM_WEBHOOK_SECRET",
+    "CLAWPEN_TELEGRAM_WEBHOOK_LISTEN",
+];
+
+impl Config {
+    pub(super) fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+        let get = |name: &str| env.get(name).filter(|v| !v.is_empty()).cloned();
+        if let Some(v) = get("CLAWPEN_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("CLAWPEN_IMAGE") {
+            self.image = v;
+        }
+        if let Some(v) = get("CLAWPEN_PROVIDER") {
+            self.provider = v;
+        }
+        if let Some(v) = get("CLAWPEN_MODEL") {
+            self.model = Some(v);
+        }
+        if let Some(v) = get("ANTHROPIC_BASE_URL") {
+            self.anthropic_base_url = v;
+        }
+        if let Some(v) = get("OPENAI_BASE_URL") {
+            self.openai_base_url = v;
+        }
+        if let Some(v) = get("CLAWPEN_WEB_FETCH_ALLOW") {
+            // Comma- or space-separated, as one variable holds the whole list.
+            self.web_fetch_allow = v
+                .split(|c: char| c == ',' || c.is_whitespace())
+                .filter(|entry| !entry.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(v) = get("CLAWPEN_AGENT_BINARY") {
+            self.agent_binary = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("CLAWPEN_BUSYBOX") {
+            self.busybox = Some(PathBuf::from(v));
+        }
+        number(env, "CLAWPEN_MAX_BOXES", &mut self.max_boxes)?;
+        number(
+            env,
+            "CLAWPEN_IDLE_TIMEOUT_SECS",
+            &mut self.idle_timeout_secs,
+        )?;
+        number(
+            env,
+            "CLAWPEN_SHUTDOWN_GRACE_SECS",
+            &mut self.shutdown_grace_secs,
+        )?;
+        number(env, "CLAWPEN_TURN_STALL_SECS", &mut self.turn_stall_secs)?;
+        number(env, "CLAWPEN_ECHO_DELAY_MS", &mut self.echo_delay_ms)?;
+        if let Some(v) = get("CLAWPEN_INSTRUCTIONS") {
+            self.instructions_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("CLAWPEN_HARNESS") {
+            self.harness = Some(v);
+        }
+        number(
+            env,
+            "CLAWPEN_REQUESTS_PER_MINUTE",
+            &mut self.requests_per_minute,
+        )?;
+        number(env, "CLAWPEN_TOKENS_PER_DAY", &mut self.tokens_per_day)?;
+        number(env, "CLAWPEN_WEB_FETCH_MAX_KB", &mut self.web_fetch_max_kb)?;
+        number(
+            env,
+            "CLAWPEN_WEB_FETCH_TIMEOUT_SECS",
+            &mut self.web_fetch_timeout_secs,
+        )?;
+        if let Some(v) = get("ANTHROPIC_API_KEY") {
+            self.anthropic_api_key = Some(Secret::new(v));
+        }
+        if let Some(v) = get("OPENAI_API_KEY") {
+            self.openai_api_key = Some(Secret::new(v));
+        }
+        if let Some(token) = self.telegram.token.take() {
+            self.telegram_bot_token = Some(Secret::new(token));
+        }
+        if let Some(v) = get("TELEGRAM_BOT_TOKEN") {
+            self.telegram_bot_token = Some(Secret::new(v));
+        }
+        self.telegram.apply_env(env).map_err(telegram_error)?;
+        Ok(())
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    env: &BTreeMap<String, String>,
+    name: &str,
+    slot: &mut T,
+) -> Result<(), ConfigError> {
+    if let Some(value) = env.get(name).filter(|v| !v.is_empty()) {
+        *slot = value.trim().parse().map_err(|_| ConfigError::Env {
+            name: name.into(),
+            value: value.clone(),
+            expected: "a whole number",
+        })?;
+    }
+    Ok(())
+}

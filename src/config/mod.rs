@@ -1,0 +1,350 @@
+//! Configuration: a TOML file, then `CLAWPEN_*` (and vendor) environment variables, which win.
+//!
+//! Unknown keys in the file are refused with their names, so a typo never silently falls
+//! back to a default. Tokens and keys are [`Secret`]s: their `Debug` output is redacted.
+//!
+//! The settings and their loading are here; the environment variables are read in `env`, the
+//! loaded values are checked in `validate`, and [`Secret`] is in `secret`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clawpen_adapters::telegram::{TelegramConfig, TelegramConfigError};
+use serde::Deserialize;
+
+mod env;
+mod secret;
+mod validate;
+
+pub use env::ENV_VARS;
+pub use secret::Secret;
+
+/// A configuration problem, worded for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for clawpen (unknown keys are named here).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the key.
+        message: String,
+    },
+    /// An environment variable has a value of the wrong form.
+    #[error("environment variable {name}={value:?} is invalid: {expected}")]
+    Env {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// The setting.
+        key: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn telegram_error(error: TelegramConfigError) -> ConfigError {
+    match error {
+        TelegramConfigError::Env {
+            name,
+            value,
+            expected,
+        } => ConfigError::Env {
+            name: name.into(),
+            value,
+            expected,
+        },
+        TelegramConfigError::Invalid { key, message } => ConfigError::Invalid { key, message },
+    }
+}
+
+/// Resource limits of every box.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BoxLimits {
+    /// Memory limit in MiB (swap is not allowed beyond it).
+    pub memory_mb: u64,
+    /// CPU limit in cores (fractions allowed).
+    pub cpus: f64,
+    /// Maximum number of processes and threads in the box.
+    pub pids: i64,
+    /// Size of the writable /tmp, in MiB.
+    pub tmp_mb: u64,
+    /// Size cap of the engine's stored logs of one box, in KiB.
+    pub log_kb: u64,
+}
+
+impl Default for BoxLimits {
+    fn default() -> Self {
+        Self {
+            memory_mb: 512,
+            cpus: 1.0,
+            pids: 256,
+            tmp_mb: 64,
+            log_kb: 1024,
+        }
+    }
+}
+
+/// A host path mounted into every box (at /mnt/<name>), if the allowlist permits it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MountRule {
+    /// The host path (resolved through symlinks before it is checked).
+    pub path: PathBuf,
+    /// Whether boxes may write to it; read-only when false (the default).
+    #[serde(default)]
+    pub writable: bool,
+}
+
+/// Everything clawpen reads from its config file and environment.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store and the control socket live.
+    pub data_dir: PathBuf,
+    /// The box image; by default `clawpen-box:<version>`, built locally when missing.
+    pub image: String,
+    /// The most boxes alive at once; further conversations wait in a fair queue.
+    pub max_boxes: usize,
+    /// Seconds without activity after which a box is stopped (its workspace is kept).
+    pub idle_timeout_secs: u64,
+    /// Seconds running turns get to finish on shutdown.
+    pub shutdown_grace_secs: u64,
+    /// Seconds a turn may go without any sign of life from its box before the box is
+    /// considered hung and is killed.
+    pub turn_stall_secs: u64,
+    /// Limits of every box.
+    #[serde(rename = "box")]
+    pub limits: BoxLimits,
+    /// Host directories under which mounts are allowed at all.
+    pub mount_allowlist: Vec<PathBuf>,
+    /// Host paths every box sees, each inside the allowlist and not credential-looking.
+    pub mounts: Vec<MountRule>,
+    /// Which agent provider the boxes use: `anthropic`, `openai` (any OpenAI-compatible
+    /// Chat Completions API), or `echo`, which answers without a model.
+    pub provider: String,
+    /// The model the boxes ask for; by default [`default_model`] of the provider.
+    pub model: Option<String>,
+    /// Anthropic's API base URL, without `/v1` (the tunnel adds `/v1/messages`).
+    pub anthropic_base_url: String,
+    /// The OpenAI-compatible API base URL, with `/v1` (the tunnel adds `/chat/completions`).
+    pub openai_base_url: String,
+    /// Model requests one conversation may make in any 60 s; 0 for no limit.
+    pub requests_per_minute: u32,
+    /// Tokens (input, cache and output) one conversation may use per UTC day; 0 for no limit.
+    pub tokens_per_day: u64,
+    /// Hosts `web_fetch` may reach: `example.com`, `*.example.org` (subdomains), `*` (any
+    /// public host), or `host:port`. Empty means any public host. A host named exactly
+    /// (not through `*`) may be fetched even if it is private or loopback.
+    pub web_fetch_allow: Vec<String>,
+    /// The most of a fetched page that is read, in KiB; the text of a longer page is cut.
+    pub web_fetch_max_kb: u64,
+    /// Seconds a whole fetch (redirects included) may take.
+    pub web_fetch_timeout_secs: u64,
+    /// Delay between the echo provider's chunks, in ms.
+    pub echo_delay_ms: u64,
+    /// The operator's instructions for every agent, mounted read-only into every box.
+    pub instructions_file: Option<PathBuf>,
+    /// An external agent harness command run in the box instead of the built-in loop
+    /// (e.g. one that wants ANTHROPIC_BASE_URL); it talks to the box's local tunnel.
+    pub harness: Option<String>,
+    /// Settings of single conversations, keyed by conversation key
+    /// (`[conversations."telegram:123"]`).
+    pub conversations: BTreeMap<String, ConversationSettings>,
+    /// The static clawpen-agent binary put into the box image.
+    pub agent_binary: Option<PathBuf>,
+    /// The static busybox put into the box image for a shell.
+    pub busybox: Option<PathBuf>,
+    /// Anthropic API key; stays in the bridge.
+    pub anthropic_api_key: Option<Secret>,
+    /// OpenAI-compatible API key; stays in the bridge.
+    pub openai_api_key: Option<Secret>,
+    /// Telegram bot token; stays in the bridge.
+    pub telegram_bot_token: Option<Secret>,
+    /// The Telegram adapter (`[telegram]`). Its `token` is another name for
+    /// `telegram_bot_token`, folded into it on load.
+    pub telegram: TelegramConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            image: default_image(),
+            max_boxes: 32,
+            idle_timeout_secs: 15 * 60,
+            shutdown_grace_secs: 30,
+            turn_stall_secs: 120,
+            limits: BoxLimits::default(),
+            mount_allowlist: Vec::new(),
+            mounts: Vec::new(),
+            provider: "echo".into(),
+            model: None,
+            anthropic_base_url: DEFAULT_ANTHROPIC_BASE_URL.into(),
+            openai_base_url: DEFAULT_OPENAI_BASE_URL.into(),
+            requests_per_minute: 30,
+            tokens_per_day: 2_000_000,
+            web_fetch_allow: Vec::new(),
+            web_fetch_max_kb: 2048,
+            web_fetch_timeout_secs: 20,
+            echo_delay_ms: 20,
+            instructions_file: None,
+            harness: None,
+            conversations: BTreeMap::new(),
+            agent_binary: None,
+            busybox: None,
+            anthropic_api_key: None,
+            openai_api_key: None,
+            telegram_bot_token: None,
+            telegram: TelegramConfig::default(),
+        }
+    }
+}
+
+/// What one conversation does differently from the defaults.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConversationSettings {
+    /// The model for this conversation.
+    pub model: Option<String>,
+    /// An external harness command for this conversation's box.
+    pub harness: Option<String>,
+}
+
+/// Anthropic's API, where the `anthropic` provider goes unless configured otherwise.
+pub const DEFAULT_ANTHROPIC_BASE_URL: &str = "https://api.anthropic.com";
+
+/// OpenAI's API, where the `openai` provider goes unless configured otherwise.
+pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
+
+/// The model a provider uses when `model` is not set (`None` for providers without one).
+pub fn default_model(provider: &str) -> Option<&'static str> {
+    match provider {
+        "anthropic" => Some("claude-sonnet-4-5"),
+        "openai" => Some("gpt-4o-mini"),
+        _ => None,
+    }
+}
+
+/// The box image tag of this clawpen version.
+pub fn default_image() -> String {
+    format!("clawpen-box:{}", env!("CARGO_PKG_VERSION"))
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("clawpen");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/clawpen"),
+        None => PathBuf::from("/var/lib/clawpen"),
+    }
+}
+
+impl Config {
+    /// Load from `file` (if given and present) and then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let vars: BTreeMap<String, String> = std::env::vars().collect();
+        Self::load_from(file, &vars)
+    }
+
+    /// Load from `file` and the given environment (the testable core of [`Config::load`]).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env.get("CLAWPEN_CONFIG").map(PathBuf::from));
+        let mut config = match file {
+            Some(path) => Self::parse_file(&path)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn parse_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Parse TOML text; unknown keys are an error naming them.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The Telegram adapter's settings with the token, when a token is configured.
+    pub fn telegram(&self) -> Option<TelegramConfig> {
+        let token = self
+            .telegram_bot_token
+            .as_ref()
+            .map(Secret::expose)
+            .or(self.telegram.token.as_deref())?;
+        Some(TelegramConfig {
+            token: Some(token.to_string()),
+            ..self.telegram.clone()
+        })
+    }
+
+    /// The model the boxes ask for: `model`, or the provider's default.
+    pub fn box_model(&self) -> Option<String> {
+        self.model
+            .clone()
+            .or_else(|| default_model(&self.provider).map(str::to_owned))
+    }
+
+    /// Every secret the bridge holds, to check that none reaches a box.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        [
+            &self.anthropic_api_key,
+            &self.openai_api_key,
+            &self.telegram_bot_token,
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// How long an idle box lives.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    /// The path of the daemon's control socket.
+    pub fn control_socket(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+
+    /// The path of the store.
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+#[cfg(test)]
+mod tests;
