@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use clawpen::config::MountRule;
+use clawpen::sandbox::spec;
 use support::{next_reply, TestBridge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,9 +33,44 @@ async fn two_conversations_get_two_boxes_and_cannot_see_each_other() {
         .await;
     assert_ne!(code, 0, "bob's box sees alice's file: {out}");
     assert!(!out.contains("secret-plan"), "{out}");
-    // Two volumes, one per conversation.
+    // Two volumes, one per conversation, each mounted at its box's /workspace.
     let (_, mounts) = t.exec("alice", &["cat", "/proc/self/mounts"]).await;
     assert!(mounts.contains(" /workspace "), "{mounts}");
+    let filter = format!(
+        "{}={}",
+        spec::LABEL_INSTANCE,
+        t.bridge.router.sandbox().instance()
+    );
+    let options = bollard::query_parameters::ListVolumesOptions {
+        filters: Some([("label".to_string(), vec![filter])].into_iter().collect()),
+    };
+    let volumes = t
+        .bridge
+        .router
+        .sandbox()
+        .docker()
+        .list_volumes(Some(options))
+        .await;
+    let mut names: Vec<String> = volumes
+        .ok()
+        .and_then(|v| v.volumes)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    names.sort();
+    let mut expected = vec![
+        spec::volume_name(
+            t.bridge.router.sandbox().instance(),
+            &TestBridge::key("alice"),
+        ),
+        spec::volume_name(
+            t.bridge.router.sandbox().instance(),
+            &TestBridge::key("bob"),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(names, expected);
     t.stop().await;
 }
 
