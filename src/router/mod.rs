@@ -355,7 +355,8 @@ impl InboundSink for Router {
             return Err(SinkError::ShuttingDown);
         }
         let store = &self.shared.store;
-        match store.insert_inbound(&message) {
+        let stored = message.clone();
+        match store.blocking(move |s| s.insert_inbound(&stored)).await {
             Ok(InsertOutcome::Duplicate) => return Ok(Accepted::Duplicate),
             Ok(InsertOutcome::New) => {}
             Err(e) => return Err(SinkError::Store(e.to_string())),

@@ -145,6 +145,19 @@ impl Store {
         self.inner.instance_id.clone()
     }
 
+    /// Runs store work on tokio's blocking pool. A flushed write waits for the disk, which
+    /// must not stall the async workers that every conversation shares.
+    pub async fn blocking<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| StoreError::Db(format!("store task failed: {e}")))?
+    }
+
     /// Writes everything stored so far to disk. The writes that recovery depends on already
     /// flush; this is for the rest (e.g. [`Store::touch_conversation`]) at shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {

@@ -160,7 +160,13 @@ impl Actor {
             turn.record.reply = turn.reply.state().clone();
             if finished {
                 self.finish_turn().await;
-            } else if let Err(e) = self.shared.store.put_turn(&turn.record) {
+            } else if let Err(e) = {
+                let record = turn.record.clone();
+                self.shared
+                    .store
+                    .blocking(move |s| s.put_turn(&record))
+                    .await
+            } {
                 tracing::error!(conversation = %self.key, error = %e, "could not persist reply progress; not acknowledging");
                 return;
             }
@@ -214,7 +220,13 @@ impl Actor {
         if let Err(e) = turn.reply.finish().await {
             tracing::warn!(conversation = %self.key, error = %e, "delivering the end of the reply failed");
         }
-        if let Err(e) = self.shared.store.finish_turn(&self.key) {
+        let key = self.key.clone();
+        if let Err(e) = self
+            .shared
+            .store
+            .blocking(move |s| s.finish_turn(&key))
+            .await
+        {
             tracing::error!(conversation = %self.key, error = %e, "could not record the finished turn");
         }
         self.last_activity = Instant::now();
