@@ -49,6 +49,10 @@ pub use turn::TurnRecord;
 /// instead of being misread.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// How long opening waits for a store lock to be released before reporting it as held by
+/// another process.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// `meta` key of the format version (a JSON number).
 const FORMAT_VERSION_KEY: &[u8] = b"format_version";
 /// `meta` key of the instance id (a JSON string).
@@ -98,19 +102,29 @@ impl Store {
         let existed = dir.join("conf").exists()
             || std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
         let config = sled::Config::new().path(dir);
-        let db = match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-            Ok(Ok(db)) => db,
-            Ok(Err(error)) => return Err(StoreError::opening(dir, error)),
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_string());
-                return Err(StoreError::corrupt(
-                    dir,
-                    format!("sled failed reading it: {why}"),
-                ));
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        let db = loop {
+            match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+                Ok(Ok(db)) => break db,
+                Ok(Err(error)) => match StoreError::opening(dir, error) {
+                    // A store just closed in this process keeps its lock until sled's
+                    // background thread has finished; another process keeps it for good.
+                    StoreError::Locked { .. } if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                    }
+                    other => return Err(other),
+                },
+                Err(panic) => {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".to_string());
+                    return Err(StoreError::corrupt(
+                        dir,
+                        format!("sled failed reading it: {why}"),
+                    ));
+                }
             }
         };
         let sled_err = |e| StoreError::from_sled(dir, e);
