@@ -14,7 +14,9 @@ async fn follow_ups_reach_the_running_box_in_order() {
     let first_box = t.container("team").await;
 
     let mut events = t.watch("team");
-    let long = "this first message is long enough to stream for a while";
+    // About 30 chunks of echo, 40 ms apart: the turn runs for over a second.
+    let long = "this first message is long enough to stream for a while, ".repeat(8);
+    let long = long.trim_end();
     t.say("team", long).await;
     // Wait until the turn is visibly running, then send follow-ups.
     match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
@@ -84,7 +86,7 @@ async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() 
     let mut events = t.watch("fragile");
     t.say(
         "fragile",
-        "a long message that will not make it to the end of its echo",
+        &"a long message that will not make it to the end of its echo. ".repeat(6),
     )
     .await;
     match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
