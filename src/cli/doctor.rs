@@ -27,6 +27,12 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let vars: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    for name in crate::config::unknown_env_vars(&vars) {
+        println!(
+            "warn environment: {name} is not a clawpen setting and is ignored — check its spelling"
+        );
+    }
     let mut healthy = true;
     let daemon = control::query_status(&config.control_socket()).await;
     let instance = if daemon.is_some() {

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use super::{telegram_error, Config, ConfigError, Secret};
 
-/// The environment variables clawpen reads, for `doctor` and the README.
+/// The environment variables the bridge reads itself (the Telegram adapter's are in
+/// `clawpen_adapters::telegram::config::ENV_VARS`).
 pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_CONFIG",
     "CLAWPEN_DATA_DIR",
@@ -32,14 +33,20 @@ pub const ENV_VARS: &[&str] = &[
     "ANTHROPIC_API_KEY",
     "OPENAI_API_KEY",
     "TELEGRAM_BOT_TOKEN",
-    "TELEGRAM_API_URL",
-    "CLAWPEN_TELEGRAM_ALLOWED_USERS",
-    "CLAWPEN_TELEGRAM_ALLOWED_CHATS",
-    "CLAWPEN_TELEGRAM_TRIGGER",
-    "CLAWPEN_TELEGRAM_WEBHOOK_URL",
-    "CLAWPEN_TELEGRAM_WEBHOOK_SECRET",
-    "CLAWPEN_TELEGRAM_WEBHOOK_LISTEN",
+    // Read by `main` for the log filter.
+    "CLAWPEN_LOG",
 ];
+
+/// `CLAWPEN_*` variables set in `env` that clawpen does not read (typos, or settings of
+/// the box that belong in the config file), for `doctor` to point out.
+pub fn unknown_env_vars(env: &BTreeMap<String, String>) -> Vec<String> {
+    let adapters = clawpen_adapters::telegram::config::ENV_VARS;
+    env.keys()
+        .filter(|name| name.starts_with("CLAWPEN_"))
+        .filter(|name| !ENV_VARS.contains(&name.as_str()) && !adapters.contains(&name.as_str()))
+        .cloned()
+        .collect()
+}
 
 impl Config {
     pub(super) fn apply_env(&mut self, env: &BTreeMap<String, String>) -> Result<(), ConfigError> {

@@ -17,7 +17,7 @@ mod env;
 mod secret;
 mod validate;
 
-pub use env::ENV_VARS;
+pub use env::{unknown_env_vars, ENV_VARS};
 pub use secret::Secret;
 
 /// A configuration problem, worded for the operator.

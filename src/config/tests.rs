@@ -214,3 +214,17 @@ fn telegram_settings_come_from_their_table_and_the_environment() {
         .unwrap_or_default();
     assert!(err.contains("CLAWPEN_TELEGRAM_ALLOWED_CHATS"), "{err}");
 }
+
+#[test]
+fn unknown_clawpen_variables_are_named() {
+    let vars = env(&[
+        ("CLAWPEN_MAX_BOXES", "3"),
+        ("CLAWPEN_MAX_BOXEN", "3"),
+        ("CLAWPEN_TELEGRAM_TRIGGER", "claw"),
+        ("HOME", "/root"),
+    ]);
+    assert_eq!(
+        unknown_env_vars(&vars),
+        vec!["CLAWPEN_MAX_BOXEN".to_string()]
+    );
+}
