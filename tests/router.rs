@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use clawpen::adapters::terminal::TerminalEvent;
+use clawpen::sandbox::spec;
 use support::{eventually, final_text, next_reply, next_reply_events, TestBridge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,11 +175,36 @@ async fn the_box_cap_queues_conversations_fairly() {
     .await;
     let mut a = t.watch("first");
     let mut b = t.watch("second");
+    let mut c = t.watch("third");
     t.say("first", "one").await;
     t.say("second", "two").await;
-    // The second waits for the first box to go idle and be stopped, then gets the slot.
+    t.say("third", "three").await;
+    let sandbox = t.bridge.router.sandbox().clone();
+    let running = |name: &str| {
+        let (sandbox, wanted) = (
+            sandbox.clone(),
+            spec::container_name(sandbox.instance(), &TestBridge::key(name)),
+        );
+        async move {
+            let boxes = sandbox.list().await.unwrap_or_default();
+            boxes.iter().find(|b| b.name == wanted).map(|b| b.running)
+        }
+    };
+    // Each waits for the box before it to go idle and be stopped, in the order they came.
     assert_eq!(next_reply(&mut a).await, "one");
     assert_eq!(next_reply(&mut b).await, "two");
+    assert_eq!(running("first").await, Some(false), "two boxes ran at once");
+    assert_eq!(
+        running("third").await,
+        None,
+        "the third got a box before the second"
+    );
+    assert_eq!(next_reply(&mut c).await, "three");
+    assert_eq!(
+        running("second").await,
+        Some(false),
+        "two boxes ran at once"
+    );
     assert!(t.bridge.router.live_boxes() <= 1);
     t.stop().await;
 }
@@ -187,15 +213,7 @@ async fn the_box_cap_queues_conversations_fairly() {
 async fn chatter_not_addressed_to_the_bot_is_context_for_the_next_turn() {
     let t = TestBridge::start(|_| {}).await;
     let mut events = t.watch("group");
-    let mut chatter =
-        clawpen::control::terminal_inbound(&TestBridge::key("group"), "lunch at noon?");
-    chatter.addressed = false;
-    use clawpen::adapters::InboundSink;
-    t.bridge
-        .router
-        .accept(chatter)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    t.chatter("group", "lunch at noon?").await;
     // No turn for chatter: nothing is answered.
     assert!(
         tokio::time::timeout(Duration::from_millis(500), events.recv())
@@ -210,14 +228,8 @@ async fn chatter_not_addressed_to_the_bot_is_context_for_the_next_turn() {
     );
 
     // Context is durable: chatter, a restart, then a question.
-    let mut chatter =
-        clawpen::control::terminal_inbound(&TestBridge::key("group"), "bring an umbrella");
-    chatter.addressed = false;
-    t.bridge
-        .router
-        .accept(chatter)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    t.chatter("group", "bring an umbrella").await;
+    use clawpen::adapters::InboundSink;
     let TestBridge {
         dir: _dir,
         config,

@@ -98,6 +98,17 @@ impl TestBridge {
             .unwrap_or_else(|e| panic!("accept: {e}"));
     }
 
+    /// Hand a conversation chatter that does not address the bot.
+    pub async fn chatter(&self, name: &str, text: &str) {
+        let mut message = terminal_inbound(&Self::key(name), text);
+        message.addressed = false;
+        self.bridge
+            .router
+            .accept(message)
+            .await
+            .unwrap_or_else(|e| panic!("accept: {e}"));
+    }
+
     /// Send and wait for the complete reply.
     pub async fn ask(&self, name: &str, text: &str) -> String {
         let mut events = self.watch(name);

@@ -145,21 +145,21 @@ impl Actor {
             .as_ref()
             .map(|s| s.conn.container.clone())
             .or_else(|| self.turn.as_ref().map(|t| t.record.container.clone()));
+        let exit = match &container {
+            Some(c) => self.shared.sandbox.inspect(c).await.ok().flatten(),
+            None => None,
+        };
+        if let (Some(c), true) = (&container, exit.as_ref().is_some_and(|e| e.running)) {
+            // The attach broke but the box runs: stop it so the next turn starts clean and
+            // no box runs unattached, outside the cap.
+            let _ = self.shared.sandbox.kill(c).await;
+        }
+        // The slot is released once the box is down.
         drop(session);
         let Some(turn) = self.turn.as_mut() else {
             tracing::debug!(conversation = %self.key, "box detached while idle");
             return;
         };
-        let exit = match &container {
-            Some(c) => self.shared.sandbox.inspect(c).await.ok().flatten(),
-            None => None,
-        };
-        if exit.as_ref().is_some_and(|e| e.running) {
-            // The attach broke but the box runs: stop it so the next turn starts clean.
-            if let Some(c) = &container {
-                let _ = self.shared.sandbox.kill(c).await;
-            }
-        }
         let message = box_gone_message(exit.as_ref(), turn.stalled);
         tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
         let text = error_text(&turn.reply.state().text, &message);
@@ -170,11 +170,13 @@ impl Actor {
     pub(super) async fn idle_stop(&mut self) {
         if let Some(session) = self.session.take() {
             let container = session.conn.container.clone();
-            drop(session);
             tracing::info!(conversation = %self.key, r#box = %container, "stopping idle box");
             if let Err(e) = self.shared.sandbox.stop(&container).await {
                 tracing::warn!(conversation = %self.key, error = %e, "could not stop the idle box");
             }
+            // Only now does the slot go to the next conversation: the cap counts boxes
+            // that run, and this one ran until `stop` returned.
+            drop(session);
         }
     }
 }

@@ -162,7 +162,8 @@ impl Actor {
             }
             self.publish_status();
             // Retire when there is nothing to hold on to; stored messages stay pending. Context
-            // (chatter for the next turn) lives only here, so it keeps the actor alive.
+            // (chatter for the next turn) keeps the actor alive: it is stored, but the actor
+            // is what keeps it bounded as more chatter arrives.
             let nothing_held =
                 self.session.is_none() && self.queue.is_empty() && self.context.is_empty();
             if self.turn.is_none()
