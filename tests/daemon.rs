@@ -72,12 +72,7 @@ async fn sigkill_mid_turn_then_restart_delivers_the_rest_exactly_once() {
     let (mut lines, mut write) = connect(&data).await;
     let text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen \
                 fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two";
-    let mut line = serde_json::to_vec(&ChatLine { text: text.into() }).unwrap_or_default();
-    line.push(b'\n');
-    write
-        .write_all(&line)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    say(&mut write, text).await;
 
     // Watch the reply start, then kill the daemon in the middle of it.
     let mut before = Vec::new();
@@ -159,14 +154,28 @@ fn clawpen(data: &std::path::Path, args: &[&str], input: &str) -> (bool, String)
     )
 }
 
-/// Remove the boxes a data directory's instance left behind.
-async fn remove_boxes(data: &std::path::Path) {
+/// The sandbox of a data directory's instance (its daemon stopped, so the store is free).
+async fn sandbox_of(data: &std::path::Path) -> clawpen::sandbox::Sandbox {
     let store = clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
     let config = support::test_config(data);
-    let sandbox = clawpen::sandbox::Sandbox::connect(&config, &store.instance_id())
+    clawpen::sandbox::Sandbox::connect(&config, &store.instance_id())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Remove the boxes a data directory's instance left behind.
+async fn remove_boxes(data: &std::path::Path) {
+    let _ = sandbox_of(data).await.remove_all().await;
+}
+
+/// Send a chat line over a control connection.
+async fn say(write: &mut tokio::net::unix::OwnedWriteHalf, text: &str) {
+    let mut line = serde_json::to_vec(&ChatLine { text: text.into() }).unwrap_or_default();
+    line.push(b'\n');
+    write
+        .write_all(&line)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let _ = sandbox.remove_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,12 +223,7 @@ async fn sigterm_lets_the_running_turn_finish_and_leaves_the_box_for_next_time()
     let mut running = daemon_with_delay(&data, 100);
     let (mut lines, mut write) = connect(&data).await;
     let text = "a reply that is still streaming when the daemon is asked to stop";
-    let mut line = serde_json::to_vec(&ChatLine { text: text.into() }).unwrap_or_default();
-    line.push(b'\n');
-    write
-        .write_all(&line)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    say(&mut write, text).await;
     let mut events = Vec::new();
     match next_event(&mut lines).await {
         Some(event @ TerminalEvent::Send { .. }) => events.push(event),
@@ -242,11 +246,7 @@ async fn sigterm_lets_the_running_turn_finish_and_leaves_the_box_for_next_time()
     let status = running.wait().unwrap_or_else(|e| panic!("{e}"));
     assert!(status.success(), "{status:?}");
     // The box was left running for the next start to re-adopt.
-    let store = clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
-    let config = support::test_config(&data);
-    let sandbox = clawpen::sandbox::Sandbox::connect(&config, &store.instance_id())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let sandbox = sandbox_of(&data).await;
     let boxes = sandbox.list().await.unwrap_or_default();
     assert_eq!(boxes.len(), 1);
     assert!(boxes[0].running);

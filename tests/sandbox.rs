@@ -130,7 +130,15 @@ async fn a_box_is_hardened_and_holds_no_secret() {
         )
         .await;
     assert!(environ.contains("CLAWPEN_PROVIDER=echo"), "{environ}");
-    for secret in [KEY, TOKEN] {
+    // Every secret the bridge holds (the two configured above).
+    let secrets: Vec<String> = t
+        .config
+        .secrets()
+        .iter()
+        .map(|s| s.expose().to_string())
+        .collect();
+    assert_eq!(secrets.len(), 2);
+    for secret in &secrets {
         assert!(!environ.contains(secret), "secret in the environment");
         let (code, found) = t
             .exec(

@@ -102,12 +102,6 @@ impl ReplyStream {
         Some((at, self.state.current_draft()?))
     }
 
-    /// Replaces the default retry policy.
-    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
-        self.backoff = backoff;
-        self
-    }
-
     /// The reply's state, for the caller to persist after each step.
     pub fn state(&self) -> &ReplyState {
         &self.state

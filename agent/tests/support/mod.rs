@@ -56,6 +56,15 @@ impl Agent {
     /// Start the agent with `envs` (on a free loopback port unless they say otherwise)
     /// and read its `Ready`.
     pub fn spawn(envs: &[(&str, &str)]) -> Fallible<Self> {
+        let agent = Self::start(envs)?;
+        match agent.recv()? {
+            FromAgent::Ready { .. } => Ok(agent),
+            other => Err(format!("expected Ready, got {other:?}").into()),
+        }
+    }
+
+    /// Start the agent with `envs` without reading anything yet.
+    pub fn start(envs: &[(&str, &str)]) -> Fallible<Self> {
         let mut command = Command::new(env!("CARGO_BIN_EXE_clawpen-agent"));
         command
             .stdin(Stdio::piped())
@@ -89,23 +98,62 @@ impl Agent {
                 }
             }
         });
-        let agent = Agent {
+        Ok(Agent {
             child,
             stdin,
             lines,
             log,
-        };
-        match agent.recv()? {
-            FromAgent::Ready { .. } => Ok(agent),
-            other => Err(format!("expected Ready, got {other:?}").into()),
-        }
+        })
+    }
+
+    /// Write raw bytes to the agent's stdin (garbage included).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> TestResult {
+        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
+        stdin.write_all(bytes)?;
+        stdin.flush()?;
+        Ok(())
     }
 
     pub fn send(&mut self, message: &ToAgent) -> TestResult {
-        let stdin = self.stdin.as_mut().ok_or("stdin closed")?;
-        stdin.write_all(&encode(message)?)?;
-        stdin.flush()?;
-        Ok(())
+        self.send_raw(&encode(message)?)
+    }
+
+    /// The next line, which must be an event.
+    pub fn recv_event(&self) -> Fallible<Event> {
+        match self.recv_quiet()? {
+            FromAgent::Event(event) => Ok(event),
+            other => Err(format!("expected an event, got {other:?}").into()),
+        }
+    }
+
+    /// Events up to and including the next `Final`.
+    pub fn recv_turn(&self) -> Fallible<Vec<Event>> {
+        let mut events = Vec::new();
+        loop {
+            let event = self.recv_event()?;
+            let done = event.body == EventBody::Final;
+            events.push(event);
+            if done {
+                return Ok(events);
+            }
+        }
+    }
+
+    /// Close the agent's stdin, as a bridge that goes away for good.
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// Wait for the agent to exit.
+    pub fn wait(&mut self) -> Fallible<std::process::ExitStatus> {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Err("the agent did not exit".into())
     }
 
     pub fn recv(&self) -> Fallible<FromAgent> {
@@ -187,6 +235,23 @@ pub fn message(text: &str) -> TurnMessage {
         text: text.into(),
         addressed: true,
         attachments: Vec::new(),
+    }
+}
+
+/// A turn of several messages, numbered `m0`, `m1`, ...
+pub fn turn_of(id: &str, texts: &[&str]) -> ToAgent {
+    let messages = texts
+        .iter()
+        .enumerate()
+        .map(|(n, text)| TurnMessage {
+            id: format!("m{n}"),
+            ..message(text)
+        })
+        .collect();
+    ToAgent::Turn {
+        turn: id.into(),
+        messages,
+        options: TurnOptions::default(),
     }
 }
 
