@@ -237,7 +237,6 @@ fn str_at<'a>(value: &'a Value, key: &str) -> &'a str {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sse::SseParser;
     use super::super::wire::{Message, ToolResult, ToolSpec};
     use super::*;
 
@@ -266,18 +265,7 @@ mod tests {
     );
 
     fn run(chunks: &[&str]) -> (Vec<String>, Result<Reply, StreamError>) {
-        let mut parser = SseParser::default();
-        let mut stream = Stream::default();
-        let mut deltas = Vec::new();
-        for chunk in chunks {
-            for event in parser.push(chunk).unwrap_or_default() {
-                match stream.feed(&event) {
-                    Ok(more) => deltas.extend(more),
-                    Err(err) => return (deltas, Err(err)),
-                }
-            }
-        }
-        (deltas, stream.finish())
+        crate::provider::wire::assemble(crate::provider::wire::Format::Anthropic, chunks)
     }
 
     #[test]

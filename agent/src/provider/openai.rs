@@ -217,7 +217,6 @@ impl Stream {
 
 #[cfg(test)]
 mod tests {
-    use super::super::sse::SseParser;
     use super::super::wire::{ToolResult, ToolSpec};
     use super::*;
 
@@ -235,18 +234,7 @@ mod tests {
     );
 
     fn run(chunks: &[&str]) -> (Vec<String>, Result<Reply, StreamError>) {
-        let mut parser = SseParser::default();
-        let mut stream = Stream::default();
-        let mut deltas = Vec::new();
-        for chunk in chunks {
-            for event in parser.push(chunk).unwrap_or_default() {
-                match stream.feed(&event) {
-                    Ok(more) => deltas.extend(more),
-                    Err(err) => return (deltas, Err(err)),
-                }
-            }
-        }
-        (deltas, stream.finish())
+        crate::provider::wire::assemble(crate::provider::wire::Format::OpenAi, chunks)
     }
 
     /// `text` in pieces of about `size` bytes, cut on char boundaries.

@@ -227,6 +227,24 @@ impl Assembler {
     }
 }
 
+/// Parse `chunks` of a response body as `format`'s events: the text deltas streamed, and
+/// the assembled reply or why it is not whole. For the formats' tests.
+#[cfg(test)]
+pub fn assemble(format: Format, chunks: &[&str]) -> (Vec<String>, Result<Reply, StreamError>) {
+    let mut parser = super::sse::SseParser::default();
+    let mut stream = format.assembler();
+    let mut deltas = Vec::new();
+    for chunk in chunks {
+        for event in parser.push(chunk).unwrap_or_default() {
+            match stream.feed(&event) {
+                Ok(more) => deltas.extend(more),
+                Err(err) => return (deltas, Err(err)),
+            }
+        }
+    }
+    (deltas, stream.finish())
+}
+
 /// The result given for a call whose tool never ran (its turn was stopped).
 pub const NO_RESULT: &str = "(no result: the turn ended before this tool finished)";
 
