@@ -49,6 +49,10 @@ pub struct ReplyState {
     /// The code block that a sealed part closed early, reopened at the growing part's start.
     #[serde(default)]
     fence: Option<Fence>,
+    /// Messages of an answer that started over ([`ReplyState::restart`]), with what they
+    /// show: the new answer's parts take them over in order, editing instead of sending.
+    #[serde(default)]
+    reuse: std::collections::VecDeque<(MessageRef, String)>,
 }
 
 /// One platform message of a reply.
@@ -137,12 +141,34 @@ impl ReplyState {
     fn set_growing(&mut self, text: String) {
         match self.parts.last_mut() {
             Some(last) if !last.sealed => last.text = text,
-            _ if !text.is_empty() => self.parts.push(Part {
-                text,
-                ..Part::default()
-            }),
+            _ if !text.is_empty() => {
+                let (message, shown) = match self.reuse.pop_front() {
+                    Some((message, shown)) => (Some(message), shown),
+                    None => (None, String::new()),
+                };
+                self.parts.push(Part {
+                    text,
+                    message,
+                    shown,
+                    ..Part::default()
+                })
+            }
             _ => {}
         }
+    }
+
+    /// The answer starts over (its producer lost it and answers again): the new text
+    /// replaces the old in the messages already shown, which are edited rather than sent
+    /// again. If the new answer needs fewer messages, the extra ones keep their old text.
+    pub fn restart(&mut self) {
+        let old = std::mem::take(&mut self.parts);
+        self.text.clear();
+        self.consumed = 0;
+        self.fence = None;
+        let shown = old.into_iter().filter_map(|p| Some((p.message?, p.shown)));
+        let mut reuse: std::collections::VecDeque<_> = shown.collect();
+        reuse.extend(self.reuse.drain(..));
+        self.reuse = reuse;
     }
 
     /// The next operation due, or `None` when every part shows what it should for now.
@@ -288,6 +314,24 @@ mod tests {
             edit(0, "m0", "Hello, world"),
         ];
         assert_eq!(log, expected);
+    }
+
+    #[test]
+    fn an_answer_that_starts_over_replaces_the_text_in_the_same_message() {
+        let (caps, mut state, mut log) = (caps(100, true), ReplyState::new(None), Vec::new());
+        state.push("The answer broke o", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        state.restart();
+        state.push("The answer, whole.", &caps);
+        drain(&mut state, &caps, true, &mut log);
+        assert_eq!(
+            log,
+            [
+                send(0, "The answer broke o"),
+                edit(0, "m0", "The answer, whole.")
+            ]
+        );
+        assert_eq!(state.text, "The answer, whole.");
     }
 
     #[test]

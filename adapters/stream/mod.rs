@@ -112,6 +112,11 @@ impl ReplyStream {
         self.state.push(delta, &self.caps);
     }
 
+    /// The answer starts over: see [`ReplyState::restart`].
+    pub fn restart(&mut self) {
+        self.state.restart();
+    }
+
     /// Performs the operations allowed now: every send, and an edit if the throttle allows.
     /// It may sleep to retry a failed operation, never to wait for the throttle. An error
     /// means an operation failed for good; the stream then holds back for `Backoff::cap`.

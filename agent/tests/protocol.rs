@@ -49,7 +49,8 @@ fn a_turn_streams_back_and_unacked_events_are_replayed_on_resume() -> TestResult
         FromAgent::State {
             running: None,
             finished: vec!["t1".into()],
-            last_seq
+            last_seq,
+            acked: Some(1)
         }
     );
 

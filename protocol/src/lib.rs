@@ -253,6 +253,11 @@ pub enum FromAgent {
         finished: Vec<String>,
         /// The highest sequence number issued so far.
         last_seq: u64,
+        /// The highest sequence number this process has had acknowledged: the events after
+        /// it are the ones it still holds. A bridge that re-attaches without a record of
+        /// its own (an adopted box) resumes from here. Absent from agents before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acked: Option<u64>,
     },
     /// A reply event.
     Event(Event),

@@ -90,6 +90,9 @@ pub struct Session {
     unacked: VecDeque<Event>,
     /// Highest seq handed to the writer since the last `Resume` moved it back.
     written: u64,
+    /// Highest seq the bridge has acknowledged; reported in `State`, so that a bridge
+    /// adopting this box knows where the events it has not seen begin.
+    acked: u64,
     /// Non-event lines waiting for the writer, oldest first (bounded by [`MAX_CONTROL`]).
     control: VecDeque<Control>,
     running: Option<Running>,
@@ -106,6 +109,7 @@ impl Session {
             next_seq: 1,
             unacked: VecDeque::new(),
             written: 0,
+            acked: 0,
             control: VecDeque::new(),
             running: None,
             finished: VecDeque::new(),
@@ -163,6 +167,8 @@ impl Session {
             ToAgent::FollowUp { turn, messages } => Some(self.follow_up(turn, messages)),
             ToAgent::Cancel { turn } => self.cancel(&turn),
             ToAgent::Ack { seq } => {
+                // An ack beyond what was issued (a confused bridge) acknowledges only that.
+                self.acked = self.acked.max(seq.min(self.last_seq()));
                 while self.unacked.front().is_some_and(|event| event.seq <= seq) {
                     self.unacked.pop_front();
                 }
@@ -277,6 +283,7 @@ impl Session {
             running: self.running().map(str::to_owned),
             finished: self.finished.iter().cloned().collect(),
             last_seq: self.last_seq(),
+            acked: Some(self.acked),
         };
         self.push_control(state);
         Some(Action::Resumed)

@@ -95,7 +95,8 @@ fn ack_forgets_events_up_to_seq_and_resume_replays_the_rest_then_state() {
         Some(&FromAgent::State {
             running: None,
             finished: vec!["t1".into(), "t2".into()],
-            last_seq: 4
+            last_seq: 4,
+            acked: Some(2)
         })
     );
 
@@ -127,7 +128,8 @@ fn state_waits_for_the_replay_but_not_for_later_events() {
         FromAgent::State {
             running: Some("t1".into()),
             finished: vec![],
-            last_seq: 2
+            last_seq: 2,
+            acked: Some(0)
         }
     );
     assert!(matches!(&lines[2], FromAgent::Event(Event { seq: 3, .. })));

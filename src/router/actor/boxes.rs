@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use clawpen_protocol::{ToAgent, TurnMessage};
 use tokio::time::Instant;
 
-use super::{Actor, Session, Turn};
+use super::{Actor, Sequencer, Session, Turn};
 use crate::router::turn::{box_gone_message, error_text, turn_message};
 use crate::sandbox::SandboxError;
 use crate::store::{InboundState, TurnRecord};
@@ -28,8 +28,9 @@ impl Actor {
         };
         let started = self.shared.sandbox.ensure_box(&self.key).await?;
         let mut conn = self.shared.sandbox.attach(&started.container).await?;
-        // After a fresh start nothing was acknowledged; after a re-adopt, the agent replays
-        // what it still holds and events of turns we no longer know are skipped.
+        // After a fresh start nothing was acknowledged. After a re-adopt the bridge has no
+        // record of the box's events: its `State` says where they stand, and the sequencer
+        // asks for whatever comes after that.
         conn.send(&ToAgent::Resume {
             version: clawpen_protocol::VERSION,
             after: 0,
@@ -39,7 +40,11 @@ impl Actor {
         self.session = Some(Session {
             conn,
             _permit: permit,
-            acked: 0,
+            seq: if started.fresh {
+                Sequencer::known(0)
+            } else {
+                Sequencer::unknown()
+            },
             resync: false,
             requests: HashMap::new(),
         });
@@ -108,7 +113,7 @@ impl Actor {
                     self.session = Some(Session {
                         conn,
                         _permit: permit,
-                        acked,
+                        seq: Sequencer::known(acked),
                         resync: true,
                         requests: HashMap::new(),
                     });

@@ -8,6 +8,7 @@ use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::sequence::{AfterState, Verdict};
 use super::{Actor, Turn, FINISHED_KEPT, RESPONSE_CAPACITY};
 use crate::router::turn::{error_text, now_secs};
 use crate::router::Shared;
@@ -26,29 +27,8 @@ impl Actor {
                 running,
                 finished,
                 last_seq,
-            }) => {
-                let mut resync = false;
-                if let Some(session) = self.session.as_mut() {
-                    // Replayed events came before this line; anything else up to last_seq
-                    // was acknowledged by an earlier bridge.
-                    session.acked = session.acked.max(last_seq);
-                    resync = std::mem::take(&mut session.resync);
-                }
-                let options = self.turn_options();
-                let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
-                    let known = running.as_deref() == Some(t.record.turn.as_str())
-                        || finished.contains(&t.record.turn);
-                    (!known).then(|| ToAgent::Turn {
-                        turn: t.record.turn.clone(),
-                        messages: t.messages.clone(),
-                        options,
-                    })
-                });
-                if let Some(request) = resend {
-                    tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
-                    self.send_to_box(&request).await;
-                }
-            }
+                acked,
+            }) => self.on_state(running, finished, last_seq, acked).await,
             BoxOutput::Message(FromAgent::Ready { version, provider }) => {
                 tracing::debug!(conversation = %self.key, version, provider, "agent ready");
             }
@@ -63,6 +43,80 @@ impl Actor {
                 self.send_to_box(&ToAgent::Rejected { reason }).await;
             }
             BoxOutput::Closed => self.box_gone().await,
+        }
+    }
+
+    /// The agent's answer to a `Resume`, after everything it replayed: resynchronise the
+    /// sequence, and resend the running turn if the box never received it.
+    async fn on_state(
+        &mut self,
+        running: Option<String>,
+        finished: Vec<String>,
+        last_seq: u64,
+        agent_acked: Option<u64>,
+    ) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        // Turns the agent finished are never answered in a new reply, even when their last
+        // events come again after a restart of the bridge.
+        for id in &finished {
+            if !self.finished.contains(id) {
+                if self.finished.len() >= FINISHED_KEPT {
+                    self.finished.pop_front();
+                }
+                self.finished.push_back(id.clone());
+            }
+        }
+        let resync = std::mem::take(&mut session.resync);
+        match session.seq.on_state(last_seq, agent_acked) {
+            AfterState::InStep => {}
+            AfterState::Replay { after } => {
+                tracing::debug!(conversation = %self.key, after, last_seq, "asking the box to replay events not yet processed");
+                self.send_to_box(&ToAgent::Resume {
+                    version: clawpen_protocol::VERSION,
+                    after,
+                })
+                .await;
+                if let Some(session) = self.session.as_mut() {
+                    // The resend decision waits for the answer to this `Resume`.
+                    session.resync = resync;
+                }
+                return;
+            }
+            AfterState::AgentRestarted => {
+                tracing::info!(conversation = %self.key, last_seq, "the box's agent is a new process; its numbering starts again");
+                if let Some(turn) = self.turn.as_mut() {
+                    turn.record.last_acked = last_seq;
+                }
+            }
+            AfterState::Skip { seq, lost } => {
+                tracing::warn!(conversation = %self.key, lost, seq, "events the box no longer holds were skipped");
+            }
+        }
+        if let Some(seq) = self.session.as_ref().and_then(|s| s.seq.acked()) {
+            if seq > 0 {
+                // Frees what an adopted box held for the bridge before this one.
+                self.send_to_box(&ToAgent::Ack { seq }).await;
+            }
+        }
+        let options = self.turn_options();
+        let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
+            let known = running.as_deref() == Some(t.record.turn.as_str())
+                || finished.contains(&t.record.turn);
+            (!known).then(|| ToAgent::Turn {
+                turn: t.record.turn.clone(),
+                messages: t.messages.clone(),
+                options,
+            })
+        });
+        if let Some(request) = resend {
+            tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
+            if let Some(turn) = self.turn.as_mut() {
+                // Its answer starts over: it replaces what the lost process had streamed.
+                turn.reply.restart();
+            }
+            self.send_to_box(&request).await;
         }
     }
 
@@ -103,10 +157,17 @@ impl Actor {
         let Some(session) = self.session.as_mut() else {
             return;
         };
-        if event.seq <= session.acked {
-            return; // a replay of something already processed
+        match session.seq.check(event.seq) {
+            Verdict::Take => session.seq.took(event.seq),
+            // A replay of something already processed.
+            Verdict::Seen => return,
+            Verdict::Gap => {
+                // Written before the agent handled our `Resume`; the replay brings it again,
+                // after the events it must follow.
+                tracing::debug!(conversation = %self.key, seq = event.seq, "event ahead of the replay; waiting for it in order");
+                return;
+            }
         }
-        session.acked = event.seq;
         if self.turn.is_none()
             && !self.finished.contains(&event.turn)
             && !matches!(event.body, EventBody::Final)
@@ -183,7 +244,7 @@ impl Actor {
             conversation: self.key.clone(),
             turn: id.to_string(),
             container: session.conn.container.clone(),
-            last_acked: session.acked,
+            last_acked: session.seq.acked().unwrap_or(0),
             inbound: Vec::new(),
             reply: ReplyState::new(None),
             started_at: now_secs(),

@@ -19,6 +19,9 @@ use tokio::time::{sleep_until, Instant};
 
 mod boxes;
 mod events;
+mod sequence;
+
+use sequence::Sequencer;
 
 use super::turn::{self, now_secs, turn_id, turn_message};
 use super::Shared;
@@ -67,8 +70,8 @@ struct Session {
     conn: BoxConn,
     /// The live-box slot this box occupies; released when the session drops.
     _permit: OwnedSemaphorePermit,
-    /// The highest event sequence number processed and acknowledged.
-    acked: u64,
+    /// Which of the box's events to take: in order, once each, never past a gap.
+    seq: Sequencer,
     /// Set when attaching to a turn interrupted by a restart: the agent's answer to
     /// `Resume` then tells whether it ever received that turn.
     resync: bool,
@@ -263,7 +266,11 @@ impl Actor {
                 .as_ref()
                 .map(|s| s.conn.container.clone())
                 .unwrap_or_default(),
-            last_acked: self.session.as_ref().map(|s| s.acked).unwrap_or(0),
+            last_acked: self
+                .session
+                .as_ref()
+                .and_then(|s| s.seq.acked())
+                .unwrap_or(0),
             inbound: context
                 .iter()
                 .chain(&messages)
