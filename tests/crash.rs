@@ -238,6 +238,9 @@ async fn run(kills: u32) {
         outcome.garbled.len(),
         outcome.stray.len()
     );
+    for duplicate in &outcome.duplicated {
+        eprintln!("crash run: duplicated: {duplicate}");
+    }
     let clean = outcome.lost.is_empty() && outcome.garbled.is_empty() && outcome.stray.is_empty();
     if !clean || !outcome.duplicated.is_empty() {
         for run in 0..=kills {

@@ -25,7 +25,9 @@
 //! ```
 
 use std::collections::hash_map::RandomState;
+use std::future::Future;
 use std::hash::BuildHasher;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,12 @@ pub const MAX_DRAFT_ID: u64 = i32::MAX as u64;
 /// for about 30 s; a turn busy with tools may stream nothing for longer than that.
 pub const DRAFT_REFRESH: Duration = Duration::from_secs(20);
 
+/// Called with the reply's state after each message the platform accepted, and awaited
+/// before anything else is sent: the caller records the new message's id durably, so that
+/// a crash right after never sends it again.
+pub type OnSent =
+    Box<dyn FnMut(&ReplyState) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
 /// One reply on its way to a platform: the policy state plus what carrying it out needs.
 pub struct ReplyStream {
     adapter: Arc<dyn Adapter>,
@@ -65,6 +73,8 @@ pub struct ReplyStream {
     draft_base: u64,
     /// When the current draft was last shown, to show it again within [`DRAFT_REFRESH`].
     drafted_at: Option<Instant>,
+    /// Records each accepted message (see [`OnSent`]).
+    on_sent: Option<OnSent>,
 }
 
 impl ReplyStream {
@@ -88,7 +98,14 @@ impl ReplyStream {
             held_until: None,
             draft_base,
             drafted_at: None,
+            on_sent: None,
         }
+    }
+
+    /// Has `hook` record every message the platform accepts, before the next is sent.
+    pub fn on_sent(mut self, hook: OnSent) -> Self {
+        self.on_sent = Some(hook);
+        self
     }
 
     /// The draft id of part `part`: in 1..=[`MAX_DRAFT_ID`], so any platform integer holds it.
@@ -213,8 +230,14 @@ impl ReplyStream {
                 None
             }
         };
+        let was_send = matches!(op, Op::Send { .. });
         self.state.applied(&op, sent);
         self.throttle.wrote(Instant::now());
+        if was_send {
+            if let Some(hook) = self.on_sent.as_mut() {
+                hook(&self.state).await;
+            }
+        }
         Ok(())
     }
 }

@@ -10,9 +10,10 @@ use crate::{AdapterError, ConversationKey};
 
 /// How often and how patiently a failed operation is retried.
 ///
-/// A transport error backs off exponentially, so an outage is not hammered; a rate limit
-/// waits as long as the platform asked. Both count toward `max_attempts`, so that a reply
-/// gives up (and says so) rather than hanging on a platform that never recovers.
+/// A transport error backs off exponentially, so an outage is not hammered, and counts
+/// toward `max_attempts`, so that an operation gives up (and says so) rather than hanging on
+/// a platform that never recovers. A rate limit is not a failure: the platform works and
+/// says when to come back, so it is waited out however often it comes, never counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     /// The wait after the first transport error.
@@ -55,9 +56,7 @@ impl Backoff {
     /// `None` if the error is to be returned: it is final, or no attempt is left.
     pub fn retry_after(&self, failures: u32, error: &AdapterError) -> Option<Duration> {
         match error {
-            AdapterError::RateLimited { retry_after } => {
-                (failures < self.max_attempts).then_some(*retry_after)
-            }
+            AdapterError::RateLimited { retry_after } => Some(*retry_after),
             AdapterError::Transport(_) => self.delay(failures),
             AdapterError::Rejected(_)
             | AdapterError::NotFound(_)
@@ -67,7 +66,7 @@ impl Backoff {
 }
 
 /// Runs `attempt` until it succeeds or `backoff` says to give up; the retries are logged
-/// here, the final error by the caller.
+/// here, the final error by the caller. Only transport errors count as failures.
 pub(super) async fn retry<T, F, Fut>(
     backoff: &Backoff,
     conversation: &ConversationKey,
@@ -83,7 +82,9 @@ where
             Ok(done) => return Ok(done),
             Err(error) => error,
         };
-        failures += 1;
+        if !matches!(error, AdapterError::RateLimited { .. }) {
+            failures += 1;
+        }
         let Some(wait) = backoff.retry_after(failures, &error) else {
             return Err(error);
         };
@@ -143,7 +144,11 @@ pub(super) mod tests {
             backoff.retry_after(1, &rate_limited(7)),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(backoff.retry_after(6, &rate_limited(7)), None);
+        assert_eq!(
+            backoff.retry_after(60, &rate_limited(7)),
+            Some(Duration::from_secs(7)),
+            "rate limits are waited out, never counted"
+        );
         assert_eq!(
             backoff.retry_after(2, &transport()),
             Some(Duration::from_secs(1))

@@ -346,3 +346,32 @@ async fn a_quiet_draft_is_shown_again_before_it_lapses() -> Result<(), AdapterEr
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_accepted_message_is_recorded_before_the_next_is_sent() -> Result<(), AdapterError> {
+    let fake = Fake::new(20, true);
+    /// What the hook saw: the platform's calls so far and the ids the state held then.
+    type Seen = Vec<(usize, Vec<MessageRef>)>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    let (record, calls) = (seen.clone(), fake.clone());
+    let hook: OnSent = Box::new(move |state: &ReplyState| {
+        let ids = state
+            .parts
+            .iter()
+            .filter_map(|p| p.message.clone())
+            .collect();
+        lock(&record).push((calls.calls().len(), ids));
+        Box::pin(async {})
+    });
+    let mut stream = stream(&fake, ReplyState::new(None)).on_sent(hook);
+    // Three parts, all sent by the one `finish`.
+    stream.push("aaaa bbbb cccc dddd eeee ffff gggg hhhh iiii jjjj kkkk");
+    stream.finish().await?;
+    let seen = lock(&seen).clone();
+    assert_eq!(seen.len(), 3, "one record per message: {seen:?}");
+    for (n, (calls_then, ids)) in seen.iter().enumerate() {
+        assert_eq!(ids.len(), n + 1, "the new message's id is in the record");
+        assert_eq!(*calls_then, n + 1, "recorded before the next call");
+    }
+    Ok(())
+}

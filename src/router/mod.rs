@@ -18,18 +18,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod actor;
+mod delivery;
+mod mailbox;
 mod turn;
 
 use actor::{Actor, Command, Start};
+use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
 
 use crate::sandbox::Sandbox;
-use crate::store::{InboundState, InsertOutcome, Store, TurnRecord};
+use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, TurnRecord};
 use crate::tunnel::Tunnel;
-
-/// Commands waiting for one conversation's actor. When full, `accept` waits: the message
-/// is already stored, so the adapter is merely slowed, and nothing is lost.
-const MAILBOX_CAPACITY: usize = 64;
 
 /// Timing knobs of the router.
 #[derive(Clone, Debug)]
@@ -81,7 +80,7 @@ pub(crate) struct Shared {
     /// One permit per live box; waiting for one is the fair queue of conversations.
     pub(crate) slots: Arc<Semaphore>,
     /// The mailbox of every live actor. A std mutex: held only to look up or insert.
-    actors: Mutex<HashMap<ConversationKey, mpsc::Sender<Command>>>,
+    actors: Mailboxes<Command>,
     /// What each live actor is doing; written by actors, read by `status`.
     status: Mutex<HashMap<ConversationKey, ConversationStatus>>,
     /// Every actor task, so shutdown can wait for them.
@@ -123,20 +122,18 @@ impl Shared {
         );
     }
 
-    /// Called by an actor that wants to exit: succeeds only if no command is waiting, so a
-    /// message sent concurrently is never stranded in a dead mailbox.
+    /// Called by an actor that wants to exit: it may only when no command reached it, so
+    /// a message sent concurrently is never stranded in a dead mailbox (see [`mailbox`]).
     pub(crate) fn try_retire(
         &self,
         key: &ConversationKey,
-        mailbox: &mpsc::Receiver<Command>,
-    ) -> bool {
-        let mut actors = lock(&self.actors);
-        if !mailbox.is_empty() {
-            return false;
+        mailbox: &mut mpsc::Receiver<Command>,
+    ) -> Retire<Command> {
+        let retire = self.actors.retire(key, mailbox);
+        if matches!(retire, Retire::Gone) {
+            lock(&self.status).remove(key);
         }
-        actors.remove(key);
-        lock(&self.status).remove(key);
-        true
+        retire
     }
 
     pub(crate) fn adapter(&self, key: &ConversationKey) -> Option<Arc<dyn Adapter>> {
@@ -166,7 +163,7 @@ impl Router {
                 slots: Arc::new(Semaphore::new(config.max_boxes)),
                 config,
                 adapters,
-                actors: Mutex::new(HashMap::new()),
+                actors: Mailboxes::new(),
                 status: Mutex::new(HashMap::new()),
                 tracker: TaskTracker::new(),
                 shutdown,
@@ -210,8 +207,19 @@ impl Router {
             .into_iter()
             .map(|t| (t.conversation.clone(), t))
             .collect();
+        let mut deliveries: HashMap<ConversationKey, Vec<DeliveryRecord>> = HashMap::new();
+        for pending in store.pending_deliveries().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot read the pending replies; they are not shown");
+            Vec::new()
+        }) {
+            deliveries
+                .entry(pending.conversation.clone())
+                .or_default()
+                .push(pending);
+        }
         let mut keys: Vec<ConversationKey> = store.conversations_with_pending().unwrap_or_default();
         keys.extend(turns.keys().cloned());
+        keys.extend(deliveries.keys().cloned());
         keys.extend(running.iter().cloned());
         keys.sort();
         keys.dedup();
@@ -229,6 +237,7 @@ impl Router {
                 resume: turns.get(&key).cloned(),
                 adopt: running.contains(&key),
                 context,
+                deliveries: deliveries.remove(&key).unwrap_or_default(),
             };
             tracing::info!(conversation = %key, resume = start.resume.is_some(), adopt = start.adopt, "recovering conversation");
             self.spawn_actor(key, start);
@@ -237,8 +246,7 @@ impl Router {
     }
 
     fn spawn_actor(&self, key: ConversationKey, start: Start) -> mpsc::Sender<Command> {
-        let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-        lock(&self.shared.actors).insert(key.clone(), tx.clone());
+        let (tx, rx) = self.shared.actors.open(&key);
         self.shared
             .set_status(&key, None, "starting", start.queue.len());
         let actor = Actor::new(key, self.shared.clone(), rx);
@@ -249,7 +257,7 @@ impl Router {
     /// Hand a command to a conversation's actor, starting one if needed.
     async fn dispatch(&self, key: &ConversationKey, mut command: Command) {
         loop {
-            let existing = lock(&self.shared.actors).get(key).cloned();
+            let existing = self.shared.actors.get(key);
             let sender = match existing {
                 Some(sender) => sender,
                 None => match command {
@@ -277,10 +285,7 @@ impl Router {
                 Ok(()) => return,
                 // The actor retired between lookup and send: take the command back, retry.
                 Err(mpsc::error::SendError(back)) => {
-                    let mut actors = lock(&self.shared.actors);
-                    if actors.get(key).is_some_and(|s| s.same_channel(&sender)) {
-                        actors.remove(key);
-                    }
+                    self.shared.actors.forget(key, &sender);
                     command = back;
                 }
             }
@@ -341,10 +346,7 @@ impl Router {
         {
             return Vec::new();
         }
-        lock(&self.shared.actors)
-            .keys()
-            .map(ToString::to_string)
-            .collect()
+        self.shared.actors.names()
     }
 }
 

@@ -12,6 +12,8 @@
 //!   arrival order per conversation (`inbound`).
 //! - `inbound_ids`: arrival sequence by (conversation, platform message id): the dedupe index.
 //! - `turns`: [`TurnRecord`] by conversation key text, at most one per conversation (`turn`).
+//! - `deliveries`: [`DeliveryRecord`] by (conversation, turn): the platform messages of a
+//!   reply, and the final text of a finished turn not yet fully shown (`delivery`).
 //! - `cursors`: each adapter's platform cursor, e.g. the Telegram offset (`cursor`).
 //!
 //! [`StoreError`] (in `error`) is the one error type of all of it.
@@ -35,11 +37,13 @@ use serde::Serialize;
 
 mod conversation;
 mod cursor;
+mod delivery;
 mod error;
 mod inbound;
 mod turn;
 
 pub use conversation::ConversationRecord;
+pub use delivery::DeliveryRecord;
 pub use error::StoreError;
 pub use inbound::{InboundState, InsertOutcome, StoredInbound};
 pub use turn::TurnRecord;
@@ -74,6 +78,7 @@ struct Inner {
     inbound: sled::Tree,
     inbound_ids: sled::Tree,
     turns: sled::Tree,
+    deliveries: sled::Tree,
     cursors: sled::Tree,
 }
 
@@ -139,6 +144,7 @@ impl Store {
             inbound: db.open_tree("inbound").map_err(sled_err)?,
             inbound_ids: db.open_tree("inbound_ids").map_err(sled_err)?,
             turns: db.open_tree("turns").map_err(sled_err)?,
+            deliveries: db.open_tree("deliveries").map_err(sled_err)?,
             cursors: db.open_tree("cursors").map_err(sled_err)?,
             db,
         };

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
+use super::delivery::{abort, delivery_key};
 use super::inbound::{id_key, InboundState};
 use super::{conversation_prefix, encode, Store, StoreError};
 
@@ -14,7 +15,8 @@ const TREE: &str = "turns";
 
 /// The running turn of one conversation, rewritten at every step of its reply, so that
 /// after a crash the daemon reattaches to the box, replays the events after `last_acked`,
-/// and continues editing the same platform messages instead of sending new ones.
+/// and continues the reply from exactly the acknowledged text. Which platform messages
+/// show it is the delivery record's business ([`super::DeliveryRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnRecord {
     /// Which conversation the turn answers.
@@ -27,7 +29,9 @@ pub struct TurnRecord {
     pub last_acked: u64,
     /// Platform ids of the inbound messages it answers; done when it finishes.
     pub inbound: Vec<String>,
-    /// What of the reply has been delivered, part by part.
+    /// The reply: its text as acknowledged (`reply.text`) and what it answers
+    /// (`reply.reply_to`). Records written before delivery records existed also hold the
+    /// parts shown; resuming such a turn takes them as its delivery state.
     pub reply: ReplyState,
     /// When it started, in seconds since the Unix epoch.
     pub started_at: u64,
@@ -70,36 +74,58 @@ impl Store {
         Ok(turns)
     }
 
-    /// Ends the conversation's turn: removes its record and marks its inbound messages
-    /// done, in one transaction, so a crash leaves either a turn to resume or answered
-    /// messages, never answered messages that get answered again. Flushed. Returns the
-    /// removed record, or `None` if there was no turn.
+    /// Ends the conversation's stored turn, as [`Store::complete_turn`] does with the record
+    /// as stored. Returns the removed record, or `None` if there was no turn.
     pub fn finish_turn(
         &self,
         conversation: &ConversationKey,
     ) -> Result<Option<TurnRecord>, StoreError> {
-        let key = conversation.to_string();
-        let prefix = conversation_prefix(conversation);
+        let Some(record) = self.turn(conversation)? else {
+            return Ok(None);
+        };
+        self.complete_turn(&record)?;
+        Ok(Some(record))
+    }
+
+    /// Ends a turn whose final state is `record`: marks its inbound messages done, removes
+    /// the conversation's turn record (if it is this turn's) and keeps the reply's final
+    /// text with its delivery record, all in one transaction, so a crash leaves either a
+    /// turn to resume or answered messages with a reply still to show, never answered
+    /// messages that get answered again, nor a finished reply that is never shown. Flushed.
+    pub fn complete_turn(&self, record: &TurnRecord) -> Result<(), StoreError> {
+        let key = record.conversation.to_string();
+        let prefix = conversation_prefix(&record.conversation);
+        let delivery = delivery_key(&record.conversation, &record.turn);
         let inner = &self.inner;
-        let finished = (&inner.turns, &inner.inbound_ids, &inner.inbound)
-            .transaction(|(turns, ids, log)| {
-                let Some(bytes) = turns.get(key.as_bytes())? else {
-                    return Ok(None);
-                };
-                let record: TurnRecord = self
-                    .decode(TREE, key.as_bytes(), &bytes)
-                    .map_err(ConflictableTransactionError::Abort)?;
+        (
+            &inner.turns,
+            &inner.inbound_ids,
+            &inner.inbound,
+            &inner.deliveries,
+        )
+            .transaction(|(turns, ids, log, deliveries)| {
                 for id in &record.inbound {
                     // A message missing from the log (pruned) has nothing left to mark.
                     let id_key = id_key(&prefix, id);
                     self.update_state(ids, log, &prefix, &id_key, &InboundState::Done)?;
                 }
-                turns.remove(key.as_bytes())?;
-                Ok(Some(record))
+                if let Some(bytes) = turns.get(key.as_bytes())? {
+                    let stored: TurnRecord = self
+                        .decode(TREE, key.as_bytes(), &bytes)
+                        .map_err(ConflictableTransactionError::Abort)?;
+                    if stored.turn == record.turn {
+                        turns.remove(key.as_bytes())?;
+                    }
+                }
+                let mut pending =
+                    self.delivery_in(deliveries, &record.conversation, &record.turn, &delivery)?;
+                pending.final_text = Some(record.reply.text.clone());
+                pending.reply_to = record.reply.reply_to.clone();
+                deliveries.insert(delivery.as_slice(), encode(&pending).map_err(abort)?)?;
+                Ok(())
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()?;
-        Ok(finished)
+        self.flush()
     }
 }
 

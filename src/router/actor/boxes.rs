@@ -68,9 +68,27 @@ impl Actor {
 
     pub(super) async fn resume(&mut self, record: TurnRecord) {
         let alive = matches!(self.shared.sandbox.inspect(&record.container).await, Ok(Some(exit)) if exit.running);
-        let Some(reply) = self.new_reply(record.reply.clone()) else {
+        let Some(outbox) = self.outbox() else {
             return;
         };
+        // What the platform showed: the delivery record's snapshot; records written before
+        // delivery had one of its own kept their parts in the turn record.
+        let shown = match self.shared.store.delivery(&self.key, &record.turn) {
+            Ok(Some(delivery)) => delivery.shown,
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(conversation = %self.key, error = %e, "unreadable delivery record; the reply is shown again in new messages");
+                None
+            }
+        };
+        let shown = shown.unwrap_or_else(|| {
+            let mut legacy = record.reply.clone();
+            if legacy.parts.is_empty() {
+                legacy.text.clear();
+            }
+            legacy
+        });
+        outbox.resume(Some(record.turn.clone()), shown, &record.reply.text);
         let messages: Vec<TurnMessage> = self
             .shared
             .store
@@ -84,7 +102,6 @@ impl Actor {
         self.turn = Some(Turn {
             record,
             messages,
-            reply,
             last_sign: Instant::now(),
             next_typing: self.typing_start(),
             stalled: None,
@@ -167,8 +184,11 @@ impl Actor {
         };
         let message = box_gone_message(exit.as_ref(), turn.stalled);
         tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
-        let text = error_text(&turn.reply.state().text, &message);
-        turn.reply.push(&text);
+        let text = error_text(&turn.record.reply.text, &message);
+        turn.record.reply.text.push_str(&text);
+        if let Some(outbox) = self.outbox() {
+            outbox.push(&text);
+        }
         self.finish_turn().await;
     }
 

@@ -1,17 +1,17 @@
 //! The reply side of an actor: what comes out of the box (events, requests, garbage) and
 //! how it becomes platform messages, persisted before it is acknowledged.
 
+use std::sync::Arc;
+
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::stream::ReplyStream;
-use clawpen_adapters::ConversationKey;
 use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::sequence::{AfterState, Verdict};
 use super::{Actor, Turn, FINISHED_KEPT, RESPONSE_CAPACITY};
+use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
-use crate::router::Shared;
 use crate::sandbox::BoxOutput;
 use crate::store::TurnRecord;
 
@@ -114,7 +114,10 @@ impl Actor {
             tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
             if let Some(turn) = self.turn.as_mut() {
                 // Its answer starts over: it replaces what the lost process had streamed.
-                turn.reply.restart();
+                turn.record.reply.text.clear();
+                if let Some(outbox) = self.outbox() {
+                    outbox.restart();
+                }
             }
             self.send_to_box(&request).await;
         }
@@ -176,58 +179,46 @@ impl Actor {
             // finished the last turn are answered in a new reply.
             self.agent_turn(&event.turn).await;
         }
+        let outbox = self.outbox();
+        let Some(turn) = self.turn.as_mut().filter(|t| t.record.turn == event.turn) else {
+            // Nothing of ours is waiting for it (a turn already finished).
+            self.send_to_box(&ToAgent::Ack { seq: event.seq }).await;
+            return;
+        };
+        let mut pushed = None;
         let mut finished = false;
-        if let Some(turn) = self.turn.as_mut().filter(|t| t.record.turn == event.turn) {
-            match event.body {
-                EventBody::TextDelta { text } => {
-                    turn.reply.push(&text);
-                    if let Err(e) = turn.reply.pump().await {
-                        tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed");
-                    }
-                }
-                EventBody::Status { text } => {
-                    if let Some(adapter) = self.shared.adapter(&self.key) {
-                        let _ = adapter.status(&self.key, &text).await;
-                    }
-                }
-                EventBody::Message { text } => {
-                    if let Some(adapter) = self.shared.adapter(&self.key) {
-                        let mut message =
-                            ReplyStream::new(adapter, self.key.clone(), ReplyState::new(None));
-                        message.push(&text);
-                        if let Err(e) = message.deliver().await {
-                            tracing::warn!(conversation = %self.key, error = %e, "sending the agent's message failed");
-                        }
-                    }
-                }
-                EventBody::File { path } => {
-                    let container = turn.record.container.clone();
-                    if let Err(e) = upload_file(&self.shared, &self.key, &container, &path).await {
-                        tracing::warn!(conversation = %self.key, path, error = %e, "uploading the agent's file failed");
-                        let note = error_text(
-                            &turn.reply.state().text,
-                            &format!("Could not send the file {path}: {e}"),
-                        );
-                        turn.reply.push(&note);
-                    }
-                }
-                EventBody::Error { message } => {
-                    let text = error_text(&turn.reply.state().text, &message);
-                    turn.reply.push(&text);
-                }
-                EventBody::Final => finished = true,
+        match event.body {
+            EventBody::TextDelta { text } => pushed = Some(text),
+            EventBody::Error { message } => {
+                pushed = Some(error_text(&turn.record.reply.text, &message));
             }
-            turn.record.last_acked = event.seq;
-            turn.record.reply = turn.reply.state().clone();
-            if finished {
-                self.finish_turn().await;
-            } else if let Err(e) = {
-                let record = turn.record.clone();
-                self.shared
-                    .store
-                    .blocking(move |s| s.put_turn(&record))
-                    .await
-            } {
+            EventBody::Status { text } => side(&outbox, Side::Status(text)),
+            EventBody::Message { text } => side(&outbox, Side::Message(text)),
+            EventBody::File { path } => {
+                let container = turn.record.container.clone();
+                side(&outbox, Side::Upload { container, path });
+            }
+            EventBody::Final => finished = true,
+        }
+        if let Some(text) = &pushed {
+            turn.record.reply.text.push_str(text);
+        }
+        turn.record.last_acked = event.seq;
+        if finished {
+            self.finish_turn().await;
+        } else if pushed.is_some() {
+            let record = turn.record.clone();
+            let saved = self
+                .shared
+                .store
+                .blocking(move |s| s.put_turn(&record))
+                .await;
+            // Shown once durable, so a restart never shows it twice; shown even if the disk
+            // failed, so the user is not left waiting (the replay then repeats it).
+            if let (Some(outbox), Some(text)) = (&outbox, &pushed) {
+                outbox.push(text);
+            }
+            if let Err(e) = saved {
                 tracing::error!(conversation = %self.key, error = %e, "could not persist reply progress; not acknowledging");
                 return;
             }
@@ -249,24 +240,26 @@ impl Actor {
             reply: ReplyState::new(None),
             started_at: now_secs(),
         };
-        let Some(reply) = self.new_reply(record.reply.clone()) else {
+        let Some(outbox) = self.outbox() else {
             return;
         };
         if let Err(e) = self.shared.store.put_turn(&record) {
             tracing::warn!(conversation = %self.key, error = %e, "could not persist the agent's turn");
         }
         tracing::debug!(conversation = %self.key, turn = id, "the agent started a turn");
+        outbox.begin(Some(record.turn.clone()), record.reply.clone());
         self.turn = Some(Turn {
             record,
             messages: Vec::new(),
-            reply,
             last_sign: Instant::now(),
             next_typing: self.typing_start(),
             stalled: None,
         });
     }
 
-    /// Deliver the rest of the reply, then forget the turn (inbound marked done).
+    /// The turn is over: its messages are answered and its reply's final text is kept with
+    /// its delivery, in one step; the delivery task shows the rest of it (however long the
+    /// platform makes it wait) while the conversation goes on.
     pub(super) async fn finish_turn(&mut self) {
         let Some(mut turn) = self.turn.take() else {
             return;
@@ -275,35 +268,29 @@ impl Actor {
             self.finished.pop_front();
         }
         self.finished.push_back(turn.record.turn.clone());
-        if turn.reply.state().text.trim().is_empty() {
-            turn.reply.push("(the agent finished without a reply)");
+        if turn.record.reply.text.trim().is_empty() {
+            let blank = "(the agent finished without a reply)";
+            turn.record.reply.text.push_str(blank);
+            if let Some(outbox) = self.outbox() {
+                outbox.push(blank);
+            }
         }
-        if let Err(e) = turn.reply.finish().await {
-            tracing::warn!(conversation = %self.key, error = %e, "delivering the end of the reply failed");
-        }
-        let key = self.key.clone();
+        let record = turn.record;
         if let Err(e) = self
             .shared
             .store
-            .blocking(move |s| s.finish_turn(&key))
+            .blocking(move |s| s.complete_turn(&record))
             .await
         {
             tracing::error!(conversation = %self.key, error = %e, "could not record the finished turn");
         }
+        if let Some(outbox) = self.outbox() {
+            outbox.finish();
+        }
         self.last_activity = Instant::now();
     }
 
-    pub(super) async fn pump(&mut self) {
-        if let Some(turn) = self.turn.as_mut() {
-            if let Err(e) = turn.reply.pump().await {
-                tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed");
-            }
-            turn.record.reply = turn.reply.state().clone();
-            let _ = self.shared.store.put_turn(&turn.record);
-        }
-    }
-
-    pub(super) async fn typing(&mut self) {
+    pub(super) fn typing(&mut self) {
         let Some(adapter) = self.shared.adapter(&self.key) else {
             return;
         };
@@ -311,32 +298,15 @@ impl Actor {
         if let Some(turn) = self.turn.as_mut() {
             turn.next_typing = interval.map(|i| Instant::now() + i);
         }
-        if let Err(e) = adapter.typing(&self.key).await {
-            tracing::debug!(conversation = %self.key, error = %e, "typing indicator failed");
+        if let Some(outbox) = self.outbox() {
+            outbox.side(Side::Typing);
         }
     }
 }
 
-/// Read a file the agent named from its workspace and upload it to the chat.
-async fn upload_file(
-    shared: &Shared,
-    key: &ConversationKey,
-    container: &str,
-    path: &str,
-) -> Result<(), String> {
-    let adapter = shared.adapter(key).ok_or("no adapter")?;
-    let data = shared
-        .sandbox
-        .read_workspace_file(container, path)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = std::path::Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "file".into());
-    adapter
-        .upload(key, &clawpen_adapters::Upload { name, data })
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+/// Hands a side operation to the delivery, if there is one.
+fn side(outbox: &Option<Arc<Outbox>>, op: Side) {
+    if let Some(outbox) = outbox {
+        outbox.side(op);
+    }
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::stream::ReplyStream;
 use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
 use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
@@ -23,10 +22,12 @@ mod sequence;
 
 use sequence::Sequencer;
 
+use super::delivery::{self, Outbox};
+use super::mailbox::Retire;
 use super::turn::{self, now_secs, turn_id, turn_message};
 use super::Shared;
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
-use crate::store::{InboundState, TurnRecord};
+use crate::store::{DeliveryRecord, InboundState, TurnRecord};
 
 /// Response parts not yet written to the box. When full, the request's task waits for the
 /// box to take them: a slow box slows only its own responses.
@@ -63,6 +64,8 @@ pub(crate) struct Start {
     pub adopt: bool,
     /// Chatter to give the next turn as context.
     pub context: Vec<Inbound>,
+    /// Finished turns whose replies a restart interrupted, to show in full.
+    pub deliveries: Vec<DeliveryRecord>,
 }
 
 /// The attached box.
@@ -90,9 +93,9 @@ impl Drop for Session {
 
 /// The running turn.
 struct Turn {
+    /// Its durable state; `record.reply.text` is the reply's text as acknowledged.
     record: TurnRecord,
     messages: Vec<TurnMessage>,
-    reply: ReplyStream,
     /// The last sign of life from the box (event or heartbeat), for stall detection.
     last_sign: Instant,
     /// When to renew the typing indicator.
@@ -113,13 +116,14 @@ pub(crate) struct Actor {
     /// Recently finished turns, so late events of theirs never open a new reply.
     finished: VecDeque<String>,
     last_activity: Instant,
+    /// Hands replies to the conversation's delivery task, started on first use.
+    outbox: Option<Arc<Outbox>>,
 }
 
 /// What the actor's select loop woke up for.
 enum Wake {
     Command(Option<Command>),
     Output(BoxOutput),
-    ReplyDue,
     Typing,
     Stall,
     Idle,
@@ -142,6 +146,7 @@ impl Actor {
             context: VecDeque::new(),
             finished: VecDeque::new(),
             last_activity: Instant::now(),
+            outbox: None,
         }
     }
 
@@ -149,6 +154,9 @@ impl Actor {
         self.queue.extend(start.queue);
         for message in start.context {
             self.add_context(message);
+        }
+        for pending in start.deliveries {
+            self.deliver_pending(pending);
         }
         if let Some(record) = start.resume {
             self.resume(record).await;
@@ -169,31 +177,45 @@ impl Actor {
             // is what keeps it bounded as more chatter arrives.
             let nothing_held =
                 self.session.is_none() && self.queue.is_empty() && self.context.is_empty();
-            if self.turn.is_none()
-                && (shutting_down || nothing_held)
-                && self.shared.try_retire(&self.key, &self.mailbox)
-            {
-                break;
+            if self.turn.is_none() && (shutting_down || nothing_held) {
+                match self.shared.try_retire(&self.key, &mut self.mailbox) {
+                    Retire::Gone => break,
+                    Retire::Stay(left, mailbox) => {
+                        self.mailbox = mailbox;
+                        for command in left {
+                            self.on_command(command).await;
+                        }
+                        continue;
+                    }
+                }
             }
             match self.wait().await {
-                Wake::Command(Some(Command::Inbound(message))) => self.on_inbound(*message).await,
-                Wake::Command(Some(Command::Context(message))) => self.add_context(*message),
-                Wake::Command(Some(Command::Cancel)) => self.cancel().await,
+                Wake::Command(Some(command)) => self.on_command(command).await,
                 Wake::Command(None) => break,
                 Wake::Output(output) => self.on_output(output).await,
-                Wake::ReplyDue => self.pump().await,
-                Wake::Typing => self.typing().await,
+                Wake::Typing => self.typing(),
                 Wake::Stall => self.stalled().await,
                 Wake::Idle => self.idle_stop().await,
                 Wake::Shutdown => {}
             }
         }
+        if let Some(outbox) = &self.outbox {
+            // What it holds is still delivered; then it stops too.
+            outbox.close();
+        }
         tracing::debug!(conversation = %self.key, "actor stopped");
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Inbound(message) => self.on_inbound(*message).await,
+            Command::Context(message) => self.add_context(*message),
+            Command::Cancel => self.cancel().await,
+        }
     }
 
     async fn wait(&mut self) -> Wake {
         let far = Instant::now() + Duration::from_secs(86_400);
-        let reply_due = self.turn.as_ref().and_then(|t| t.reply.next_due());
         let typing_due = self.turn.as_ref().and_then(|t| t.next_typing);
         let stall_due = self
             .turn
@@ -207,7 +229,6 @@ impl Actor {
         tokio::select! {
             command = self.mailbox.recv() => Wake::Command(command),
             output = recv_output(session) => Wake::Output(output),
-            _ = sleep_until(reply_due.unwrap_or(far)), if reply_due.is_some() => Wake::ReplyDue,
             _ = sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
             _ = sleep_until(stall_due.unwrap_or(far)), if stall_due.is_some() => Wake::Stall,
             _ = sleep_until(idle_due.unwrap_or(far)), if idle_due.is_some() => Wake::Idle,
@@ -227,9 +248,26 @@ impl Actor {
             .set_status(&self.key, container, state, self.queue.len());
     }
 
-    fn new_reply(&self, state: ReplyState) -> Option<ReplyStream> {
-        let adapter = self.shared.adapter(&self.key)?;
-        Some(ReplyStream::new(adapter, self.key.clone(), state))
+    /// The conversation's delivery, started on first use; `None` without an adapter for
+    /// its platform.
+    fn outbox(&mut self) -> Option<Arc<Outbox>> {
+        if self.outbox.is_none() {
+            let adapter = self.shared.adapter(&self.key)?;
+            self.outbox = Some(delivery::spawn(&self.shared, self.key.clone(), adapter));
+        }
+        self.outbox.clone()
+    }
+
+    /// Delivers a finished turn's reply that a restart interrupted.
+    fn deliver_pending(&mut self, pending: DeliveryRecord) {
+        let Some(outbox) = self.outbox() else { return };
+        let text = pending.final_text.unwrap_or_default();
+        let shown = pending
+            .shown
+            .unwrap_or_else(|| ReplyState::new(pending.reply_to.clone()));
+        tracing::info!(conversation = %self.key, turn = %pending.turn, "finishing the delivery of a reply");
+        outbox.resume(Some(pending.turn), shown, &text);
+        outbox.finish();
     }
 
     fn typing_start(&self) -> Option<Instant> {
@@ -279,7 +317,7 @@ impl Actor {
             reply: ReplyState::new(Some(MessageRef(last.id.clone()))),
             started_at: now_secs(),
         };
-        let Some(reply) = self.new_reply(record.reply.clone()) else {
+        let Some(outbox) = self.outbox() else {
             tracing::error!(conversation = %self.key, "no adapter for this platform; dropping the turn");
             return;
         };
@@ -312,10 +350,10 @@ impl Actor {
             messages: turn_messages.clone(),
             options: self.turn_options(),
         };
+        outbox.begin(Some(record.turn.clone()), record.reply.clone());
         self.turn = Some(Turn {
             record,
             messages: turn_messages,
-            reply,
             last_sign: Instant::now(),
             next_typing: self.typing_start(),
             stalled: None,
@@ -370,11 +408,8 @@ impl Actor {
     /// Answer messages that could not reach a box with an error, and mark them done.
     async fn fail_messages(&mut self, messages: &[Inbound], text: &str) {
         let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
-        if let Some(mut reply) = self.new_reply(ReplyState::new(reply_to)) {
-            reply.push(text);
-            if let Err(e) = reply.finish().await {
-                tracing::warn!(conversation = %self.key, error = %e, "could not deliver an error reply");
-            }
+        if let Some(outbox) = self.outbox() {
+            outbox.notice(ReplyState::new(reply_to), text);
         }
         for message in messages {
             let _ = self

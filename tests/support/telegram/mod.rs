@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 mod api;
+pub mod bridge;
 mod html;
 mod server;
 

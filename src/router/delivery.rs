@@ -1,0 +1,398 @@
+//! Delivery: the task beside each conversation's actor that carries its replies to the
+//! platform, so the actor never waits for a platform.
+//!
+//! The actor hands work over through an [`Outbox`]: it locks, appends and notifies, never
+//! awaits. Text pushed while the task is busy (an edit held by a 429, a send being retried)
+//! coalesces into one string, so a long wait costs one edit afterwards, not one per delta;
+//! `/stop`, the box's acknowledgements and the stall timer go on meanwhile. The task owns
+//! each reply's [`ReplyStream`] (its throttle and retries), records every message the
+//! platform accepted before sending the next, and forgets a turn's delivery record only once
+//! its final text is shown, so a pending reply survives a restart and is finished then.
+//!
+//! Replies go out in the order they were begun; side messages (the agent's
+//! `send_message`, tool status lines, typing, uploads) go out as they come.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use clawpen_adapters::reply::ReplyState;
+use clawpen_adapters::stream::{OnSent, ReplyStream};
+use clawpen_adapters::{Adapter, ConversationKey, Upload};
+use tokio::sync::Notify;
+use tokio::time::{sleep, sleep_until, Instant};
+
+use super::turn::error_text;
+use super::Shared;
+
+/// Side operations waiting for the task. Status lines and typing are dropped first when it
+/// is full (they are stale by then); messages and uploads are kept however many come, since
+/// they are bounded by the box's own output, which the actor reads at its pace.
+const SIDE_CAPACITY: usize = 64;
+
+/// How long a reply whose platform keeps failing waits before trying its end again.
+const FINISH_RETRY: Duration = Duration::from_secs(15);
+
+/// A reply's work, handed over by the actor and not yet taken by the task.
+struct Job {
+    /// The turn it answers, when it has a record in the store (its delivery is then
+    /// recorded and resumed after a restart); `None` for a notice such as an error reply.
+    turn: Option<String>,
+    /// Where it starts: a new reply, or what the platform showed before a restart.
+    start: Option<ReplyState>,
+    /// Text pushed since the task last looked.
+    text: String,
+    /// The answer started over since the task last looked.
+    restart: bool,
+    /// No more text comes: deliver all of it.
+    finished: bool,
+}
+
+/// A side operation.
+#[derive(Debug)]
+pub(crate) enum Side {
+    /// A separate message (the agent's `send_message`).
+    Message(String),
+    /// A short status line ("running: cargo test").
+    Status(String),
+    /// Renew the typing indicator.
+    Typing,
+    /// Upload a workspace file of the box `container` to the chat.
+    Upload { container: String, path: String },
+}
+
+#[derive(Default)]
+struct Pending {
+    replies: VecDeque<Job>,
+    side: VecDeque<Side>,
+    /// The actor is gone: finish what is here, then stop.
+    closed: bool,
+}
+
+/// The actor's side of a conversation's delivery. Cheap to share; every method returns at
+/// once.
+pub(crate) struct Outbox {
+    /// A std mutex: held only to append or to take, never across an await.
+    pending: Mutex<Pending>,
+    /// Wakes the task when something was added.
+    wake: Notify,
+}
+
+impl Outbox {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self, change: impl FnOnce(&mut Pending)) {
+        change(&mut self.lock());
+        self.wake.notify_one();
+    }
+
+    /// Begins a reply after the ones already begun. `start` is what the platform shows of
+    /// it already (after a restart), or a new reply state.
+    pub(crate) fn begin(&self, turn: Option<String>, start: ReplyState) {
+        self.changed(|p| {
+            p.replies.push_back(Job {
+                turn,
+                start: Some(start),
+                text: String::new(),
+                restart: false,
+                finished: false,
+            })
+        });
+    }
+
+    /// Begins a reply that was under way before a restart: `shown` is what the platform
+    /// showed at its last accepted message, `text` the reply's text as acknowledged. When
+    /// the shown text is not where the acknowledged one began (it ran ahead of the disk),
+    /// the acknowledged text replaces it in the same messages.
+    pub(crate) fn resume(&self, turn: Option<String>, shown: ReplyState, text: &str) {
+        let rest = text.strip_prefix(shown.text.as_str()).map(str::to_owned);
+        self.begin(turn, shown);
+        match rest {
+            Some(rest) => self.push(&rest),
+            None => {
+                self.restart();
+                self.push(text);
+            }
+        }
+    }
+
+    /// Appends text to the newest reply.
+    pub(crate) fn push(&self, text: &str) {
+        self.changed(|p| {
+            if let Some(job) = p.replies.back_mut() {
+                job.text.push_str(text);
+            }
+        });
+    }
+
+    /// The newest reply's answer starts over: its new text replaces what was shown.
+    pub(crate) fn restart(&self) {
+        self.changed(|p| {
+            if let Some(job) = p.replies.back_mut() {
+                job.text.clear();
+                job.restart = true;
+            }
+        });
+    }
+
+    /// The newest reply is complete: show all of it.
+    pub(crate) fn finish(&self) {
+        self.changed(|p| {
+            if let Some(job) = p.replies.back_mut() {
+                job.finished = true;
+            }
+        });
+    }
+
+    /// A complete reply of its own (an error notice), after the others.
+    pub(crate) fn notice(&self, reply_to: ReplyState, text: &str) {
+        self.begin(None, reply_to);
+        self.push(text);
+        self.finish();
+    }
+
+    /// A side operation, as soon as the task gets to it.
+    pub(crate) fn side(&self, side: Side) {
+        self.changed(|p| {
+            if matches!(side, Side::Typing) && p.side.iter().any(|s| matches!(s, Side::Typing)) {
+                return;
+            }
+            if p.side.len() >= SIDE_CAPACITY {
+                if let Some(stale) = p
+                    .side
+                    .iter()
+                    .position(|s| matches!(s, Side::Status(_) | Side::Typing))
+                {
+                    p.side.remove(stale);
+                } else if matches!(side, Side::Status(_) | Side::Typing) {
+                    return;
+                }
+            }
+            p.side.push_back(side);
+        });
+    }
+
+    /// The actor is gone: the task delivers what it has, then stops.
+    pub(crate) fn close(&self) {
+        self.changed(|p| p.closed = true);
+    }
+}
+
+/// The reply being delivered now.
+struct Current {
+    turn: Option<String>,
+    stream: ReplyStream,
+    finished: bool,
+}
+
+/// Starts the delivery task of one conversation.
+pub(crate) fn spawn(
+    shared: &Arc<Shared>,
+    key: ConversationKey,
+    adapter: Arc<dyn Adapter>,
+) -> Arc<Outbox> {
+    let outbox = Arc::new(Outbox {
+        pending: Mutex::new(Pending::default()),
+        wake: Notify::new(),
+    });
+    let task = Task {
+        shared: shared.clone(),
+        key,
+        adapter,
+        outbox: outbox.clone(),
+        current: None,
+    };
+    shared.tracker.spawn(task.run());
+    outbox
+}
+
+struct Task {
+    shared: Arc<Shared>,
+    key: ConversationKey,
+    adapter: Arc<dyn Adapter>,
+    outbox: Arc<Outbox>,
+    current: Option<Current>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        loop {
+            let outbox = self.outbox.clone();
+            let notified = outbox.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (side, closed) = self.take();
+            for op in side {
+                self.perform(op).await;
+            }
+            if self.current.as_ref().is_some_and(|c| c.finished) {
+                self.finish().await;
+                continue;
+            }
+            if let Some(current) = self.current.as_mut() {
+                if let Err(e) = current.stream.pump().await {
+                    tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed; trying again later");
+                }
+            }
+            if closed && self.current.is_none() && self.is_idle() {
+                break;
+            }
+            let due = self.current.as_ref().and_then(|c| c.stream.next_due());
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+            }
+        }
+        tracing::debug!(conversation = %self.key, "delivery stopped");
+    }
+
+    fn is_idle(&self) -> bool {
+        let pending = self.outbox.lock();
+        pending.replies.is_empty() && pending.side.is_empty()
+    }
+
+    /// Moves what the actor handed over into the current reply (starting the next one when
+    /// none is current), and takes the side operations.
+    fn take(&mut self) -> (Vec<Side>, bool) {
+        let mut pending = self.outbox.lock();
+        if self.current.is_none() {
+            if let Some(job) = pending.replies.front_mut() {
+                let start = job.start.take().unwrap_or_default();
+                self.current = Some(Current {
+                    turn: job.turn.clone(),
+                    stream: self.stream(job.turn.clone(), start),
+                    finished: false,
+                });
+            }
+        }
+        if let (Some(current), Some(job)) = (self.current.as_mut(), pending.replies.front_mut()) {
+            if std::mem::take(&mut job.restart) {
+                current.stream.restart();
+            }
+            if !job.text.is_empty() {
+                current.stream.push(&std::mem::take(&mut job.text));
+            }
+            if job.finished {
+                current.finished = true;
+                pending.replies.pop_front();
+            }
+        }
+        let side = pending.side.drain(..).collect();
+        (side, pending.closed)
+    }
+
+    fn stream(&self, turn: Option<String>, start: ReplyState) -> ReplyStream {
+        let stream = ReplyStream::new(self.adapter.clone(), self.key.clone(), start);
+        let Some(turn) = turn else {
+            return stream;
+        };
+        let (store, key) = (self.shared.store.clone(), self.key.clone());
+        let hook: OnSent = Box::new(move |state: &ReplyState| {
+            let (store, key, turn, state) =
+                (store.clone(), key.clone(), turn.clone(), state.clone());
+            Box::pin(async move {
+                let conversation = key.clone();
+                let saved = store
+                    .blocking(move |s| s.save_delivery(&conversation, &turn, &state))
+                    .await;
+                if let Err(e) = saved {
+                    tracing::error!(conversation = %key, error = %e, "could not record a sent message; a restart may send it again");
+                }
+            })
+        });
+        stream.on_sent(hook)
+    }
+
+    /// Delivers the rest of the current reply, however long the platform makes it wait,
+    /// then forgets its delivery record.
+    async fn finish(&mut self) {
+        let Some(mut current) = self.current.take() else {
+            return;
+        };
+        let mut failures = 0u32;
+        loop {
+            match current.stream.finish().await {
+                Ok(()) => break,
+                Err(e) if e.is_retryable() => {
+                    failures += 1;
+                    if failures == 1 || failures.is_power_of_two() {
+                        tracing::warn!(conversation = %self.key, error = %e, failures, "the end of a reply could not be delivered yet; retrying");
+                    }
+                    sleep(FINISH_RETRY).await;
+                }
+                Err(e) => {
+                    tracing::warn!(conversation = %self.key, error = %e, "the platform refused the end of a reply");
+                    break;
+                }
+            }
+        }
+        if let Some(turn) = current.turn {
+            let key = self.key.clone();
+            if let Err(e) = self
+                .shared
+                .store
+                .blocking(move |s| s.delivered(&key, &turn))
+                .await
+            {
+                tracing::error!(conversation = %self.key, error = %e, "could not record a delivered reply; a restart shows its end again");
+            }
+        }
+    }
+
+    async fn perform(&mut self, side: Side) {
+        let adapter = &self.adapter;
+        match side {
+            Side::Message(text) => {
+                let mut message =
+                    ReplyStream::new(adapter.clone(), self.key.clone(), ReplyState::new(None));
+                message.push(&text);
+                if let Err(e) = message.deliver().await {
+                    tracing::warn!(conversation = %self.key, error = %e, "sending the agent's message failed");
+                }
+            }
+            Side::Status(text) => {
+                if let Err(e) = adapter.status(&self.key, &text).await {
+                    tracing::debug!(conversation = %self.key, error = %e, "status line failed");
+                }
+            }
+            Side::Typing => {
+                if let Err(e) = adapter.typing(&self.key).await {
+                    tracing::debug!(conversation = %self.key, error = %e, "typing indicator failed");
+                }
+            }
+            Side::Upload { container, path } => {
+                if let Err(e) = self.upload(&container, &path).await {
+                    tracing::warn!(conversation = %self.key, path, error = %e, "uploading the agent's file failed");
+                    if let Some(current) = self.current.as_mut() {
+                        let note = error_text(
+                            &current.stream.state().text,
+                            &format!("Could not send the file {path}: {e}"),
+                        );
+                        current.stream.push(&note);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads a file the agent named from its workspace and uploads it to the chat.
+    async fn upload(&self, container: &str, path: &str) -> Result<(), String> {
+        let data = self
+            .shared
+            .sandbox
+            .read_workspace_file(container, path)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = std::path::Path::new(path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        self.adapter
+            .upload(&self.key, &Upload { name, data })
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,207 @@
+//! Delivery records: which platform messages carry a turn's reply, and the final text of a
+//! turn that finished but is not yet fully shown.
+//!
+//! The conversation's delivery task writes the snapshot after every message the platform
+//! accepted, so a restart edits those messages instead of sending them again; the actor
+//! writes the final text when the turn ends, in the same transaction that marks its
+//! messages answered. Both are read-modify-writes of one record, so neither loses the
+//! other's part. The record goes once the whole reply is shown.
+
+use clawpen_adapters::reply::ReplyState;
+use clawpen_adapters::{ConversationKey, MessageRef};
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionalTree};
+
+use super::{conversation_prefix, encode, Store, StoreError};
+
+/// Tree name, for error messages.
+pub(super) const TREE: &str = "deliveries";
+
+/// The delivery of one turn's reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The conversation it is shown in.
+    pub conversation: ConversationKey,
+    /// The turn whose reply it is.
+    pub turn: String,
+    /// What the platform showed at the last message it accepted (parts and their ids).
+    #[serde(default)]
+    pub shown: Option<ReplyState>,
+    /// The reply's whole text, once its turn finished; `None` while the turn runs (its text
+    /// so far is then in the turn's record).
+    #[serde(default)]
+    pub final_text: Option<String>,
+    /// The inbound message the reply answers.
+    #[serde(default)]
+    pub reply_to: Option<MessageRef>,
+}
+
+/// The key of one turn's delivery record: the conversation's prefix, then the turn id.
+pub(super) fn delivery_key(conversation: &ConversationKey, turn: &str) -> Vec<u8> {
+    let mut key = conversation_prefix(conversation);
+    key.extend_from_slice(turn.as_bytes());
+    key
+}
+
+impl Store {
+    /// Records what the platform shows of a turn's reply now. Flushed before it returns: the
+    /// caller sends the next message only after, so no accepted message is forgotten.
+    pub fn save_delivery(
+        &self,
+        conversation: &ConversationKey,
+        turn: &str,
+        shown: &ReplyState,
+    ) -> Result<(), StoreError> {
+        let key = delivery_key(conversation, turn);
+        self.inner
+            .deliveries
+            .transaction(|tree| {
+                let mut record = self.delivery_in(tree, conversation, turn, &key)?;
+                record.shown = Some(shown.clone());
+                record.reply_to = shown.reply_to.clone();
+                tree.insert(key.as_slice(), encode(&record).map_err(abort)?)?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()
+    }
+
+    /// The delivery record of one turn, if any.
+    pub fn delivery(
+        &self,
+        conversation: &ConversationKey,
+        turn: &str,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        let key = delivery_key(conversation, turn);
+        match self
+            .inner
+            .deliveries
+            .get(&key)
+            .map_err(|e| self.sled_err(e))?
+        {
+            Some(bytes) => self.decode(TREE, &key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Every finished turn whose reply is not yet fully shown, to deliver at startup. A
+    /// record that cannot be read fails the scan: a pending reply must not vanish unseen.
+    pub fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let mut pending = Vec::new();
+        for entry in self.inner.deliveries.iter() {
+            let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
+            let record: DeliveryRecord = self.decode(TREE, &key, &bytes)?;
+            if record.final_text.is_some() {
+                pending.push(record);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The reply is fully shown: forget its delivery record. Flushed.
+    pub fn delivered(&self, conversation: &ConversationKey, turn: &str) -> Result<(), StoreError> {
+        self.inner
+            .deliveries
+            .remove(delivery_key(conversation, turn))
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
+    /// Inside a transaction: the record under `key`, or a new one.
+    pub(super) fn delivery_in(
+        &self,
+        tree: &TransactionalTree,
+        conversation: &ConversationKey,
+        turn: &str,
+        key: &[u8],
+    ) -> Result<DeliveryRecord, ConflictableTransactionError<StoreError>> {
+        Ok(match tree.get(key)? {
+            Some(bytes) => self
+                .decode(TREE, key, &bytes)
+                .map_err(ConflictableTransactionError::Abort)?,
+            None => DeliveryRecord {
+                conversation: conversation.clone(),
+                turn: turn.to_string(),
+                shown: None,
+                final_text: None,
+                reply_to: None,
+            },
+        })
+    }
+}
+
+/// A store error that aborts the transaction it happened in.
+pub(super) fn abort(error: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(error)
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
+mod tests {
+    use super::*;
+    use crate::store::TurnRecord;
+
+    fn shown(text: &str, message: &str) -> ReplyState {
+        let mut state = ReplyState::new(Some(MessageRef("10".into())));
+        state.text = text.to_string();
+        state.parts.push(clawpen_adapters::reply::Part {
+            message: Some(MessageRef(message.into())),
+            shown: text.to_string(),
+            text: text.to_string(),
+            ..Default::default()
+        });
+        state
+    }
+
+    #[test]
+    fn the_snapshot_and_the_final_text_are_kept_whoever_writes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        store
+            .save_delivery(&chat, "t1", &shown("Hel", "m1"))
+            .unwrap();
+        let mut record = TurnRecord {
+            conversation: chat.clone(),
+            turn: "t1".into(),
+            container: "c".into(),
+            last_acked: 3,
+            inbound: vec![],
+            reply: ReplyState::new(Some(MessageRef("10".into()))),
+            started_at: 1,
+        };
+        record.reply.text = "Hello, world".into();
+        store.put_turn(&record).unwrap();
+        store.complete_turn(&record).unwrap();
+        // A send that was under way when the turn ended records its message afterwards.
+        store
+            .save_delivery(&chat, "t1", &shown("Hello", "m1"))
+            .unwrap();
+
+        let pending = store.pending_deliveries().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].final_text.as_deref(), Some("Hello, world"));
+        assert_eq!(pending[0].shown, Some(shown("Hello", "m1")));
+        assert_eq!(store.turn(&chat).unwrap(), None, "the turn itself is over");
+
+        store.delivered(&chat, "t1").unwrap();
+        assert!(store.pending_deliveries().unwrap().is_empty());
+        assert_eq!(store.delivery(&chat, "t1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_running_turns_snapshot_is_not_a_pending_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        store
+            .save_delivery(&chat, "t1", &shown("Hel", "m1"))
+            .unwrap();
+        assert!(store.pending_deliveries().unwrap().is_empty());
+        let record = store.delivery(&chat, "t1").unwrap().unwrap();
+        assert_eq!(record.shown, Some(shown("Hel", "m1")));
+    }
+}
