@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use clawpen::adapters::terminal::TerminalEvent;
 use clawpen::config::Secret;
 use serde_json::{json, Value};
 use support::model::{FakeModel, Page, PageServer, Reply};
@@ -286,6 +287,29 @@ async fn provider_failures_and_limits_reach_the_user_clearly() {
     model.push_reply(Reply::broken_stream());
     let reply = t.ask("broken", "four").await;
     assert!(reply.contains("⚠️"), "{reply}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_broke_off_is_replaced_in_place_by_its_retry() {
+    let model = FakeModel::start().await;
+    let t = anthropic_bridge(&model, |_| {}).await;
+    model.push_reply(Reply::broken_stream());
+    model.push_reply(Reply::text("The whole answer, from its start."));
+    let mut events = t.watch("cut");
+    t.say("cut", "a question").await;
+    let reply = support::next_reply_events(&mut events).await;
+    // The cut text is not followed by the retry: the retry takes its place.
+    assert_eq!(
+        support::final_text(&reply),
+        "The whole answer, from its start."
+    );
+    let sends = reply
+        .iter()
+        .filter(|e| matches!(e, TerminalEvent::Send { .. }))
+        .count();
+    assert_eq!(sends, 1, "one message carries the answer: {reply:?}");
+    assert_eq!(model.requests().len(), 2);
     t.stop().await;
 }
 

@@ -178,6 +178,9 @@ impl Endpoint {
             Step::Status(text) => self.session.emit(EventBody::Status { text }),
             Step::Message(text) => self.session.emit(EventBody::Message { text }),
             Step::File(path) => self.session.emit(EventBody::File { path }),
+            Step::Retract(bytes) => self.session.emit(EventBody::Retract {
+                bytes: bytes as u64,
+            }),
             Step::Failed(message) => {
                 self.session.emit(EventBody::Error { message });
                 self.finish();

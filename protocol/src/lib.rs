@@ -213,6 +213,12 @@ pub enum EventBody {
         /// Its path relative to the workspace.
         path: String,
     },
+    /// The last `bytes` bytes of the reply text are withdrawn: an answer that broke off
+    /// starts over, and what comes next replaces them in place.
+    Retract {
+        /// How many bytes, counted back from the end of the reply text so far.
+        bytes: u64,
+    },
     /// The turn failed; the message is shown to the user.
     Error {
         /// What went wrong, in words for the user.

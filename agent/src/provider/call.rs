@@ -12,13 +12,10 @@ use super::retry::{retry_after, Decision, Failure, RetryPolicy};
 use super::run::{Out, OutputFull};
 use super::sse::SseParser;
 use super::wire::{error_message, Format, HttpRequest, ModelRequest, Reply};
-use crate::tunnel::Tunnel;
+use crate::tunnel::{Tunnel, TunnelError};
 
 /// The most bytes of an error body kept for its message.
 const MAX_ERROR_BODY: usize = 16 * 1024;
-
-/// Said in the reply when an answer that was already streaming starts over.
-const STARTING_OVER: &str = "(the answer broke off; starting over)";
 
 /// Calls one provider's model through the tunnel; cheap to clone.
 #[derive(Clone, Debug)]
@@ -50,6 +47,7 @@ impl Model {
         let mut policy = RetryPolicy::default();
         loop {
             let mut streamed = false;
+            let mark = out.mark();
             let failure = match self.attempt(&http, out, stream, &mut streamed).await {
                 Err(full) => return Err(full.to_string()),
                 Ok(Ok(reply)) => return Ok(reply),
@@ -71,11 +69,9 @@ impl Model {
                     ))
                     .await;
                     if streamed {
-                        out.paragraph();
-                        out.text(STARTING_OVER)
-                            .await
-                            .map_err(|full| full.to_string())?;
-                        out.paragraph();
+                        // The next attempt answers from the start: its text replaces this
+                        // one's in the chat instead of following it.
+                        out.rewind(mark).await;
                     }
                     tokio::time::sleep(wait).await;
                 }
@@ -105,7 +101,7 @@ impl Model {
             Ok(ResponsePart::Head { status, headers }) => (status, headers),
             Ok(ResponsePart::Failed { message }) => return Ok(Err(Failure::Bridge(message))),
             Ok(_) => return Ok(Err(Failure::Broken("the answer had no status".into()))),
-            Err(err) => return Ok(Err(Failure::Broken(err.to_string()))),
+            Err(err) => return Ok(Err(tunnel_failure(err))),
         };
         if !(200..300).contains(&status) {
             let mut body = String::new();
@@ -135,7 +131,7 @@ impl Model {
                 Ok(ResponsePart::Head { .. }) => {
                     return Ok(Err(Failure::Broken("the answer had two heads".into())))
                 }
-                Err(err) => return Ok(Err(Failure::Broken(err.to_string()))),
+                Err(err) => return Ok(Err(tunnel_failure(err))),
             };
             let events = match parser.push(&data) {
                 Ok(events) => events,
@@ -157,6 +153,20 @@ impl Model {
     }
 }
 
+/// What a tunnel error means for the call: a bridge that re-attached (it restarted) is
+/// not the provider's failure; no progress means the provider went quiet, since the
+/// bridge passes on whatever it gets.
+fn tunnel_failure(error: TunnelError) -> Failure {
+    match error {
+        TunnelError::Reattached => Failure::Reattached,
+        TunnelError::Stalled(after) => Failure::Broken(format!(
+            "the model provider sent nothing for {} s",
+            after.as_secs()
+        )),
+        other => Failure::Broken(other.to_string()),
+    }
+}
+
 /// A failure in a few words, for a status line.
 fn brief(failure: &Failure) -> String {
     match failure {
@@ -164,6 +174,7 @@ fn brief(failure: &Failure) -> String {
         Failure::Status { status, .. } => format!("the model provider answered {status}"),
         Failure::Bridge(message) => message.clone(),
         Failure::Broken(_) => "the model's answer broke off".into(),
+        Failure::Reattached => "the bridge reconnected".into(),
     }
 }
 

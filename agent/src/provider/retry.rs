@@ -7,6 +7,8 @@
 //! - 5xx (and Anthropic's 529 "overloaded"): back off 1 s, 2 s, 4 s, at most
 //!   [`SERVER_RETRIES`] times.
 //! - A broken stream (cut off, the provider's `error` event, no progress, garbage): once.
+//! - The bridge re-attached mid-answer (it restarted): again at once, not counted as the
+//!   provider's failure, up to [`REATTACH_RETRIES`] times.
 //! - Other 4xx and refusals by the bridge (`Failed`): give up at once with their message.
 
 use std::time::Duration;
@@ -17,6 +19,8 @@ pub const RATE_LIMIT_RETRIES: u32 = 3;
 pub const SERVER_RETRIES: u32 = 3;
 /// Retries after a broken stream before giving up.
 pub const BROKEN_RETRIES: u32 = 1;
+/// Bridge re-attachments sat out in one call; only a bridge restarting in a loop gets there.
+pub const REATTACH_RETRIES: u32 = 20;
 /// The longest wait the agent sits out; a provider asking for more is reported instead.
 pub const MAX_WAIT: Duration = Duration::from_secs(120);
 
@@ -36,6 +40,8 @@ pub enum Failure {
     Bridge(String),
     /// The answer broke off or could not be read.
     Broken(String),
+    /// The bridge re-attached to the box while the answer was on its way.
+    Reattached,
 }
 
 /// What to do next.
@@ -53,6 +59,7 @@ pub struct RetryPolicy {
     rate_limited: u32,
     server: u32,
     broken: u32,
+    reattached: u32,
 }
 
 impl RetryPolicy {
@@ -113,6 +120,17 @@ impl RetryPolicy {
             )),
             Failure::Bridge(message) => {
                 Decision::GiveUp(format!("the model call was not made: {message}"))
+            }
+            Failure::Reattached => {
+                self.reattached += 1;
+                if self.reattached > REATTACH_RETRIES {
+                    Decision::GiveUp(format!(
+                        "the bridge restarted {REATTACH_RETRIES} times during one model call. \
+                         Please try again."
+                    ))
+                } else {
+                    Decision::Retry(Duration::ZERO)
+                }
             }
             Failure::Broken(detail) => {
                 self.broken += 1;

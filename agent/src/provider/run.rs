@@ -32,6 +32,8 @@ pub enum Step {
     Message(String),
     /// A workspace file to upload (path relative to the workspace).
     File(String),
+    /// The last this many bytes of reply text are withdrawn (an answer starts over).
+    Retract(usize),
     /// The turn failed with this message for the user; the run is over.
     Failed(String),
     /// The reply is complete; the run is over.
@@ -49,6 +51,14 @@ pub struct Out {
     /// The last char of the reply so far, to know whether a paragraph break is needed.
     last: Option<char>,
     /// Start the next text on a new paragraph (set between model steps).
+    paragraph: bool,
+}
+
+/// A point in the reply to go back to ([`Out::mark`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    written: usize,
+    last: Option<char>,
     paragraph: bool,
 }
 
@@ -107,6 +117,27 @@ impl Out {
     /// Reply bytes sent so far.
     pub fn written(&self) -> usize {
         self.written
+    }
+
+    /// Where the reply stands now, to [`Out::rewind`] to.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            written: self.written,
+            last: self.last,
+            paragraph: self.paragraph,
+        }
+    }
+
+    /// Withdraws the text sent since `mark`: the answer it belonged to starts over, and
+    /// the reader sees its new text in place of the old.
+    pub async fn rewind(&mut self, mark: Mark) {
+        let bytes = self.written.saturating_sub(mark.written);
+        if bytes > 0 {
+            self.send(Step::Retract(bytes)).await;
+        }
+        self.written = mark.written;
+        self.last = mark.last;
+        self.paragraph = mark.paragraph;
     }
 
     /// A status line.

@@ -265,13 +265,19 @@ pub fn turn(id: &str, text: &str) -> ToAgent {
 
 /// The reply text of a turn's events.
 pub fn reply(events: &[Event]) -> String {
-    events
-        .iter()
-        .filter_map(|event| match &event.body {
-            EventBody::TextDelta { text } => Some(text.as_str()),
-            _ => None,
-        })
-        .collect()
+    let mut reply = String::new();
+    for event in events {
+        match &event.body {
+            EventBody::TextDelta { text } => reply.push_str(text),
+            EventBody::Retract { bytes } => {
+                let keep = reply.len().saturating_sub(*bytes as usize);
+                assert!(reply.is_char_boundary(keep), "a retract split a char");
+                reply.truncate(keep);
+            }
+            _ => {}
+        }
+    }
+    reply
 }
 
 /// The status lines of a turn's events.

@@ -186,9 +186,14 @@ impl Actor {
             return;
         };
         let mut pushed = None;
+        let mut retracted = false;
         let mut finished = false;
         match event.body {
             EventBody::TextDelta { text } => pushed = Some(text),
+            EventBody::Retract { bytes } => {
+                retract(&mut turn.record.reply.text, bytes);
+                retracted = true;
+            }
             EventBody::Error { message } => {
                 pushed = Some(error_text(&turn.record.reply.text, &message));
             }
@@ -206,7 +211,7 @@ impl Actor {
         turn.record.last_acked = event.seq;
         if finished {
             self.finish_turn().await;
-        } else if pushed.is_some() {
+        } else if pushed.is_some() || retracted {
             let record = turn.record.clone();
             let saved = self
                 .shared
@@ -217,6 +222,11 @@ impl Actor {
             // failed, so the user is not left waiting (the replay then repeats it).
             if let (Some(outbox), Some(text)) = (&outbox, &pushed) {
                 outbox.push(text);
+            }
+            if let (Some(outbox), true) = (&outbox, retracted) {
+                // The shown messages are edited back to the text that remains.
+                outbox.restart();
+                outbox.push(&record_text(&self.turn));
             }
             if let Err(e) = saved {
                 tracing::error!(conversation = %self.key, error = %e, "could not persist reply progress; not acknowledging");
@@ -304,9 +314,44 @@ impl Actor {
     }
 }
 
+/// Withdraws the last `bytes` bytes of `text`, never splitting a char.
+fn retract(text: &mut String, bytes: u64) {
+    let mut keep = text
+        .len()
+        .saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
+    while !text.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    text.truncate(keep);
+}
+
+/// The running turn's reply text as acknowledged.
+fn record_text(turn: &Option<Turn>) -> String {
+    turn.as_ref()
+        .map(|t| t.record.reply.text.clone())
+        .unwrap_or_default()
+}
+
 /// Hands a side operation to the delivery, if there is one.
 fn side(outbox: &Option<Arc<Outbox>>, op: Side) {
     if let Some(outbox) = outbox {
         outbox.side(op);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retract;
+
+    #[test]
+    fn retracting_withdraws_bytes_from_the_end_without_splitting_a_char() {
+        let mut text = "answer: déjà".to_string();
+        retract(&mut text, 3);
+        assert_eq!(text, "answer: dé");
+        // One byte back lands inside the two bytes of "é": the cut moves back to its start.
+        retract(&mut text, 1);
+        assert_eq!(text, "answer: d");
+        retract(&mut text, 100);
+        assert_eq!(text, "");
     }
 }
