@@ -38,8 +38,15 @@ fn telegram_config(fake: &FakeTelegram) -> TelegramConfig {
 
 impl Tg {
     async fn start(tweak: impl FnOnce(&mut Config, &mut TelegramConfig)) -> Self {
+        Self::with_fake(FakeTelegram::start().await, tweak).await
+    }
+
+    /// A bridge on a fake the test prepared first (failures to serve, queued updates).
+    async fn with_fake(
+        fake: FakeTelegram,
+        tweak: impl FnOnce(&mut Config, &mut TelegramConfig),
+    ) -> Self {
         logs();
-        let fake = FakeTelegram::start().await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut config = test_config(dir.path());
         let mut telegram = telegram_config(&fake);
@@ -350,6 +357,30 @@ async fn rate_limits_on_send_and_edit_delay_the_reply_but_lose_and_repeat_nothin
     assert!(t.fake.failed("editMessageText") >= 1, "no edit met the 429");
     // One message, so the 429 on send was not taken for a lost message and sent twice.
     assert_eq!(t.fake.messages(chat).len(), 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_resumes_within_seconds_after_the_bot_api_fails() {
+    let fake = FakeTelegram::start().await;
+    let outage = vec![Failure::Error(502, "Bad Gateway".into()); 4];
+    fake.fail("getUpdates", outage);
+    // Already waiting when the bridge starts, so it can only arrive through the outage.
+    fake.dm(100, "are you there?");
+    let began = std::time::Instant::now();
+    let t = Tg::with_fake(fake, |_, telegram| telegram.allowed_users = vec![100]).await;
+    t.reply(100, 1, "are you there?").await;
+    let took = began.elapsed();
+    assert_eq!(t.fake.failed("getUpdates"), 4, "the outage was not served");
+    // teloxide's own 10 s pause after each 5xx plus a minute-long backoff took about 55 s.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the reply came {took:?} after the message"
+    );
+    // The outage is one warning and one line saying it ended, not a line per failure.
+    let log = logged();
+    assert_eq!(log.matches("getUpdates failing").count(), 1, "{log}");
+    assert!(log.contains("polling recovered after 4 failures"), "{log}");
     t.stop().await;
 }
 
