@@ -137,6 +137,9 @@ pub struct BoxExit {
     pub exit_code: Option<i64>,
     /// Whether the kernel killed it for memory.
     pub oom_killed: bool,
+    /// Whether the engine is removing it (`docker rm -f`), or left it dead after a removal
+    /// failed part-way. Such a box also shows the exit code of the kill that came first.
+    pub removing: bool,
 }
 
 /// The result of making sure a conversation's box runs.
@@ -365,6 +368,13 @@ impl Sandbox {
                     running,
                     exit_code: if running { None } else { state.exit_code },
                     oom_killed: state.oom_killed.unwrap_or(false),
+                    removing: !running
+                        && matches!(
+                            state.status,
+                            Some(
+                                ContainerStateStatusEnum::REMOVING | ContainerStateStatusEnum::DEAD
+                            )
+                        ),
                 }))
             }
             Err(e) => {
