@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::router::{Router, RouterConfig};
+use crate::router::{RecoverError, Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{Store, StoreError};
 use crate::tunnel::Tunnel;
@@ -30,6 +30,9 @@ pub enum DaemonError {
     /// The sandbox is unusable.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// What the last run left could not be recovered.
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
     /// The control socket could not be served.
     #[error("control socket {path}: {source}")]
     Control {

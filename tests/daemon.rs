@@ -252,39 +252,3 @@ async fn sigterm_lets_the_running_turn_finish_and_leaves_the_box_for_next_time()
     assert!(boxes[0].running);
     let _ = sandbox.remove_all().await;
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn startup_removes_boxes_of_unknown_conversations() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let data = dir.path().to_path_buf();
-    let config = support::test_config(&data);
-    let instance = {
-        let store =
-            clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
-        store.instance_id()
-    };
-    let sandbox = clawpen::sandbox::Sandbox::connect(&config, &instance)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    sandbox
-        .ensure_image(&config)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    // A box of this instance for a conversation the store never heard of.
-    let stray = clawpen::adapters::ConversationKey::new("terminal", "stray");
-    sandbox
-        .ensure_box(&stray)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(sandbox.list().await.unwrap_or_default().len(), 1);
-
-    let bridge = clawpen::daemon::Bridge::start(&config, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        sandbox.list().await.unwrap_or_default().is_empty(),
-        "the stray box survived"
-    );
-    bridge.shutdown().await;
-    let _ = sandbox.remove_all().await;
-}

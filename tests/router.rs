@@ -102,11 +102,50 @@ async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() 
         .unwrap_or_else(|e| panic!("{e}"));
     let reply = final_text(&next_reply_events(&mut events).await);
     assert!(reply.contains("This turn failed"), "{reply}");
+    assert!(
+        reply.contains("the box was stopped from outside (killed)"),
+        "{reply}"
+    );
     assert!(reply.contains("send your message again"), "{reply}");
 
     let mut events = t.watch("fragile");
     t.say("fragile", "are you back?").await;
     assert_eq!(next_reply(&mut events).await, "are you back?");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_removed_mid_turn_is_reported_as_removed_and_comes_back() {
+    let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
+    assert_eq!(t.ask("doomed", "hi").await, "hi");
+    let container = t.container("doomed").await;
+    let mut events = t.watch("doomed");
+    t.say(
+        "doomed",
+        &"a long message whose box is removed before its echo ends. ".repeat(6),
+    )
+    .await;
+    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
+        Ok(Some(TerminalEvent::Send { .. })) => {}
+        other => panic!("expected the reply to start, got {other:?}"),
+    }
+    // What `docker rm -f` does: kill, then remove the container (its volume stays).
+    t.bridge
+        .router
+        .sandbox()
+        .remove_container(&container)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reply = final_text(&next_reply_events(&mut events).await);
+    assert!(
+        reply.contains("This turn failed: the box was removed."),
+        "{reply}"
+    );
+    assert!(!reply.contains("exit code"), "{reply}");
+
+    let mut events = t.watch("doomed");
+    t.say("doomed", "still there?").await;
+    assert_eq!(next_reply(&mut events).await, "still there?");
     t.stop().await;
 }
 

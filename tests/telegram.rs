@@ -212,6 +212,30 @@ async fn rate_limits_on_send_and_edit_delay_the_reply_but_lose_and_repeat_nothin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polling_resumes_within_seconds_after_the_bot_api_fails() {
+    let fake = FakeTelegram::start().await;
+    let outage = vec![Failure::Error(502, "Bad Gateway".into()); 4];
+    fake.fail("getUpdates", outage);
+    // Already waiting when the bridge starts, so it can only arrive through the outage.
+    fake.dm(100, "are you there?");
+    let began = std::time::Instant::now();
+    let t = Tg::with_fake(fake, |_, telegram| telegram.allowed_users = vec![100]).await;
+    t.reply(100, 1, "are you there?").await;
+    let took = began.elapsed();
+    assert_eq!(t.fake.failed("getUpdates"), 4, "the outage was not served");
+    // teloxide's own 10 s pause after each 5xx plus a minute-long backoff took about 55 s.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the reply came {took:?} after the message"
+    );
+    // The outage is one warning and one line saying it ended, not a line per failure.
+    let log = logged();
+    assert_eq!(log.matches("getUpdates failing").count(), 1, "{log}");
+    assert!(log.contains("polling recovered after 4 failures"), "{log}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strangers_are_refused_once_and_never_get_a_box() {
     let t = Tg::start(|_, telegram| telegram.allowed_users = vec![1]).await;
     assert_eq!(

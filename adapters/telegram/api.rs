@@ -3,13 +3,14 @@
 //!
 //! Two payloads are our own: `sendMessageDraft`, which teloxide does not have yet, and a
 //! `getUpdates` that returns raw JSON values, so that one update the bridge cannot parse is
-//! skipped alone instead of failing the whole batch (and blocking the offset forever).
+//! skipped alone instead of failing the whole batch (and blocking the offset forever); it
+//! is also sent outside teloxide's request path, which pauses 10 s after every 5xx.
 
 use std::time::Duration;
 
 use serde::Serialize;
 use teloxide::requests::{JsonRequest, Payload};
-use teloxide::types::{ParseMode, True};
+use teloxide::types::{ParseMode, Seconds, True};
 use teloxide::{ApiError, Bot, RequestError};
 
 use super::config::TelegramConfig;
@@ -57,6 +58,75 @@ pub struct GetUpdatesRaw {
 impl Payload for GetUpdatesRaw {
     type Output = Vec<serde_json::Value>;
     const NAME: &'static str = "getUpdates";
+}
+
+/// `getUpdates`, sent with the bot's client, token and server but not through teloxide's
+/// request path: teloxide sleeps 10 s after every 5xx answer before returning it, which on
+/// top of the poll's own backoff kept a bot deaf for most of a minute after a short outage.
+/// The poll loop is the one place that decides how long to wait.
+pub async fn get_updates(
+    bot: &Bot,
+    payload: &GetUpdatesRaw,
+) -> Result<Vec<serde_json::Value>, RequestError> {
+    let mut url = bot.api_url();
+    url.path_segments_mut()
+        .map_err(|()| RequestError::Api(ApiError::Unknown("the Bot API URL has no path".into())))?
+        .push(&format!("bot{}", bot.token()))
+        .push(GetUpdatesRaw::NAME);
+    let body = serde_json::to_vec(payload).map_err(|e| RequestError::InvalidJson {
+        raw: e.to_string().into(),
+        source: std::sync::Arc::new(e),
+    })?;
+    // `RequestError::from` drops the URL, and with it the token, from network errors.
+    let response = bot
+        .client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(RequestError::from)?;
+    let text = response.text().await.map_err(RequestError::from)?;
+    parse_answer(&text)
+}
+
+/// A Bot API answer, as the documentation describes it.
+#[derive(serde::Deserialize)]
+struct Answer {
+    ok: bool,
+    #[serde(default)]
+    result: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    parameters: Option<AnswerParameters>,
+}
+
+#[derive(serde::Deserialize)]
+struct AnswerParameters {
+    #[serde(default)]
+    retry_after: Option<u32>,
+}
+
+/// Reads a `getUpdates` answer into teloxide's error types, so that it is judged like
+/// every other call: a 429 keeps its `retry_after`, a bad token is `InvalidToken`.
+fn parse_answer(text: &str) -> Result<Vec<serde_json::Value>, RequestError> {
+    let answer: Answer =
+        serde_json::from_str(text).map_err(|source| RequestError::InvalidJson {
+            source: std::sync::Arc::new(source),
+            raw: text.into(),
+        })?;
+    if answer.ok {
+        return Ok(answer.result.unwrap_or_default());
+    }
+    if let Some(seconds) = answer.parameters.and_then(|p| p.retry_after) {
+        return Err(RequestError::RetryAfter(Seconds::from_seconds(seconds)));
+    }
+    let description = answer.description.unwrap_or_default();
+    // teloxide's own reading of the description; unknown ones become `ApiError::Unknown`.
+    let error = serde_json::from_value(serde_json::Value::String(description.clone()))
+        .unwrap_or(ApiError::Unknown(description));
+    Err(RequestError::Api(error))
 }
 
 /// `sendMessageDraft` (Bot API 9.3): streams a partial message to a private chat.
@@ -211,7 +281,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use teloxide::types::Seconds;
 
     #[test]
     fn errors_map_to_what_the_driver_retries() {
@@ -242,6 +311,40 @@ mod tests {
         assert!(is_not_modified(&RequestError::Api(
             ApiError::MessageNotModified
         )));
+    }
+
+    #[test]
+    fn get_updates_answers_read_as_teloxide_would() {
+        let updates = parse_answer(r#"{"ok":true,"result":[{"update_id":5}]}"#);
+        assert_eq!(
+            updates.unwrap_or_default(),
+            [serde_json::json!({"update_id": 5})]
+        );
+        let limited = parse_answer(
+            r#"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 3","parameters":{"retry_after":3}}"#,
+        );
+        assert!(
+            matches!(&limited, Err(RequestError::RetryAfter(s)) if s.seconds() == 3),
+            "{limited:?}"
+        );
+        let token = parse_answer(r#"{"ok":false,"error_code":401,"description":"Unauthorized"}"#);
+        assert!(
+            matches!(token, Err(RequestError::Api(ApiError::InvalidToken))),
+            "{token:?}"
+        );
+        let gateway = parse_answer(r#"{"ok":false,"error_code":502,"description":"Bad Gateway"}"#);
+        assert!(
+            matches!(
+                gateway.map_err(adapter_error),
+                Err(AdapterError::Transport(_))
+            ),
+            "a 502 is retried"
+        );
+        // A proxy's HTML error page is unreadable, not a crash.
+        assert!(matches!(
+            parse_answer("<html>502</html>"),
+            Err(RequestError::InvalidJson { .. })
+        ));
     }
 
     #[test]

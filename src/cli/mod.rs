@@ -15,6 +15,7 @@ use crate::store::Store;
 
 mod chat;
 mod doctor;
+mod gc;
 mod status;
 
 /// What `clawpen` can do.
@@ -37,6 +38,14 @@ pub enum Command {
     Doctor,
     /// Show live conversations, their boxes and the queue.
     Status,
+    /// List the boxes and workspace volumes whose conversation the store does not know
+    /// (a dry run); with `--yes`, remove them. Refuses to run while the daemon runs: stop
+    /// it first (the store has one owner).
+    Gc {
+        /// Remove the orphans listed, with the files in their volumes.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `clawpen image ...`
@@ -79,6 +88,7 @@ pub async fn run(
             Ok(ExitCode::SUCCESS)
         }
         Command::Status => status::run(&config).await,
+        Command::Gc { yes } => gc::run(&config, yes).await,
         Command::Doctor => Ok(ExitCode::SUCCESS),
     }
 }

@@ -26,9 +26,21 @@ use actor::{Actor, Command, Start};
 use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
 
-use crate::sandbox::Sandbox;
-use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, TurnRecord};
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, StoreError, TurnRecord};
 use crate::tunnel::Tunnel;
+
+/// Why [`Router::recover`] could not reconcile with what the last run left.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoverError {
+    /// The store could not be read, so what is known cannot be told from what is not;
+    /// starting anyway would strand stored messages and turns.
+    #[error("cannot read the store to recover the last run (nothing was started or removed): {0}")]
+    Store(StoreError),
+    /// The engine could not list or stop boxes.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+}
 
 /// Timing knobs of the router.
 #[derive(Clone, Debug)]
@@ -173,17 +185,16 @@ impl Router {
         }
     }
 
-    /// Reconcile with what survived the last run, before anything new is accepted:
-    /// remove boxes of unknown conversations, resume interrupted turns, re-adopt running
-    /// boxes, and queue stored messages that never reached a box.
-    pub async fn recover(&self) -> Result<(), crate::sandbox::SandboxError> {
+    /// Reconcile with what survived the last run, before anything new is accepted: stop
+    /// boxes of conversations the store does not know (never removing them or their
+    /// workspaces), resume interrupted turns, re-adopt running boxes, and queue stored
+    /// messages that never reached a box.
+    ///
+    /// A store that cannot be read fails the start instead of being taken for an empty
+    /// one: reading "nothing" would strand every stored message and turn.
+    pub async fn recover(&self) -> Result<(), RecoverError> {
         let store = &self.shared.store;
-        let known: std::collections::HashSet<ConversationKey> = store
-            .conversations()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| c.key)
-            .collect();
+        let known = store.known_conversations().map_err(RecoverError::Store)?;
         let mut running = Vec::new();
         for info in self.shared.sandbox.list().await? {
             match &info.conversation {
@@ -193,39 +204,49 @@ impl Router {
                     }
                 }
                 other => {
-                    tracing::info!(r#box = %info.name, conversation = ?other, "removing the box of an unknown conversation");
-                    match other {
-                        Some(key) => self.shared.sandbox.remove_box(key).await?,
-                        None => self.shared.sandbox.kill(&info.id).await?,
+                    // Its workspace may be all a user has of a conversation whose record
+                    // was lost; only the operator may delete it, with `clawpen gc --yes`.
+                    let conversation = other.as_ref().map(ToString::to_string);
+                    tracing::warn!(
+                        r#box = %info.name,
+                        conversation = conversation.as_deref().unwrap_or("(no label)"),
+                        "the store does not know this box's conversation: stopping it and \
+                         keeping its workspace; `clawpen gc` lists such boxes and removes them"
+                    );
+                    if info.running {
+                        if let Err(e) = self.shared.sandbox.stop(&info.id).await {
+                            tracing::warn!(r#box = %info.name, error = %e, "could not stop the box of an unknown conversation");
+                        }
                     }
                 }
             }
         }
         let turns: HashMap<ConversationKey, TurnRecord> = store
             .turns()
-            .unwrap_or_default()
+            .map_err(RecoverError::Store)?
             .into_iter()
             .map(|t| (t.conversation.clone(), t))
             .collect();
         let mut deliveries: HashMap<ConversationKey, Vec<DeliveryRecord>> = HashMap::new();
-        for pending in store.pending_deliveries().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot read the pending replies; they are not shown");
-            Vec::new()
-        }) {
+        for pending in store.pending_deliveries().map_err(RecoverError::Store)? {
             deliveries
                 .entry(pending.conversation.clone())
                 .or_default()
                 .push(pending);
         }
-        let mut keys: Vec<ConversationKey> = store.conversations_with_pending().unwrap_or_default();
+        let mut keys: Vec<ConversationKey> = store
+            .conversations_with_pending()
+            .map_err(RecoverError::Store)?;
         keys.extend(turns.keys().cloned());
         keys.extend(deliveries.keys().cloned());
         keys.extend(running.iter().cloned());
         keys.sort();
         keys.dedup();
+        let mut starts = Vec::with_capacity(keys.len());
+        // Everything is read before any actor starts, so a failed read starts none.
         for key in keys {
             let (mut queue, mut context) = (Vec::new(), Vec::new());
-            for stored in store.pending_inbound(&key).unwrap_or_default() {
+            for stored in store.pending_inbound(&key).map_err(RecoverError::Store)? {
                 match stored.state {
                     InboundState::Pending => queue.push(stored.inbound),
                     InboundState::Context => context.push(stored.inbound),
@@ -239,6 +260,9 @@ impl Router {
                 context,
                 deliveries: deliveries.remove(&key).unwrap_or_default(),
             };
+            starts.push((key, start));
+        }
+        for (key, start) in starts {
             tracing::info!(conversation = %key, resume = start.resume.is_some(), adopt = start.adopt, "recovering conversation");
             self.spawn_actor(key, start);
         }

@@ -74,18 +74,25 @@ pub fn box_gone_message(exit: Option<&BoxExit>, stalled: Option<Duration>) -> St
             "the agent did not answer for {} s and its box was stopped",
             after.as_secs()
         ),
+        // Gone, or going: `docker rm -f` kills first, so the box would also show 137.
+        (None, None) => "the box was removed".to_string(),
+        (None, Some(exit)) if exit.removing => "the box was removed".to_string(),
         (None, Some(exit)) if exit.oom_killed => {
             "the box ran out of memory and was stopped".to_string()
         }
-        (
-            None,
-            Some(BoxExit {
-                exit_code: Some(code),
-                ..
-            }),
-        ) => format!("the box stopped (exit code {code})"),
-        (None, Some(_)) => "the connection to the box was lost".to_string(),
-        (None, None) => "the box was removed".to_string(),
+        (None, Some(exit)) if exit.running => "the connection to the box was lost".to_string(),
+        (None, Some(exit)) => match exit.exit_code {
+            // SIGKILL: the agent is the box's PID 1, which nothing inside the box can
+            // SIGKILL, and the kernel's memory killer is reported above; so `docker kill`
+            // or the engine killing it.
+            Some(137) => "the box was stopped from outside (killed)".to_string(),
+            // The agent exits 0 only on a stop signal or when its input ends, and the bridge
+            // keeps its input open through a turn: so `docker stop`, or the engine shutting
+            // down. 143 is SIGTERM itself, should the agent not get to handle it.
+            Some(0 | 143) => "the box was stopped from outside".to_string(),
+            Some(code) => format!("the agent process in the box exited with code {code}"),
+            None => "the box stopped".to_string(),
+        },
     };
     format!(
         "This turn failed: {cause}. Your workspace is intact; send your message again to retry."
@@ -102,21 +109,76 @@ mod tests {
         assert_eq!(error_text("partial", "boom"), "\n\n⚠️ boom");
     }
 
+    /// A box that stopped with `code`.
+    fn exited(code: i64) -> BoxExit {
+        BoxExit {
+            running: false,
+            exit_code: Some(code),
+            oom_killed: false,
+            removing: false,
+        }
+    }
+
     #[test]
     fn box_failures_are_explained() {
         let oom = BoxExit {
-            running: false,
-            exit_code: Some(137),
             oom_killed: true,
+            ..exited(137)
         };
-        assert!(box_gone_message(Some(&oom), None).contains("out of memory"));
-        let killed = BoxExit {
-            running: false,
-            exit_code: Some(137),
-            oom_killed: false,
-        };
-        assert!(box_gone_message(Some(&killed), None).contains("exit code 137"));
+        assert!(box_gone_message(Some(&oom), None).contains("ran out of memory"));
         assert!(box_gone_message(None, Some(Duration::from_secs(120))).contains("120 s"));
+        let running = BoxExit {
+            running: true,
+            exit_code: None,
+            ..exited(0)
+        };
+        assert!(box_gone_message(Some(&running), None).contains("connection to the box was lost"));
+        let message = box_gone_message(Some(&exited(137)), None);
+        assert!(message.starts_with("This turn failed: "), "{message}");
+        assert!(
+            message.ends_with("send your message again to retry."),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_box_removed_from_outside_is_called_removed_not_an_exit_code() {
+        let removed = "This turn failed: the box was removed. Your workspace is intact; send your message again to retry.";
+        // Gone already, or caught while `docker rm -f` removes it (it was killed first).
+        assert_eq!(box_gone_message(None, None), removed);
+        let removing = BoxExit {
+            removing: true,
+            ..exited(137)
+        };
+        assert_eq!(box_gone_message(Some(&removing), None), removed);
+    }
+
+    #[test]
+    fn a_box_stopped_from_outside_is_told_apart_from_an_agent_that_exited() {
+        let said = |code| box_gone_message(Some(&exited(code)), None);
+        assert!(
+            said(137).contains("the box was stopped from outside (killed)"),
+            "{}",
+            said(137)
+        );
+        assert!(
+            said(0).contains("the box was stopped from outside."),
+            "{}",
+            said(0)
+        );
+        assert!(
+            said(143).contains("the box was stopped from outside."),
+            "{}",
+            said(143)
+        );
+        assert!(
+            said(101).contains("the agent process in the box exited with code 101"),
+            "{}",
+            said(101)
+        );
+        for code in [0, 1, 101, 137, 143] {
+            assert!(!said(code).contains("exit code"), "{}", said(code));
+        }
     }
 
     #[test]

@@ -119,6 +119,15 @@ pub struct BoxInfo {
     pub running: bool,
 }
 
+/// A workspace volume as the engine lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumeInfo {
+    /// The volume name.
+    pub name: String,
+    /// The conversation from its label (None when the label is missing or unreadable).
+    pub conversation: Option<ConversationKey>,
+}
+
 /// How a box ended, for the message the user gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoxExit {
@@ -128,6 +137,9 @@ pub struct BoxExit {
     pub exit_code: Option<i64>,
     /// Whether the kernel killed it for memory.
     pub oom_killed: bool,
+    /// Whether the engine is removing it (`docker rm -f`), or left it dead after a removal
+    /// failed part-way. Such a box also shows the exit code of the kill that came first.
+    pub removing: bool,
 }
 
 /// The result of making sure a conversation's box runs.
@@ -356,6 +368,13 @@ impl Sandbox {
                     running,
                     exit_code: if running { None } else { state.exit_code },
                     oom_killed: state.oom_killed.unwrap_or(false),
+                    removing: !running
+                        && matches!(
+                            state.status,
+                            Some(
+                                ContainerStateStatusEnum::REMOVING | ContainerStateStatusEnum::DEAD
+                            )
+                        ),
                 }))
             }
             Err(e) => {
@@ -427,15 +446,21 @@ impl Sandbox {
         let name = spec::container_name(&self.inner.instance, conversation);
         self.remove_container(&name).await?;
         let volume = spec::volume_name(&self.inner.instance, conversation);
+        self.remove_volume(&volume).await
+    }
+
+    /// Remove a workspace volume (gone already counts as removed). Its files are lost:
+    /// only an explicit operator command (`clawpen gc --yes`) or a test calls this.
+    pub async fn remove_volume(&self, volume: &str) -> Result<(), SandboxError> {
         match self
             .inner
             .docker
-            .remove_volume(&volume, Some(RemoveVolumeOptions { force: true }))
+            .remove_volume(volume, Some(RemoveVolumeOptions { force: true }))
             .await
         {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err = SandboxError::from_engine("remove volume", &volume, e);
+                let err = SandboxError::from_engine("remove volume", volume, e);
                 if err.is_status(404) {
                     Ok(())
                 } else {
@@ -445,7 +470,9 @@ impl Sandbox {
         }
     }
 
-    async fn remove_container(&self, container: &str) -> Result<(), SandboxError> {
+    /// Remove a container, running or not, by id or name (gone already counts as removed);
+    /// its volume stays.
+    pub async fn remove_container(&self, container: &str) -> Result<(), SandboxError> {
         let options = RemoveContainerOptions {
             force: true,
             v: false,
@@ -510,11 +537,8 @@ impl Sandbox {
             .collect())
     }
 
-    /// Remove every box and volume of this instance (tests and `clawpen` uninstall paths).
-    pub async fn remove_all(&self) -> Result<(), SandboxError> {
-        for info in self.list().await? {
-            self.remove_container(&info.id).await?;
-        }
+    /// Every workspace volume of this instance.
+    pub async fn volumes(&self) -> Result<Vec<VolumeInfo>, SandboxError> {
         let filter = format!("{}={}", spec::LABEL_INSTANCE, self.inner.instance);
         let options = ListVolumesOptions {
             filters: Some([("label".to_string(), vec![filter])].into_iter().collect()),
@@ -525,12 +549,27 @@ impl Sandbox {
             .list_volumes(Some(options))
             .await
             .map_err(|e| SandboxError::from_engine("list", "volumes", e))?;
-        for volume in volumes.volumes.unwrap_or_default() {
-            let _ = self
-                .inner
-                .docker
-                .remove_volume(&volume.name, Some(RemoveVolumeOptions { force: true }))
-                .await;
+        Ok(volumes
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| VolumeInfo {
+                conversation: v
+                    .labels
+                    .get(spec::LABEL_CONVERSATION)
+                    .and_then(|k| k.parse().ok()),
+                name: v.name,
+            })
+            .collect())
+    }
+
+    /// Remove every box and volume of this instance (tests and `clawpen` uninstall paths).
+    pub async fn remove_all(&self) -> Result<(), SandboxError> {
+        for info in self.list().await? {
+            self.remove_container(&info.id).await?;
+        }
+        for volume in self.volumes().await? {
+            let _ = self.remove_volume(&volume.name).await;
         }
         Ok(())
     }

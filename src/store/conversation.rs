@@ -1,5 +1,7 @@
 //! Conversations the daemon has seen, with their settings and last activity.
 
+use std::collections::BTreeSet;
+
 use clawpen_adapters::ConversationKey;
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +76,50 @@ impl Store {
         Ok(records)
     }
 
+    /// Every conversation the store holds any trace of: a conversation record, a turn or an
+    /// inbound message, read from the keys alone. A record whose value is damaged still
+    /// names its conversation here, so that the conversation is never taken for a stranger
+    /// and its workspace for an orphan.
+    pub fn known_conversations(&self) -> Result<BTreeSet<ConversationKey>, StoreError> {
+        let mut known = BTreeSet::new();
+        let mut add = |tree: &str, text: &[u8]| match std::str::from_utf8(text)
+            .ok()
+            .and_then(|t| t.parse::<ConversationKey>().ok())
+        {
+            Some(key) => {
+                known.insert(key);
+            }
+            None => {
+                let text = String::from_utf8_lossy(text);
+                tracing::warn!(store = %self.inner.path.display(), tree, key = %text, "a store key names no conversation");
+            }
+        };
+        for (name, tree) in [
+            (TREE, &self.inner.conversations),
+            ("turns", &self.inner.turns),
+        ] {
+            for key in tree.iter().keys() {
+                let key = key.map_err(|e| self.sled_err(e))?;
+                add(name, &key);
+            }
+        }
+        // Inbound keys start with the conversation's length-prefixed text (see
+        // `conversation_prefix`); consecutive entries share it, so each is parsed once.
+        let mut last: Option<Vec<u8>> = None;
+        for key in self.inner.inbound.iter().keys() {
+            let key = key.map_err(|e| self.sled_err(e))?;
+            let Some(text) = prefixed_text(&key) else {
+                add("inbound", &key);
+                continue;
+            };
+            if last.as_deref() != Some(text) {
+                add("inbound", text);
+                last = Some(text.to_vec());
+            }
+        }
+        Ok(known)
+    }
+
     /// Records activity in a conversation at `now`, creating its record if it is new, and
     /// returns the record. Not flushed: losing the last few seconds of activity times in a
     /// crash costs nothing, and this runs for every message.
@@ -101,6 +147,13 @@ impl Store {
             })
             .map_err(|e| self.tx_err(e))
     }
+}
+
+/// The conversation text at the start of an inbound key: a big-endian u32 length, then
+/// that many bytes.
+fn prefixed_text(key: &[u8]) -> Option<&[u8]> {
+    let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
+    key.get(4..4 + usize::try_from(len).ok()?)
 }
 
 #[cfg(test)]
@@ -171,5 +224,37 @@ mod tests {
             .map(|r| r.key)
             .collect();
         assert_eq!(keys, vec![good]);
+    }
+
+    #[test]
+    fn every_trace_of_a_conversation_makes_it_known_even_a_damaged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let keys: Vec<ConversationKey> = (1..=4)
+            .map(|n| ConversationKey::new("telegram", n.to_string()))
+            .collect();
+        store.touch_conversation(&keys[0], 1).unwrap();
+        // A record that no longer decodes, and a turn that does not either.
+        store
+            .inner
+            .conversations
+            .insert(keys[1].to_string().as_bytes(), &b"{"[..])
+            .unwrap();
+        store
+            .inner
+            .turns
+            .insert(keys[2].to_string().as_bytes(), &b"garbage"[..])
+            .unwrap();
+        // Only a stored message, no record (touching it failed, say).
+        store
+            .insert_inbound(&super::super::tests::message(&keys[3], "m1", 5))
+            .unwrap();
+        store
+            .insert_inbound(&super::super::tests::message(&keys[3], "m2", 6))
+            .unwrap();
+
+        let known: Vec<ConversationKey> =
+            store.known_conversations().unwrap().into_iter().collect();
+        assert_eq!(known, keys);
     }
 }

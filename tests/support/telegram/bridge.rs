@@ -32,8 +32,15 @@ pub fn telegram_config(fake: &FakeTelegram) -> TelegramConfig {
 
 impl Tg {
     pub async fn start(tweak: impl FnOnce(&mut Config, &mut TelegramConfig)) -> Self {
+        Self::with_fake(FakeTelegram::start().await, tweak).await
+    }
+
+    /// A bridge on a fake the test prepared first (failures to serve, queued updates).
+    pub async fn with_fake(
+        fake: FakeTelegram,
+        tweak: impl FnOnce(&mut Config, &mut TelegramConfig),
+    ) -> Self {
         logs();
-        let fake = FakeTelegram::start().await;
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut config = test_config(dir.path());
         let mut telegram = telegram_config(&fake);
