@@ -41,6 +41,10 @@ pub struct StatusReply {
     pub live_boxes: usize,
     /// The cap on live boxes.
     pub max_boxes: usize,
+    /// What keeps the daemon from working fully (the store cannot write); `None` when
+    /// nothing does.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }
 
 /// A line from a chat client.
@@ -132,6 +136,7 @@ async fn handle(
                 conversations: router.status(),
                 live_boxes: router.live_boxes(),
                 max_boxes,
+                degraded: router.store().trouble(),
             };
             let mut line = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
             line.push(b'\n');

@@ -35,8 +35,21 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
     }
     let mut healthy = true;
     let daemon = control::query_status(&config.control_socket()).await;
-    let instance = if daemon.is_some() {
-        report(true, "store", "owned by the running daemon");
+    let instance = if let Some(status) = &daemon {
+        match &status.degraded {
+            None => {
+                report(true, "store", "owned by the running daemon");
+            }
+            Some(trouble) => {
+                healthy &= report(
+                    false,
+                    "store",
+                    &format!(
+                        "{trouble} — free space on its disk (or fix the disk); the daemon                          resumes by itself"
+                    ),
+                )
+            }
+        };
         None
     } else {
         match Store::open(&config.store_dir()) {

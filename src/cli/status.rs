@@ -13,6 +13,9 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
             "daemon: running; live boxes {}/{}",
             status.live_boxes, status.max_boxes
         );
+        if let Some(degraded) = &status.degraded {
+            println!("degraded: {degraded}");
+        }
         if status.conversations.is_empty() {
             println!("no live conversations");
         }

@@ -42,7 +42,7 @@ impl Store {
     /// carries settings the user chose.
     pub fn upsert_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
         let key = record.key.to_string();
-        self.inner
+        self.db()?
             .conversations
             .insert(key.as_bytes(), encode(record)?)
             .map_err(|e| self.sled_err(e))?;
@@ -56,7 +56,7 @@ impl Store {
     ) -> Result<Option<ConversationRecord>, StoreError> {
         let id = key.to_string();
         match self
-            .inner
+            .db()?
             .conversations
             .get(id.as_bytes())
             .map_err(|e| self.sled_err(e))?
@@ -69,7 +69,7 @@ impl Store {
     /// Every conversation, ordered by key text. Unreadable records are logged and skipped.
     pub fn conversations(&self) -> Result<Vec<ConversationRecord>, StoreError> {
         let mut records = Vec::new();
-        for entry in self.inner.conversations.iter() {
+        for entry in self.db()?.conversations.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             records.extend(self.decode_or_skip(TREE, &key, &bytes));
         }
@@ -95,8 +95,8 @@ impl Store {
             }
         };
         for (name, tree) in [
-            (TREE, &self.inner.conversations),
-            ("turns", &self.inner.turns),
+            (TREE, &self.db()?.conversations),
+            ("turns", &self.db()?.turns),
         ] {
             for key in tree.iter().keys() {
                 let key = key.map_err(|e| self.sled_err(e))?;
@@ -106,7 +106,7 @@ impl Store {
         // Inbound keys start with the conversation's length-prefixed text (see
         // `conversation_prefix`); consecutive entries share it, so each is parsed once.
         let mut last: Option<Vec<u8>> = None;
-        for key in self.inner.inbound.iter().keys() {
+        for key in self.db()?.inbound.iter().keys() {
             let key = key.map_err(|e| self.sled_err(e))?;
             let Some(text) = prefixed_text(&key) else {
                 add("inbound", &key);
@@ -129,7 +129,7 @@ impl Store {
         now: u64,
     ) -> Result<ConversationRecord, StoreError> {
         let id = key.to_string();
-        self.inner
+        self.db()?
             .conversations
             .transaction(|tree| {
                 let mut record = match tree.get(id.as_bytes())? {
@@ -208,7 +208,8 @@ mod tests {
         let bad = ConversationKey::new("telegram", "2");
         store.touch_conversation(&good, 1).unwrap();
         store
-            .inner
+            .db()
+            .unwrap()
             .conversations
             .insert(bad.to_string().as_bytes(), &b"{"[..])
             .unwrap();
@@ -236,12 +237,14 @@ mod tests {
         store.touch_conversation(&keys[0], 1).unwrap();
         // A record that no longer decodes, and a turn that does not either.
         store
-            .inner
+            .db()
+            .unwrap()
             .conversations
             .insert(keys[1].to_string().as_bytes(), &b"{"[..])
             .unwrap();
         store
-            .inner
+            .db()
+            .unwrap()
             .turns
             .insert(keys[2].to_string().as_bytes(), &b"garbage"[..])
             .unwrap();

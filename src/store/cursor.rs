@@ -10,7 +10,7 @@ impl Store {
     /// returns, because the adapter then tells the platform to forget what came before; the
     /// messages themselves were stored (and flushed) earlier by [`Store::insert_inbound`].
     pub fn set_cursor(&self, adapter: &str, value: &str) -> Result<(), StoreError> {
-        self.inner
+        self.db()?
             .cursors
             .insert(adapter.as_bytes(), encode(&value)?)
             .map_err(|e| self.sled_err(e))?;
@@ -20,7 +20,7 @@ impl Store {
     /// Where `adapter` left off, so that it resumes there after a restart; `None` at first.
     pub fn cursor(&self, adapter: &str) -> Result<Option<String>, StoreError> {
         match self
-            .inner
+            .db()?
             .cursors
             .get(adapter.as_bytes())
             .map_err(|e| self.sled_err(e))?

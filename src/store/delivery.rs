@@ -53,7 +53,7 @@ impl Store {
         shown: &ReplyState,
     ) -> Result<(), StoreError> {
         let key = delivery_key(conversation, turn);
-        self.inner
+        self.db()?
             .deliveries
             .transaction(|tree| {
                 let mut record = self.delivery_in(tree, conversation, turn, &key)?;
@@ -74,7 +74,7 @@ impl Store {
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let key = delivery_key(conversation, turn);
         match self
-            .inner
+            .db()?
             .deliveries
             .get(&key)
             .map_err(|e| self.sled_err(e))?
@@ -88,7 +88,7 @@ impl Store {
     /// record that cannot be read fails the scan: a pending reply must not vanish unseen.
     pub fn pending_deliveries(&self) -> Result<Vec<DeliveryRecord>, StoreError> {
         let mut pending = Vec::new();
-        for entry in self.inner.deliveries.iter() {
+        for entry in self.db()?.deliveries.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let record: DeliveryRecord = self.decode(TREE, &key, &bytes)?;
             if record.final_text.is_some() {
@@ -100,7 +100,7 @@ impl Store {
 
     /// The reply is fully shown: forget its delivery record. Flushed.
     pub fn delivered(&self, conversation: &ConversationKey, turn: &str) -> Result<(), StoreError> {
-        self.inner
+        self.db()?
             .deliveries
             .remove(delivery_key(conversation, turn))
             .map_err(|e| self.sled_err(e))?;

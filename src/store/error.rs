@@ -49,6 +49,15 @@ pub enum StoreError {
         /// The operating system's error.
         source: io::Error,
     },
+    /// An earlier write failed (a full or failing disk), so the store is closed until it
+    /// can be opened again, which it tries by itself; nothing was written.
+    #[error("the store at {} cannot be used right now ({reason}); retrying by itself", path.display())]
+    Unavailable {
+        /// The store's directory.
+        path: PathBuf,
+        /// The last failure.
+        reason: String,
+    },
     /// sled failed in a way that is neither I/O nor corruption (a bug or a misuse).
     #[error("the store failed: {0}")]
     Db(String),

@@ -80,7 +80,7 @@ impl Store {
     pub fn insert_inbound(&self, message: &Inbound) -> Result<InsertOutcome, StoreError> {
         let prefix = conversation_prefix(&message.conversation);
         let id_key = id_key(&prefix, &message.id);
-        let inner = &self.inner;
+        let inner = self.db()?;
         let outcome = if inner
             .inbound_ids
             .contains_key(&id_key)
@@ -124,7 +124,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let prefix = conversation_prefix(conversation);
         let id_key = id_key(&prefix, id);
-        let inner = &self.inner;
+        let inner = self.db()?;
         let found = (&inner.inbound_ids, &inner.inbound)
             .transaction(|(ids, log)| self.update_state(ids, log, &prefix, &id_key, &state))
             .map_err(|e| self.tx_err(e))?;
@@ -183,7 +183,7 @@ impl Store {
     ) -> Result<Vec<StoredInbound>, StoreError> {
         let mut pending = Vec::new();
         for entry in self
-            .inner
+            .db()?
             .inbound
             .scan_prefix(conversation_prefix(conversation))
         {
@@ -202,7 +202,7 @@ impl Store {
     /// so that the daemon can restart their actors after a crash.
     pub fn conversations_with_pending(&self) -> Result<Vec<ConversationKey>, StoreError> {
         let mut keys: Vec<ConversationKey> = Vec::new();
-        for entry in self.inner.inbound.iter() {
+        for entry in self.db()?.inbound.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let Some(stored) = self.decode_or_skip::<StoredInbound>(TREE, &key, &bytes) else {
                 continue;
@@ -225,7 +225,7 @@ impl Store {
     pub fn prune_inbound(&self, now: u64, older_than_secs: u64) -> Result<usize, StoreError> {
         let cutoff = now.saturating_sub(older_than_secs);
         let mut doomed = Vec::new();
-        for entry in self.inner.inbound.iter() {
+        for entry in self.db()?.inbound.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             let Some(stored) = self.decode_or_skip::<StoredInbound>(TREE, &key, &bytes) else {
                 continue;
@@ -238,7 +238,7 @@ impl Store {
         if doomed.is_empty() {
             return Ok(0);
         }
-        let inner = &self.inner;
+        let inner = self.db()?;
         (&inner.inbound_ids, &inner.inbound)
             .transaction(|(ids, log)| {
                 let mut removed = 0;

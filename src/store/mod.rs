@@ -29,7 +29,7 @@ use std::fmt;
 use std::io::Read;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use clawpen_adapters::ConversationKey;
 use serde::de::DeserializeOwned;
@@ -39,6 +39,7 @@ mod conversation;
 mod cursor;
 mod delivery;
 mod error;
+mod health;
 mod inbound;
 mod turn;
 
@@ -69,10 +70,20 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-/// The database and its trees, opened once; sled trees are themselves shared handles.
+/// What every handle shares: the store's identity, and the open database when it can be
+/// trusted (see [`health`]).
 struct Inner {
     path: PathBuf,
     instance_id: String,
+    /// The open database; `None` after a write failed, until it is opened again. A std
+    /// lock held only to clone or replace the handle.
+    trees: RwLock<Option<Arc<Trees>>>,
+    /// Whether writes fail now, since when, and when to try opening again.
+    health: Mutex<health::Health>,
+}
+
+/// The database and its trees; sled trees are themselves shared handles.
+struct Trees {
     db: sled::Db,
     conversations: sled::Tree,
     inbound: sled::Tree,
@@ -99,57 +110,14 @@ impl Store {
     /// damaged files; that panic is caught and reported as corruption too (this needs
     /// `panic = "unwind"`; under `panic = "abort"` the process exits instead).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::io(dir, source))?;
-        // If sled's files were there but the format version (written and flushed on the
-        // first open) is not, sled skipped over damage, and the store must not quietly
-        // restart empty. (A crash inside the very first open, between sled creating its
-        // files and that flush, looks the same; such a store holds nothing yet.)
-        let existed = dir.join("conf").exists()
-            || std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
-        let config = sled::Config::new().path(dir);
-        let deadline = std::time::Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-                Ok(Ok(db)) => break db,
-                Ok(Err(error)) => match StoreError::opening(dir, error) {
-                    // A store just closed in this process keeps its lock until sled's
-                    // background thread has finished; another process keeps it for good.
-                    StoreError::Locked { .. } if std::time::Instant::now() < deadline => {
-                        std::thread::sleep(std::time::Duration::from_millis(50));
-                    }
-                    other => return Err(other),
-                },
-                Err(panic) => {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".to_string());
-                    return Err(StoreError::corrupt(
-                        dir,
-                        format!("sled failed reading it: {why}"),
-                    ));
-                }
-            }
-        };
-        let sled_err = |e| StoreError::from_sled(dir, e);
-        let meta = db.open_tree("meta").map_err(sled_err)?;
-        check_format_version(dir, &meta, existed)?;
-        let instance_id = instance_id(dir, &meta)?;
-        db.flush().map_err(sled_err)?;
-        let inner = Inner {
-            path: dir.to_path_buf(),
-            instance_id,
-            conversations: db.open_tree("conversations").map_err(sled_err)?,
-            inbound: db.open_tree("inbound").map_err(sled_err)?,
-            inbound_ids: db.open_tree("inbound_ids").map_err(sled_err)?,
-            turns: db.open_tree("turns").map_err(sled_err)?,
-            deliveries: db.open_tree("deliveries").map_err(sled_err)?,
-            cursors: db.open_tree("cursors").map_err(sled_err)?,
-            db,
-        };
+        let (trees, instance_id) = open_trees(dir, Some(LOCK_WAIT))?;
         Ok(Store {
-            inner: Arc::new(inner),
+            inner: Arc::new(Inner {
+                path: dir.to_path_buf(),
+                instance_id,
+                trees: RwLock::new(Some(Arc::new(trees))),
+                health: Mutex::new(health::Health::default()),
+            }),
         })
     }
 
@@ -181,21 +149,22 @@ impl Store {
     /// Writes everything stored so far to disk. The writes that recovery depends on already
     /// flush; this is for the rest (e.g. [`Store::touch_conversation`]) at shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.inner
+        self.db()?
             .db
             .flush()
             .map(drop)
             .map_err(|e| self.sled_err(e))
     }
 
-    /// Converts a sled error of this store.
+    /// Converts a sled error of this store; an I/O error means the open database can no
+    /// longer be trusted (see [`health`]).
     fn sled_err(&self, error: sled::Error) -> StoreError {
-        StoreError::from_sled(&self.inner.path, error)
+        self.failed(StoreError::from_sled(&self.inner.path, error))
     }
 
     /// Converts the error of a transaction of this store.
     fn tx_err(&self, error: sled::transaction::TransactionError<StoreError>) -> StoreError {
-        StoreError::from_transaction(&self.inner.path, error)
+        self.failed(StoreError::from_transaction(&self.inner.path, error))
     }
 
     /// Decodes one record, naming where it was found if it cannot be read.
@@ -224,6 +193,62 @@ impl Store {
             }
         }
     }
+}
+
+/// Opens sled in `dir` and its trees; returns them with the instance id. Waits up to
+/// `lock_wait` for a lock that a store just closed in this process still holds.
+fn open_trees(
+    dir: &Path,
+    lock_wait: Option<std::time::Duration>,
+) -> Result<(Trees, String), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::io(dir, source))?;
+    // If sled's files were there but the format version (written and flushed on the
+    // first open) is not, sled skipped over damage, and the store must not quietly
+    // restart empty. (A crash inside the very first open, between sled creating its
+    // files and that flush, looks the same; such a store holds nothing yet.)
+    let existed =
+        dir.join("conf").exists() || std::fs::metadata(dir.join("db")).is_ok_and(|m| m.len() > 0);
+    let config = sled::Config::new().path(dir);
+    let deadline = std::time::Instant::now() + lock_wait.unwrap_or_default();
+    let db = loop {
+        match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
+            Ok(Ok(db)) => break db,
+            Ok(Err(error)) => match StoreError::opening(dir, error) {
+                // A store just closed in this process keeps its lock until sled's
+                // background thread has finished; another process keeps it for good.
+                StoreError::Locked { .. } if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return Err(other),
+            },
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_string());
+                return Err(StoreError::corrupt(
+                    dir,
+                    format!("sled failed reading it: {why}"),
+                ));
+            }
+        }
+    };
+    let sled_err = |e| StoreError::from_sled(dir, e);
+    let meta = db.open_tree("meta").map_err(sled_err)?;
+    check_format_version(dir, &meta, existed)?;
+    let instance_id = instance_id(dir, &meta)?;
+    db.flush().map_err(sled_err)?;
+    let trees = Trees {
+        conversations: db.open_tree("conversations").map_err(sled_err)?,
+        inbound: db.open_tree("inbound").map_err(sled_err)?,
+        inbound_ids: db.open_tree("inbound_ids").map_err(sled_err)?,
+        turns: db.open_tree("turns").map_err(sled_err)?,
+        deliveries: db.open_tree("deliveries").map_err(sled_err)?,
+        cursors: db.open_tree("cursors").map_err(sled_err)?,
+        db,
+    };
+    Ok((trees, instance_id))
 }
 
 /// Refuses a store of another format; records ours in a new one.
@@ -386,7 +411,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            let meta = store.inner.db.open_tree("meta").unwrap();
+            let meta = store.db().unwrap().db.open_tree("meta").unwrap();
             meta.insert(FORMAT_VERSION_KEY, encode(&(FORMAT_VERSION + 1)).unwrap())
                 .unwrap();
             store.flush().unwrap();
@@ -416,7 +441,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            let meta = store.inner.db.open_tree("meta").unwrap();
+            let meta = store.db().unwrap().db.open_tree("meta").unwrap();
             meta.insert(FORMAT_VERSION_KEY, &b"not json"[..]).unwrap();
             store.flush().unwrap();
         }

@@ -43,7 +43,7 @@ impl Store {
     /// forget a message that was sent.
     pub fn put_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
         let key = turn.conversation.to_string();
-        self.inner
+        self.db()?
             .turns
             .insert(key.as_bytes(), encode(turn)?)
             .map_err(|e| self.sled_err(e))?;
@@ -54,7 +54,7 @@ impl Store {
     pub fn turn(&self, conversation: &ConversationKey) -> Result<Option<TurnRecord>, StoreError> {
         let key = conversation.to_string();
         match self
-            .inner
+            .db()?
             .turns
             .get(key.as_bytes())
             .map_err(|e| self.sled_err(e))?
@@ -67,7 +67,7 @@ impl Store {
     /// Every running turn, to resume at startup. Unreadable records are logged and skipped.
     pub fn turns(&self) -> Result<Vec<TurnRecord>, StoreError> {
         let mut turns = Vec::new();
-        for entry in self.inner.turns.iter() {
+        for entry in self.db()?.turns.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
             turns.extend(self.decode_or_skip(TREE, &key, &bytes));
         }
@@ -96,7 +96,7 @@ impl Store {
         let key = record.conversation.to_string();
         let prefix = conversation_prefix(&record.conversation);
         let delivery = delivery_key(&record.conversation, &record.turn);
-        let inner = &self.inner;
+        let inner = self.db()?;
         (
             &inner.turns,
             &inner.inbound_ids,
@@ -221,9 +221,16 @@ mod tests {
         store.insert_inbound(&message(&chat, "2", 1)).unwrap();
         store.put_turn(&record(&chat, "t1", &["1", "2"])).unwrap();
         // Damage the second message's entry: the transaction aborts after marking the first.
-        let log: Vec<_> = store.inner.inbound.iter().map(|e| e.unwrap().0).collect();
+        let log: Vec<_> = store
+            .db()
+            .unwrap()
+            .inbound
+            .iter()
+            .map(|e| e.unwrap().0)
+            .collect();
         store
-            .inner
+            .db()
+            .unwrap()
             .inbound
             .insert(&log[1], &b"garbage"[..])
             .unwrap();

@@ -40,6 +40,7 @@ impl Actor {
         self.session = Some(Session {
             conn,
             _permit: permit,
+            replay_at: None,
             seq: if started.fresh {
                 Sequencer::known(0)
             } else {
@@ -130,6 +131,7 @@ impl Actor {
                     self.session = Some(Session {
                         conn,
                         _permit: permit,
+                        replay_at: None,
                         seq: Sequencer::known(acked),
                         resync: true,
                         requests: HashMap::new(),
@@ -189,7 +191,13 @@ impl Actor {
         if let Some(outbox) = self.outbox() {
             outbox.push(&text);
         }
-        self.finish_turn().await;
+        if !self.finish_turn().await {
+            // Its record stays: the next start finds the box gone and ends it again.
+            self.turn = None;
+            if let Some(outbox) = self.outbox() {
+                outbox.finish();
+            }
+        }
     }
 
     pub(super) async fn idle_stop(&mut self) {

@@ -71,6 +71,12 @@ impl Actor {
         let resync = std::mem::take(&mut session.resync);
         match session.seq.on_state(last_seq, agent_acked) {
             AfterState::InStep => {}
+            AfterState::Replay { .. } if session.replay_at.is_some() => {
+                // Events could not be stored: the replay waits for its timer, so a failing
+                // disk is not asked in a loop.
+                session.resync = resync;
+                return;
+            }
             AfterState::Replay { after } => {
                 tracing::debug!(conversation = %self.key, after, last_seq, "asking the box to replay events not yet processed");
                 self.send_to_box(&ToAgent::Resume {
@@ -186,13 +192,12 @@ impl Actor {
             return;
         };
         let mut pushed = None;
-        let mut retracted = false;
+        let mut retracted = None;
         let mut finished = false;
         match event.body {
             EventBody::TextDelta { text } => pushed = Some(text),
             EventBody::Retract { bytes } => {
-                retract(&mut turn.record.reply.text, bytes);
-                retracted = true;
+                retracted = Some(retract(&mut turn.record.reply.text, bytes));
             }
             EventBody::Error { message } => {
                 pushed = Some(error_text(&turn.record.reply.text, &message));
@@ -208,32 +213,77 @@ impl Actor {
         if let Some(text) = &pushed {
             turn.record.reply.text.push_str(text);
         }
-        turn.record.last_acked = event.seq;
+        let previous_ack = std::mem::replace(&mut turn.record.last_acked, event.seq);
         if finished {
-            self.finish_turn().await;
-        } else if pushed.is_some() || retracted {
+            if !self.finish_turn().await {
+                self.not_durable(event.seq, previous_ack, None, None);
+                return;
+            }
+        } else if pushed.is_some() || retracted.is_some() {
             let record = turn.record.clone();
             let saved = self
                 .shared
                 .store
                 .blocking(move |s| s.put_turn(&record))
                 .await;
-            // Shown once durable, so a restart never shows it twice; shown even if the disk
-            // failed, so the user is not left waiting (the replay then repeats it).
+            if let Err(e) = saved {
+                tracing::debug!(conversation = %self.key, error = %e, "reply progress not persisted");
+                self.not_durable(event.seq, previous_ack, pushed.as_deref(), retracted);
+                return;
+            }
+            // Shown once durable, so a restart never shows it twice.
             if let (Some(outbox), Some(text)) = (&outbox, &pushed) {
                 outbox.push(text);
             }
-            if let (Some(outbox), true) = (&outbox, retracted) {
+            if let (Some(outbox), Some(_)) = (&outbox, &retracted) {
                 // The shown messages are edited back to the text that remains.
                 outbox.restart();
                 outbox.push(&record_text(&self.turn));
             }
-            if let Err(e) = saved {
-                tracing::error!(conversation = %self.key, error = %e, "could not persist reply progress; not acknowledging");
-                return;
+        }
+        self.store_ok();
+        self.send_to_box(&ToAgent::Ack { seq: event.seq }).await;
+    }
+
+    /// An event could not be made durable (a full or failing disk): undo it in memory and
+    /// leave it unacknowledged; the box keeps it, and replays it once the store writes again
+    /// ([`Actor::replay_due`]), so nothing is shown that a restart would show twice.
+    fn not_durable(
+        &mut self,
+        seq: u64,
+        previous_ack: u64,
+        pushed: Option<&str>,
+        retracted: Option<String>,
+    ) {
+        if let Some(turn) = self.turn.as_mut() {
+            turn.record.last_acked = previous_ack;
+            let text = &mut turn.record.reply.text;
+            if let Some(pushed) = pushed {
+                text.truncate(text.len().saturating_sub(pushed.len()));
+            }
+            if let Some(removed) = retracted {
+                text.push_str(&removed);
             }
         }
-        self.send_to_box(&ToAgent::Ack { seq: event.seq }).await;
+        let wait = self.store_failed();
+        if let Some(session) = self.session.as_mut() {
+            session.seq.rewind(seq.saturating_sub(1));
+            session.replay_at = Some(Instant::now() + wait);
+        }
+    }
+
+    /// Asks the box to replay what it holds after the last durable event.
+    pub(super) async fn replay_due(&mut self) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.replay_at = None;
+        let after = session.seq.acked().unwrap_or(0);
+        self.send_to_box(&ToAgent::Resume {
+            version: clawpen_protocol::VERSION,
+            after,
+        })
+        .await;
     }
 
     /// Track a turn the agent started without a `Turn` request from us.
@@ -269,35 +319,40 @@ impl Actor {
 
     /// The turn is over: its messages are answered and its reply's final text is kept with
     /// its delivery, in one step; the delivery task shows the rest of it (however long the
-    /// platform makes it wait) while the conversation goes on.
-    pub(super) async fn finish_turn(&mut self) {
-        let Some(mut turn) = self.turn.take() else {
-            return;
+    /// platform makes it wait) while the conversation goes on. False, with the turn still
+    /// running, if that step could not be stored.
+    pub(super) async fn finish_turn(&mut self) -> bool {
+        let Some(turn) = self.turn.as_ref() else {
+            return true;
         };
-        if self.finished.len() >= FINISHED_KEPT {
-            self.finished.pop_front();
+        let mut record = turn.record.clone();
+        let blank = record.reply.text.trim().is_empty();
+        if blank {
+            record.reply.text.push_str(BLANK_REPLY);
         }
-        self.finished.push_back(turn.record.turn.clone());
-        if turn.record.reply.text.trim().is_empty() {
-            let blank = "(the agent finished without a reply)";
-            turn.record.reply.text.push_str(blank);
-            if let Some(outbox) = self.outbox() {
-                outbox.push(blank);
-            }
-        }
-        let record = turn.record;
+        let turn_id = record.turn.clone();
         if let Err(e) = self
             .shared
             .store
             .blocking(move |s| s.complete_turn(&record))
             .await
         {
-            tracing::error!(conversation = %self.key, error = %e, "could not record the finished turn");
+            tracing::debug!(conversation = %self.key, error = %e, "the finished turn was not recorded");
+            return false;
         }
+        self.turn = None;
+        if self.finished.len() >= FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(turn_id);
         if let Some(outbox) = self.outbox() {
+            if blank {
+                outbox.push(BLANK_REPLY);
+            }
             outbox.finish();
         }
         self.last_activity = Instant::now();
+        true
     }
 
     pub(super) fn typing(&mut self) {
@@ -314,15 +369,18 @@ impl Actor {
     }
 }
 
-/// Withdraws the last `bytes` bytes of `text`, never splitting a char.
-fn retract(text: &mut String, bytes: u64) {
+/// What a turn that ends with no text at all shows.
+const BLANK_REPLY: &str = "(the agent finished without a reply)";
+
+/// Withdraws the last `bytes` bytes of `text`, never splitting a char; returns them.
+fn retract(text: &mut String, bytes: u64) -> String {
     let mut keep = text
         .len()
         .saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
     while !text.is_char_boundary(keep) {
         keep -= 1;
     }
-    text.truncate(keep);
+    text.split_off(keep)
 }
 
 /// The running turn's reply text as acknowledged.

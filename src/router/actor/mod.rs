@@ -39,6 +39,12 @@ const MAX_ATTACHMENT: u64 = 20 << 20;
 /// How many unaddressed messages are kept as context for the next turn.
 const CONTEXT_KEPT: usize = 50;
 
+/// The first wait after a store write failed; it doubles with each further failure.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// The longest wait between two tries of a store write.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(30);
+
 /// How many finished turn ids an actor remembers.
 const FINISHED_KEPT: usize = 16;
 
@@ -75,6 +81,8 @@ struct Session {
     _permit: OwnedSemaphorePermit,
     /// Which of the box's events to take: in order, once each, never past a gap.
     seq: Sequencer,
+    /// When to ask the box to replay events that could not be stored.
+    replay_at: Option<Instant>,
     /// Set when attaching to a turn interrupted by a restart: the agent's answer to
     /// `Resume` then tells whether it ever received that turn.
     resync: bool,
@@ -118,12 +126,18 @@ pub(crate) struct Actor {
     last_activity: Instant,
     /// Hands replies to the conversation's delivery task, started on first use.
     outbox: Option<Arc<Outbox>>,
+    /// Store writes failed in a row (a full or failing disk), for the backoff.
+    store_failures: u32,
+    /// A turn that could not be stored is tried again no sooner than this.
+    retry_turn_at: Option<Instant>,
 }
 
 /// What the actor's select loop woke up for.
 enum Wake {
     Command(Option<Command>),
     Output(BoxOutput),
+    Replay,
+    RetryTurn,
     Typing,
     Stall,
     Idle,
@@ -147,6 +161,8 @@ impl Actor {
             finished: VecDeque::new(),
             last_activity: Instant::now(),
             outbox: None,
+            store_failures: 0,
+            retry_turn_at: None,
         }
     }
 
@@ -167,7 +183,9 @@ impl Actor {
         }
         loop {
             let shutting_down = self.shared.shutdown.is_cancelled();
-            if self.turn.is_none() && !self.queue.is_empty() && !shutting_down {
+            let turn_due = self.retry_turn_at.is_none_or(|at| at <= Instant::now());
+            if self.turn.is_none() && !self.queue.is_empty() && !shutting_down && turn_due {
+                self.retry_turn_at = None;
                 self.start_turn().await;
                 continue;
             }
@@ -193,6 +211,8 @@ impl Actor {
                 Wake::Command(Some(command)) => self.on_command(command).await,
                 Wake::Command(None) => break,
                 Wake::Output(output) => self.on_output(output).await,
+                Wake::Replay => self.replay_due().await,
+                Wake::RetryTurn => {}
                 Wake::Typing => self.typing(),
                 Wake::Stall => self.stalled().await,
                 Wake::Idle => self.idle_stop().await,
@@ -204,6 +224,27 @@ impl Actor {
             outbox.close();
         }
         tracing::debug!(conversation = %self.key, "actor stopped");
+    }
+
+    /// Counts a failed store write; returns how long to wait before the next try. Logged
+    /// when a run of failures starts and then at every power of two, never per failure.
+    fn store_failed(&mut self) -> Duration {
+        self.store_failures = self.store_failures.saturating_add(1);
+        let failures = self.store_failures;
+        if failures.is_power_of_two() {
+            tracing::warn!(conversation = %self.key, failures, "the store cannot write; this conversation waits and tries again");
+        }
+        STORE_RETRY
+            .saturating_mul(2u32.saturating_pow(failures - 1))
+            .min(STORE_RETRY_MAX)
+    }
+
+    /// A store write succeeded: a run of failures, if any, is over.
+    fn store_ok(&mut self) {
+        if self.store_failures > 0 {
+            tracing::info!(conversation = %self.key, failures = self.store_failures, "the store writes again");
+            self.store_failures = 0;
+        }
     }
 
     async fn on_command(&mut self, command: Command) {
@@ -223,12 +264,16 @@ impl Actor {
             .map(|t| t.last_sign + self.shared.config.turn_stall);
         let idle_due = (self.turn.is_none() && self.session.is_some())
             .then(|| self.last_activity + self.shared.config.idle_timeout);
+        let replay_due = self.session.as_ref().and_then(|s| s.replay_at);
+        let retry_turn = self.retry_turn_at;
         let shutdown = self.shared.shutdown.clone();
         let watch_shutdown = self.turn.is_none() && !shutdown.is_cancelled();
         let session = self.session.as_mut();
         tokio::select! {
             command = self.mailbox.recv() => Wake::Command(command),
             output = recv_output(session) => Wake::Output(output),
+            _ = sleep_until(replay_due.unwrap_or(far)), if replay_due.is_some() => Wake::Replay,
+            _ = sleep_until(retry_turn.unwrap_or(far)), if retry_turn.is_some() => Wake::RetryTurn,
             _ = sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
             _ = sleep_until(stall_due.unwrap_or(far)), if stall_due.is_some() => Wake::Stall,
             _ = sleep_until(idle_due.unwrap_or(far)), if idle_due.is_some() => Wake::Idle,
@@ -322,11 +367,15 @@ impl Actor {
             return;
         };
         if let Err(e) = self.shared.store.put_turn(&record) {
-            tracing::error!(conversation = %self.key, error = %e, "could not persist the turn; messages stay pending");
+            // Stored messages stay pending; they start a turn once the store writes again.
+            tracing::debug!(conversation = %self.key, error = %e, "the turn could not be stored");
+            let wait = self.store_failed();
+            self.retry_turn_at = Some(Instant::now() + wait);
             self.queue.extend(messages);
             self.context.extend(context);
             return;
         }
+        self.store_ok();
         for message in context.iter().chain(&messages) {
             let state = InboundState::InTurn {
                 turn: record.turn.clone(),

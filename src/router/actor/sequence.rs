@@ -51,35 +51,23 @@ pub(crate) enum AfterState {
     },
 }
 
-/// How many times one attach asks again for events that did not arrive, before the bridge
-/// concludes the agent no longer has them.
-const MAX_REPLAYS: u32 = 3;
-
 /// The sequencing state of one attached box.
 #[derive(Debug)]
 pub(crate) struct Sequencer {
     /// The highest seq processed and acknowledged; `None` until known (an adopted box).
     acked: Option<u64>,
-    /// Replays asked for on this attach beyond the first `Resume`.
-    replays: u32,
 }
 
 impl Sequencer {
     /// After attaching with `Resume { after: base }`, for a turn whose progress was
     /// recorded up to `base` (0 for a box just started).
     pub(crate) fn known(base: u64) -> Self {
-        Self {
-            acked: Some(base),
-            replays: 0,
-        }
+        Self { acked: Some(base) }
     }
 
     /// After attaching to a box left by an earlier bridge without a record of its events.
     pub(crate) fn unknown() -> Self {
-        Self {
-            acked: None,
-            replays: 0,
-        }
+        Self { acked: None }
     }
 
     /// The highest seq processed, if known.
@@ -103,6 +91,14 @@ impl Sequencer {
         self.acked = Some(seq);
     }
 
+    /// Forgets that events after `seq` were processed (they could not be stored); they are
+    /// taken again when the box replays them.
+    pub(crate) fn rewind(&mut self, seq: u64) {
+        if let Some(acked) = self.acked.as_mut() {
+            *acked = (*acked).min(seq);
+        }
+    }
+
     /// The agent answered a `Resume`: everything it replayed came before this line.
     /// `last_seq` is its highest seq; `agent_acked` what it had acknowledged (absent from
     /// older agents).
@@ -123,8 +119,9 @@ impl Sequencer {
         if acked >= last_seq {
             return AfterState::InStep;
         }
-        if agent_acked.is_some() && self.replays < MAX_REPLAYS {
-            self.replays += 1;
+        if agent_acked.is_some() {
+            // The agent holds every event after what it had acknowledged, and that is at
+            // most `acked`: whatever the bridge has not processed can come again.
             return AfterState::Replay { after: acked };
         }
         self.acked = Some(last_seq);
@@ -197,16 +194,15 @@ mod tests {
     }
 
     #[test]
-    fn events_missed_on_this_attach_are_asked_for_again_then_given_up() {
-        let mut seq = Sequencer::known(5);
-        for _ in 0..MAX_REPLAYS {
+    fn events_the_agent_still_holds_are_asked_for_again_however_often() {
+        // Processed up to 5, then storing 6 failed: the agent holds 6..=9 until they are.
+        let mut seq = Sequencer::known(6);
+        seq.rewind(5);
+        for _ in 0..10 {
             assert_eq!(seq.on_state(9, Some(5)), AfterState::Replay { after: 5 });
         }
-        assert_eq!(
-            seq.on_state(9, Some(5)),
-            AfterState::Skip { seq: 9, lost: 4 }
-        );
-        assert_eq!(seq.check(10), Verdict::Take);
+        assert_eq!(feed(&mut seq, &[6, 7, 8, 9]), vec![6, 7, 8, 9]);
+        assert_eq!(seq.on_state(9, Some(5)), AfterState::InStep);
     }
 
     #[test]
