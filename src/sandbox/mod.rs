@@ -42,6 +42,13 @@ pub enum SandboxError {
         /// The client's error.
         reason: String,
     },
+    /// The engine stopped answering (restarting, crashed, its socket gone): nothing was
+    /// done, and the same request may succeed once it is back.
+    #[error("the sandbox engine is not answering ({reason})")]
+    EngineDown {
+        /// The client's error.
+        reason: String,
+    },
     /// The box image is not present and could not be built.
     #[error("box image {image} is missing; run `clawpen image build`")]
     ImageMissing {
@@ -92,6 +99,14 @@ impl SandboxError {
                 message,
                 status: Some(status_code),
             },
+            DockerError::IOError { .. }
+            | DockerError::RequestTimeoutError
+            | DockerError::HyperResponseError { .. }
+            | DockerError::HyperLegacyError { .. }
+            | DockerError::HttpClientError { .. }
+            | DockerError::SocketNotFoundError(_) => Self::EngineDown {
+                reason: format!("docker {op} {target}: {error}"),
+            },
             other => Self::Engine {
                 op,
                 target: target.to_string(),
@@ -99,6 +114,12 @@ impl SandboxError {
                 status: None,
             },
         }
+    }
+
+    /// Whether the engine itself is out of reach (rather than refusing this request), so
+    /// that waiting for it is the remedy.
+    pub fn engine_down(&self) -> bool {
+        matches!(self, Self::EngineDown { .. } | Self::Unreachable { .. })
     }
 
     fn is_status(&self, code: u16) -> bool {

@@ -39,6 +39,15 @@ const MAX_ATTACHMENT: u64 = 20 << 20;
 /// How many unaddressed messages are kept as context for the next turn.
 const CONTEXT_KEPT: usize = 50;
 
+/// How long messages wait for an unreachable engine before they fail.
+const ENGINE_WAIT: Duration = Duration::from_secs(600);
+
+/// The first wait before trying an unreachable engine again; it doubles with each try.
+const ENGINE_RETRY: Duration = Duration::from_millis(500);
+
+/// The longest wait between two tries of an unreachable engine.
+const ENGINE_RETRY_MAX: Duration = Duration::from_secs(15);
+
 /// The first wait after a store write failed; it doubles with each further failure.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -128,8 +137,19 @@ pub(crate) struct Actor {
     outbox: Option<Arc<Outbox>>,
     /// Store writes failed in a row (a full or failing disk), for the backoff.
     store_failures: u32,
-    /// A turn that could not be stored is tried again no sooner than this.
+    /// A turn that could not be stored, or found no engine, is tried again no sooner than
+    /// this.
     retry_turn_at: Option<Instant>,
+    /// Set while the engine is out of reach and messages wait for it.
+    engine_wait: Option<EngineWait>,
+}
+
+/// Messages waiting for an unreachable engine.
+struct EngineWait {
+    /// When the wait began.
+    since: Instant,
+    /// Attempts so far.
+    tries: u32,
 }
 
 /// What the actor's select loop woke up for.
@@ -163,6 +183,7 @@ impl Actor {
             outbox: None,
             store_failures: 0,
             retry_turn_at: None,
+            engine_wait: None,
         }
     }
 
@@ -224,6 +245,38 @@ impl Actor {
             outbox.close();
         }
         tracing::debug!(conversation = %self.key, "actor stopped");
+    }
+
+    /// The engine is out of reach: tell the user once, in plain words, and try again later,
+    /// up to [`ENGINE_WAIT`]. False once that is over (the messages then fail).
+    async fn wait_for_engine(&mut self, messages: &[Inbound]) -> bool {
+        let now = Instant::now();
+        let first = self.engine_wait.is_none();
+        let wait = self.engine_wait.get_or_insert(EngineWait {
+            since: now,
+            tries: 0,
+        });
+        if now.duration_since(wait.since) >= ENGINE_WAIT {
+            self.engine_wait = None;
+            return false;
+        }
+        wait.tries += 1;
+        let pause = ENGINE_RETRY
+            .saturating_mul(2u32.saturating_pow(wait.tries - 1))
+            .min(ENGINE_RETRY_MAX);
+        self.retry_turn_at = Some(now + pause);
+        if first {
+            tracing::warn!(conversation = %self.key, "the sandbox engine is not answering; the message waits for it");
+            let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
+            if let Some(outbox) = self.outbox() {
+                outbox.notice(
+                    ReplyState::new(reply_to),
+                    "⏳ The sandbox is not answering right now. Your message is kept and will \
+                     run as soon as it is back.",
+                );
+            }
+        }
+        true
     }
 
     /// Counts a failed store write; returns how long to wait before the next try. Logged
@@ -326,8 +379,17 @@ impl Actor {
     async fn start_turn(&mut self) {
         let messages: Vec<Inbound> = self.queue.drain(..).collect();
         if let Err(e) = self.ensure_session().await {
+            if e.engine_down() && self.wait_for_engine(&messages).await {
+                self.queue.extend(messages);
+                return;
+            }
             tracing::warn!(conversation = %self.key, error = %e, "no box for the turn");
             let text = match &e {
+                _ if e.engine_down() => format!(
+                    "⚠️ The sandbox did not come back within {} minutes, so this message was \
+                     not run. Please send it again later.",
+                    ENGINE_WAIT.as_secs() / 60
+                ),
                 SandboxError::Protocol(_) if self.shared.shutdown.is_cancelled() => {
                     // Shutting down: keep the messages stored as pending for the next start.
                     return;
@@ -336,6 +398,9 @@ impl Actor {
             };
             self.fail_messages(&messages, &text).await;
             return;
+        }
+        if let Some(wait) = self.engine_wait.take() {
+            tracing::info!(conversation = %self.key, tries = wait.tries, "the sandbox engine answers again");
         }
         let Some(last) = messages.last() else { return };
         // Chatter since the last turn goes first, as context; it is done with this turn.
