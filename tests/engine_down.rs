@@ -10,7 +10,6 @@ mod telegram_fake;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use support::{eventually, Cleanup, REPLY_TIMEOUT};
 use telegram_fake::{FakeTelegram, TOKEN};
