@@ -134,6 +134,14 @@ fn tally(fake: &FakeTelegram, asked: &HashMap<i64, Vec<Asked>>) -> Outcome {
                     "chat {chat}: {:?} shown as {:?}",
                     a.expected, one.text
                 )),
+                // A repeated send (the one-round-trip window) repeats the same reply;
+                // anything else among them is a wrong reply.
+                many if many.iter().any(|m| m.text != a.expected) => outcome.garbled.push(format!(
+                    "chat {chat}: {:?} answered {} times, not all with it: {:?}",
+                    a.expected,
+                    many.len(),
+                    many.iter().map(|m| &m.text).collect::<Vec<_>>()
+                )),
                 many => outcome.duplicated.push(format!(
                     "chat {chat}: {:?} shown {} times: {:?}",
                     a.expected,

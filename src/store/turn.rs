@@ -37,6 +37,19 @@ pub struct TurnRecord {
     pub started_at: u64,
 }
 
+impl TurnRecord {
+    /// What the platform showed of the reply, for a record written before delivery records
+    /// existed: those kept the parts here. A newer record holds no parts, so this is then a
+    /// reply with nothing shown yet (answering the same message).
+    pub fn shown_before_delivery_records(&self) -> ReplyState {
+        let mut shown = self.reply.clone();
+        if shown.parts.is_empty() {
+            shown.text.clear();
+        }
+        shown
+    }
+}
+
 impl Store {
     /// Stores a turn's record, replacing the conversation's previous one. Flushed before it
     /// returns: the caller sends or edits platform messages next, and a crash must not
@@ -47,6 +60,30 @@ impl Store {
             .turns
             .insert(key.as_bytes(), encode(turn)?)
             .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
+    /// Starts (or extends) a turn: stores its record and marks the messages `ids` as in it,
+    /// in one transaction, so that after a crash a message is either still pending (and
+    /// starts a turn again) or belongs to the stored turn (and is resumed with it), never
+    /// both nor neither. Flushed.
+    pub fn begin_turn(&self, record: &TurnRecord, ids: &[String]) -> Result<(), StoreError> {
+        let key = record.conversation.to_string();
+        let prefix = conversation_prefix(&record.conversation);
+        let state = InboundState::InTurn {
+            turn: record.turn.clone(),
+        };
+        let value = encode(record)?;
+        let inner = self.db()?;
+        (&inner.turns, &inner.inbound_ids, &inner.inbound)
+            .transaction(|(turns, ids_tree, log)| {
+                for id in ids {
+                    self.update_state(ids_tree, log, &prefix, &id_key(&prefix, id), &state)?;
+                }
+                turns.insert(key.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
         self.flush()
     }
 
@@ -151,6 +188,85 @@ mod tests {
             reply: ReplyState::new(Some(MessageRef(inbound.first().unwrap_or(&"").to_string()))),
             started_at: 50,
         }
+    }
+
+    /// A turn record as the release before delivery records wrote it, mid-reply: its text
+    /// and the message showing it.
+    const RELEASED_RECORD: &str = r#"{"conversation":{"platform":"telegram","chat":"-500","thread":null},"turn":"t18c3-0","container":"4f2a","last_acked":12,"inbound":["1001"],"reply":{"text":"one two three","parts":[{"message":"2001","shown":"one two","text":"one two three","sealed":false}],"reply_to":"1001","consumed":0,"fence":null},"started_at":1764400000}"#;
+
+    #[test]
+    fn a_turn_written_by_the_last_release_resumes_in_the_message_it_showed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "-500");
+        store
+            .db()
+            .unwrap()
+            .turns
+            .insert(chat.to_string().as_bytes(), RELEASED_RECORD.as_bytes())
+            .unwrap();
+        let record = store.turn(&chat).unwrap().unwrap();
+        assert_eq!(record.last_acked, 12);
+        assert_eq!(record.reply.text, "one two three");
+        // No delivery record yet: the parts it kept are what the platform shows.
+        assert_eq!(store.delivery(&chat, &record.turn).unwrap(), None);
+        let shown = record.shown_before_delivery_records();
+        assert_eq!(shown.parts.len(), 1);
+        assert_eq!(shown.parts[0].message, Some(MessageRef("2001".into())));
+        assert_eq!(shown.parts[0].shown, "one two");
+        assert_eq!(shown.reply_to, Some(MessageRef("1001".into())));
+        // A record of this release keeps no parts: nothing shown, same message answered.
+        let mut current = record.clone();
+        current.reply = ReplyState::new(Some(MessageRef("1001".into())));
+        current.reply.text = "one two three".into();
+        let fresh = current.shown_before_delivery_records();
+        assert!(fresh.parts.is_empty() && fresh.text.is_empty());
+        assert_eq!(fresh.reply_to, Some(MessageRef("1001".into())));
+    }
+
+    #[test]
+    fn a_turn_and_its_messages_begin_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        for id in ["1", "2"] {
+            store.insert_inbound(&message(&chat, id, 1)).unwrap();
+        }
+        store
+            .begin_turn(&record(&chat, "t1", &["1"]), &["1".into()])
+            .unwrap();
+        let states: Vec<_> = store
+            .pending_inbound(&chat)
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.inbound.id, e.state))
+            .collect();
+        let in_t1 = InboundState::InTurn { turn: "t1".into() };
+        assert_eq!(
+            states,
+            vec![("1".into(), in_t1), ("2".into(), InboundState::Pending)]
+        );
+        assert_eq!(store.turn(&chat).unwrap().unwrap().turn, "t1");
+
+        // A damaged entry aborts the whole step: no new record, no message moved.
+        let log: Vec<_> = store
+            .db()
+            .unwrap()
+            .inbound
+            .iter()
+            .map(|e| e.unwrap().0)
+            .collect();
+        store
+            .db()
+            .unwrap()
+            .inbound
+            .insert(&log[1], &b"garbage"[..])
+            .unwrap();
+        let error = store
+            .begin_turn(&record(&chat, "t2", &["1", "2"]), &["1".into(), "2".into()])
+            .unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
+        assert_eq!(store.turn(&chat).unwrap().unwrap().turn, "t1");
     }
 
     #[test]

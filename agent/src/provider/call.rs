@@ -159,10 +159,7 @@ impl Model {
 fn tunnel_failure(error: TunnelError) -> Failure {
     match error {
         TunnelError::Reattached => Failure::Reattached,
-        TunnelError::Stalled(after) => Failure::Broken(format!(
-            "the model provider sent nothing for {} s",
-            after.as_secs()
-        )),
+        TunnelError::Stalled(after) => Failure::Stalled(after),
         other => Failure::Broken(other.to_string()),
     }
 }
@@ -175,6 +172,7 @@ fn brief(failure: &Failure) -> String {
         Failure::Bridge(message) => message.clone(),
         Failure::Broken(_) => "the model's answer broke off".into(),
         Failure::Reattached => "the bridge reconnected".into(),
+        Failure::Stalled(_) => "the model provider went quiet".into(),
     }
 }
 
@@ -221,6 +219,30 @@ mod tests {
 
     fn body(data: &str) -> ResponsePart {
         ResponsePart::Body { data: data.into() }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_provider_that_goes_quiet_is_named_and_not_waited_for_twice() {
+        // The bridge passes on whatever the provider sends: here, nothing at all.
+        let model = bridge(vec![vec![]]);
+        let (steps_in, _steps) = mpsc::channel(16);
+        let mut out = Out::new(steps_in, 1024);
+        let messages = [Message::user("hi")];
+        let request = ModelRequest {
+            model: "m",
+            system: "s",
+            messages: &messages,
+            tools: &[],
+            max_tokens: 10,
+        };
+        let started = tokio::time::Instant::now();
+        let result = model.call(&request, &mut out, true).await;
+        let Err(message) = result else {
+            panic!("expected a failure: {result:?}")
+        };
+        assert!(message.contains("model provider sent nothing"), "{message}");
+        assert!(!message.contains("bridge"), "{message}");
+        assert_eq!(started.elapsed(), NO_PROGRESS, "waited once, not twice");
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,7 +6,9 @@
 //!   most [`RATE_LIMIT_RETRIES`] times; a wait longer than [`MAX_WAIT`] is not waited.
 //! - 5xx (and Anthropic's 529 "overloaded"): back off 1 s, 2 s, 4 s, at most
 //!   [`SERVER_RETRIES`] times.
-//! - A broken stream (cut off, the provider's `error` event, no progress, garbage): once.
+//! - A broken stream (cut off, the provider's `error` event, garbage): once.
+//! - A provider that sends nothing for the tunnel's no-progress limit: not again (it would
+//!   double a long wait); the user is told the provider went quiet.
 //! - The bridge re-attached mid-answer (it restarted): again at once, not counted as the
 //!   provider's failure, up to [`REATTACH_RETRIES`] times.
 //! - Other 4xx and refusals by the bridge (`Failed`): give up at once with their message.
@@ -42,6 +44,9 @@ pub enum Failure {
     Broken(String),
     /// The bridge re-attached to the box while the answer was on its way.
     Reattached,
+    /// Nothing arrived for this long: the provider went quiet (the bridge passes on
+    /// whatever it sends).
+    Stalled(Duration),
 }
 
 /// What to do next.
@@ -121,6 +126,10 @@ impl RetryPolicy {
             Failure::Bridge(message) => {
                 Decision::GiveUp(format!("the model call was not made: {message}"))
             }
+            Failure::Stalled(after) => Decision::GiveUp(format!(
+                "the model provider sent nothing for {} s. Please try again.",
+                after.as_secs()
+            )),
             Failure::Reattached => {
                 self.reattached += 1;
                 if self.reattached > REATTACH_RETRIES {

@@ -82,13 +82,7 @@ impl Actor {
                 None
             }
         };
-        let shown = shown.unwrap_or_else(|| {
-            let mut legacy = record.reply.clone();
-            if legacy.parts.is_empty() {
-                legacy.text.clear();
-            }
-            legacy
-        });
+        let shown = shown.unwrap_or_else(|| record.shown_before_delivery_records());
         outbox.resume(Some(record.turn.clone()), shown, &record.reply.text);
         let messages: Vec<TurnMessage> = self
             .shared

@@ -107,6 +107,24 @@ impl Actor {
             }
         }
         let options = self.turn_options();
+        let lost = self.turn.as_ref().filter(|_| resync).is_some_and(|t| {
+            let known = running.as_deref() == Some(t.record.turn.as_str())
+                || finished.contains(&t.record.turn);
+            !known && t.messages.is_empty()
+        });
+        if lost {
+            // A turn the agent began itself, in a process that is gone: there is nothing to
+            // send it again, so it ends with a word rather than a blank answer.
+            if let Some(turn) = self.turn.as_mut() {
+                let note = error_text(&turn.record.reply.text, LOST_TURN);
+                turn.record.reply.text.push_str(&note);
+                if let Some(outbox) = self.outbox() {
+                    outbox.push(&note);
+                }
+            }
+            self.finish_turn().await;
+            return;
+        }
         let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
             let known = running.as_deref() == Some(t.record.turn.as_str())
                 || finished.contains(&t.record.turn);
@@ -368,6 +386,10 @@ impl Actor {
         }
     }
 }
+
+/// What a turn the agent began itself says when a restart of its box lost it.
+const LOST_TURN: &str =
+    "This answer was cut short when the agent's box restarted. Send your message again to retry.";
 
 /// What a turn that ends with no text at all shows.
 const BLANK_REPLY: &str = "(the agent finished without a reply)";

@@ -431,7 +431,12 @@ impl Actor {
             tracing::error!(conversation = %self.key, "no adapter for this platform; dropping the turn");
             return;
         };
-        if let Err(e) = self.shared.store.put_turn(&record) {
+        let ids: Vec<String> = context
+            .iter()
+            .chain(&messages)
+            .map(|m| m.id.clone())
+            .collect();
+        if let Err(e) = self.shared.store.begin_turn(&record, &ids) {
             // Stored messages stay pending; they start a turn once the store writes again.
             tracing::debug!(conversation = %self.key, error = %e, "the turn could not be stored");
             let wait = self.store_failed();
@@ -441,18 +446,6 @@ impl Actor {
             return;
         }
         self.store_ok();
-        for message in context.iter().chain(&messages) {
-            let state = InboundState::InTurn {
-                turn: record.turn.clone(),
-            };
-            if let Err(e) = self
-                .shared
-                .store
-                .set_inbound_state(&self.key, &message.id, state)
-            {
-                tracing::warn!(conversation = %self.key, error = %e, "could not mark a message in-turn");
-            }
-        }
         let mut turn_messages: Vec<TurnMessage> = context.iter().map(turn_message).collect();
         for message in &messages {
             let mut turn_message = turn_message(message);
@@ -544,18 +537,13 @@ impl Actor {
         let follow = turn_message(&message);
         turn.messages.push(follow.clone());
         let turn_id = turn.record.turn.clone();
-        let state = InboundState::InTurn {
-            turn: turn_id.clone(),
-        };
         if let Err(e) = self
             .shared
             .store
-            .set_inbound_state(&self.key, &message.id, state)
+            .begin_turn(&turn.record, std::slice::from_ref(&message.id))
         {
-            tracing::warn!(conversation = %self.key, error = %e, "could not mark a follow-up in-turn");
-        }
-        if let Err(e) = self.shared.store.put_turn(&turn.record) {
-            tracing::warn!(conversation = %self.key, error = %e, "could not persist the turn");
+            // It stays pending in the store: a restart answers it in a turn of its own.
+            tracing::warn!(conversation = %self.key, error = %e, "could not record a follow-up in the turn");
         }
         self.send_to_box(&ToAgent::FollowUp {
             turn: turn_id,
