@@ -7,6 +7,9 @@
 //! [`reply`] (pure policy) and [`stream`] (the async driver), for every adapter alike.
 //!
 //! # Layout
+//! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
+//!   answered alike for every adapter.
+//! - [`access`]: who may talk to the bot: allowlists, owner pairing, rate-limited refusals.
 //! - [`reply`]: splitting a reply into parts and deciding the next platform operation.
 //! - [`stream`]: drives one reply to a platform through an [`Adapter`], throttled and retried.
 //! - [`telegram`]: Telegram bots, through the Bot API (long polling or a webhook).
@@ -21,6 +24,10 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub mod access;
+pub mod command;
+#[cfg(test)]
+mod fake_sink;
 pub mod reply;
 pub mod stream;
 pub mod telegram;
@@ -259,8 +266,21 @@ pub trait InboundSink: Send + Sync {
     /// End the running turn of a conversation (`/stop`).
     async fn cancel(&self, conversation: &ConversationKey);
 
-    /// A short status of a conversation for the user (`/status`).
-    async fn status(&self, conversation: &ConversationKey) -> String;
+    /// What a conversation is doing (`/status`, worded by [`command::Status`]).
+    async fn status(&self, conversation: &ConversationKey) -> StatusReport;
+}
+
+/// The facts `/status` reports about one conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusReport {
+    /// What its box is doing (`running a turn`, `idle`); `None` while it has no box.
+    pub state: Option<String>,
+    /// Its messages stored but not yet given to its agent.
+    pub queued: usize,
+    /// Boxes alive now, over all conversations.
+    pub live_boxes: usize,
+    /// The cap on live boxes.
+    pub max_boxes: usize,
 }
 
 /// One messaging platform.
