@@ -18,6 +18,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::component::Job;
+use crate::config::Config;
 use crate::router::{ConversationStatus, Router};
 
 /// The first line of a control connection.
@@ -48,6 +50,17 @@ pub struct StatusReply {
 // clients that know them from here.
 pub use clawpen_adapters::terminal::inbound::message as terminal_inbound;
 pub use clawpen_adapters::terminal::{ChatLine, TerminalEvent};
+
+/// The control socket as a daemon component: it serves until stopped; its chat sessions
+/// end once the reply under way is complete.
+pub fn component(config: &Config, router: Router, terminal: Arc<TerminalAdapter>) -> Arc<Job> {
+    let (path, max_boxes) = (config.control_socket(), config.max_boxes);
+    Job::new("control socket", move |stop, tasks| async move {
+        if let Err(e) = serve(&path, router, terminal, max_boxes, stop, tasks).await {
+            tracing::error!(path = %path.display(), error = %e, "control socket failed");
+        }
+    })
+}
 
 /// Serve the control socket until `shutdown`.
 pub async fn serve(
