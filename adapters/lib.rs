@@ -10,6 +10,7 @@
 //! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
 //!   answered alike for every adapter.
 //! - [`access`]: who may talk to the bot: allowlists, owner pairing, rate-limited refusals.
+//! - [`registry`]: every adapter the daemon can run, with its settings and checks.
 //! - [`reply`]: splitting a reply into parts and deciding the next platform operation.
 //! - [`stream`]: drives one reply to a platform through an [`Adapter`], throttled and retried.
 //! - [`telegram`]: Telegram bots, through the Bot API (long polling or a webhook).
@@ -28,6 +29,7 @@ pub mod access;
 pub mod command;
 #[cfg(test)]
 mod fake_sink;
+pub mod registry;
 pub mod reply;
 pub mod stream;
 pub mod telegram;

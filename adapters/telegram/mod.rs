@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`config`]: the `[telegram]` settings and their environment variables.
+//! - [`registration`]: how the daemon reads, checks and builds it.
 //! - `adapter`: the [`TelegramAdapter`] and its outbound operations.
 //! - [`format`]: Markdown to Telegram HTML.
 //! - `inbound`: a Telegram message as an [`crate::Inbound`], and the command it holds.
@@ -24,6 +25,7 @@ pub mod format;
 mod inbound;
 pub mod pace;
 mod poll;
+pub mod registration;
 mod update;
 mod webhook;
 
