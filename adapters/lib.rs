@@ -252,7 +252,8 @@ pub enum SinkError {
 /// so an adapter may then move its platform cursor (e.g. the Telegram offset) past it.
 ///
 /// The sink also keeps small durable values for adapters (cursors, a paired owner) and
-/// carries out chat commands that act on the conversation rather than reaching the agent.
+/// carries out what chat commands ([`command`]) ask of a conversation: cancel its turn,
+/// report its state.
 #[async_trait]
 pub trait InboundSink: Send + Sync {
     /// Store the message and queue it for its conversation.

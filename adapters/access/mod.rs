@@ -11,7 +11,7 @@
 //!
 //! # Layout
 //! - this file: [`Access`], the decision, with no I/O (unit-tested with a clock passed in).
-//! - [`gate`]: [`Gate`], the decision with its persistence (the owner, through the
+//! - `gate`: [`Gate`], the decision with its persistence (the owner, through the
 //!   [`crate::InboundSink`]) and its words (refusal, pairing), which adapters call.
 
 use std::collections::{HashMap, HashSet};
