@@ -7,6 +7,10 @@
 //! [`reply`] (pure policy) and [`stream`] (the async driver), for every adapter alike.
 //!
 //! # Layout
+//! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
+//!   answered alike for every adapter.
+//! - [`access`]: who may talk to the bot: allowlists, owner pairing, rate-limited refusals.
+//! - [`registry`]: every adapter the daemon can run, with its settings and checks.
 //! - [`reply`]: splitting a reply into parts and deciding the next platform operation.
 //! - [`stream`]: drives one reply to a platform through an [`Adapter`], throttled and retried.
 //! - [`telegram`]: Telegram bots, through the Bot API (long polling or a webhook).
@@ -21,6 +25,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+pub mod access;
+pub mod command;
+#[cfg(test)]
+mod fake_sink;
+pub mod registry;
 pub mod reply;
 pub mod stream;
 pub mod telegram;
@@ -243,7 +252,8 @@ pub enum SinkError {
 /// so an adapter may then move its platform cursor (e.g. the Telegram offset) past it.
 ///
 /// The sink also keeps small durable values for adapters (cursors, a paired owner) and
-/// carries out chat commands that act on the conversation rather than reaching the agent.
+/// carries out what chat commands ([`command`]) ask of a conversation: cancel its turn,
+/// report its state.
 #[async_trait]
 pub trait InboundSink: Send + Sync {
     /// Store the message and queue it for its conversation.
@@ -259,8 +269,21 @@ pub trait InboundSink: Send + Sync {
     /// End the running turn of a conversation (`/stop`).
     async fn cancel(&self, conversation: &ConversationKey);
 
-    /// A short status of a conversation for the user (`/status`).
-    async fn status(&self, conversation: &ConversationKey) -> String;
+    /// What a conversation is doing (`/status`, worded by [`command::Status`]).
+    async fn status(&self, conversation: &ConversationKey) -> StatusReport;
+}
+
+/// The facts `/status` reports about one conversation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatusReport {
+    /// What its box is doing (`running a turn`, `idle`); `None` while it has no box.
+    pub state: Option<String>,
+    /// Its messages stored but not yet given to its agent.
+    pub queued: usize,
+    /// Boxes alive now, over all conversations.
+    pub live_boxes: usize,
+    /// The cap on live boxes.
+    pub max_boxes: usize,
 }
 
 /// One messaging platform.

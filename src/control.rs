@@ -2,21 +2,24 @@
 //! running daemon, because the store has one owner.
 //!
 //! Line-delimited JSON over a Unix socket in the data directory (mode 0600). A connection
-//! starts with one [`Request`]; a `chat` connection then carries [`ChatLine`]s from the
-//! client and [`TerminalEvent`]s back.
+//! starts with one [`Request`]; a `chat` connection is then the terminal adapter's
+//! ([`clawpen_adapters::terminal::session`]): [`ChatLine`]s from the client and
+//! [`TerminalEvent`]s back.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use clawpen_adapters::terminal::{TerminalAdapter, TerminalEvent, PLATFORM};
-use clawpen_adapters::{ConversationKey, Inbound, InboundSink};
+use clawpen_adapters::terminal::{self, TerminalAdapter, PLATFORM};
+use clawpen_adapters::ConversationKey;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::component::Job;
+use crate::config::Config;
 use crate::router::{ConversationStatus, Router};
 
 /// The first line of a control connection.
@@ -47,29 +50,20 @@ pub struct StatusReply {
     pub degraded: Option<String>,
 }
 
-/// A line from a chat client.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChatLine {
-    /// The message text.
-    pub text: String,
-}
+// The chat side of the socket is the terminal adapter's; these names stay here for the
+// clients that know them from here.
+pub use clawpen_adapters::terminal::inbound::message as terminal_inbound;
+pub use clawpen_adapters::terminal::{ChatLine, TerminalEvent};
 
-/// A new inbound message of a terminal conversation.
-pub fn terminal_inbound(conversation: &ConversationKey, text: &str) -> Inbound {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Inbound {
-        id: format!("{:x}-{:x}", now.as_nanos(), std::process::id()),
-        conversation: conversation.clone(),
-        sender_id: "local".into(),
-        sender_name: std::env::var("USER").unwrap_or_else(|_| "you".into()),
-        text: text.to_string(),
-        attachments: Vec::new(),
-        reply_to: None,
-        addressed: true,
-        at: now.as_secs(),
-    }
+/// The control socket as a daemon component: it serves until stopped; its chat sessions
+/// end once the reply under way is complete.
+pub fn component(config: &Config, router: Router, terminal: Arc<TerminalAdapter>) -> Arc<Job> {
+    let (path, max_boxes) = (config.control_socket(), config.max_boxes);
+    Job::new("control socket", move |stop, tasks| async move {
+        if let Err(e) = serve(&path, router, terminal, max_boxes, stop, tasks).await {
+            tracing::error!(path = %path.display(), error = %e, "control socket failed");
+        }
+    })
 }
 
 /// Serve the control socket until `shutdown`.
@@ -144,51 +138,9 @@ async fn handle(
         }
         Request::Chat { conversation } => {
             let key = ConversationKey::new(PLATFORM, conversation);
-            let mut events = terminal.watch(&key);
-            // Whether a reply is under way: on shutdown the connection stays open until it
-            // is complete, because running turns are allowed to finish.
-            let mut busy = false;
-            let mut stopping = false;
-            loop {
-                if stopping && !busy {
-                    break;
-                }
-                tokio::select! {
-                    line = lines.next_line(), if !stopping => {
-                        let Some(line) = line? else { break };
-                        let Ok(chat) = serde_json::from_str::<ChatLine>(&line) else {
-                            tracing::warn!("malformed chat line on the control socket");
-                            continue;
-                        };
-                        match router.accept(terminal_inbound(&key, &chat.text)).await {
-                            Ok(_) => busy = true,
-                            Err(e) => {
-                                let event = TerminalEvent::Status { text: format!("not accepted: {e}") };
-                                send_event(&mut write, &event).await?;
-                            }
-                        }
-                    }
-                    event = events.recv() => {
-                        let Some(event) = event else { break };
-                        busy = !matches!(event, TerminalEvent::Finished);
-                        send_event(&mut write, &event).await?;
-                    }
-                    _ = shutdown.cancelled(), if !stopping => stopping = true,
-                }
-            }
-            // The client left; its conversation's actor goes on and the store keeps the reply.
-            Ok(())
+            terminal::session::serve(&terminal, &router, &key, lines, write, shutdown).await
         }
     }
-}
-
-async fn send_event(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    event: &TerminalEvent,
-) -> std::io::Result<()> {
-    let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    write.write_all(&line).await
 }
 
 /// Ask a running daemon for its status; `None` when no daemon answers.

@@ -1,13 +1,18 @@
 //! Starting and stopping the whole bridge: store, sandbox, router, adapters, control socket.
+//!
+//! The store and the sandbox are opened first; the rest are [`Component`]s, started in this
+//! order and stopped in reverse: the router (recovering what the last run left), the
+//! inbound-log pruning, the adapters, and in `clawpen run` the control socket.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use clawpen_adapters::terminal::TerminalAdapter;
 use clawpen_adapters::{Adapter, InboundSink};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
+use crate::component::{Component, ComponentError, Components, Job, StartError};
 use crate::config::Config;
 use crate::router::{RecoverError, Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
@@ -30,9 +35,10 @@ pub enum DaemonError {
     /// The sandbox is unusable.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
-    /// What the last run left could not be recovered.
+    /// A component could not start (the router: what the last run left could not be
+    /// recovered).
     #[error(transparent)]
-    Recover(#[from] RecoverError),
+    Start(#[from] StartError),
     /// The control socket could not be served.
     #[error("control socket {path}: {source}")]
     Control {
@@ -49,11 +55,55 @@ pub struct Bridge {
     pub router: Router,
     /// The terminal channel (always present).
     pub terminal: Arc<TerminalAdapter>,
-    /// Adapter and control-socket tasks, stopped on shutdown.
-    tasks: TaskTracker,
-    /// Fired to stop adapters and the control socket.
-    stop: CancellationToken,
+    /// The router, adapters, control socket and periodic jobs, stopped in reverse.
+    components: Components,
+    /// How long running turns get on shutdown.
     grace: Duration,
+}
+
+/// Margin past the grace period for the components that stream the last replies out.
+const STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// The router as a component: starting recovers the last run; stopping lets running turns
+/// finish up to the grace period.
+struct RouterPart {
+    router: Router,
+    grace: Duration,
+}
+
+#[async_trait]
+impl Component for RouterPart {
+    fn name(&self) -> String {
+        "router".into()
+    }
+
+    async fn start(&self) -> Result<(), ComponentError> {
+        self.router
+            .recover()
+            .await
+            .map_err(|e: RecoverError| ComponentError::new(e))
+    }
+
+    fn stop(&self) {
+        self.router.begin_shutdown();
+    }
+
+    async fn stopped(&self) {
+        let left = self.router.wait_stopped(self.grace).await;
+        if !left.is_empty() {
+            tracing::warn!(conversations = ?left, "turns still running at the deadline; they resume on the next start");
+        }
+    }
+}
+
+/// An adapter as a component: it receives until stopped.
+fn adapter_component(adapter: Arc<dyn Adapter>, sink: Arc<dyn InboundSink>) -> Arc<Job> {
+    let name = adapter.platform().to_string();
+    Job::new(format!("adapter {name}"), move |stop, _| async move {
+        if let Err(e) = adapter.run(sink, stop).await {
+            tracing::error!(adapter = %name, error = %e, "adapter stopped");
+        }
+    })
 }
 
 impl Bridge {
@@ -87,63 +137,43 @@ impl Bridge {
             router_config,
             CancellationToken::new(),
         );
-        router.recover().await?;
-        let tasks = TaskTracker::new();
-        let stop = CancellationToken::new();
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let mut components = Components::new();
+        components.register(Arc::new(RouterPart {
+            router: router.clone(),
+            grace,
+        }));
+        let store = router.store().clone();
+        components.register(Job::new("inbound pruning", move |stop, _| {
+            prune_inbound(store, stop)
+        }));
         for adapter in adapters {
             let sink: Arc<dyn InboundSink> = Arc::new(router.clone());
-            let (stop, name) = (stop.clone(), adapter.platform().to_string());
-            tasks.spawn(async move {
-                if let Err(e) = adapter.run(sink, stop).await {
-                    tracing::error!(adapter = %name, error = %e, "adapter stopped");
-                }
-            });
+            components.register(adapter_component(adapter, sink));
         }
-        tasks.spawn(prune_inbound(router.store().clone(), stop.clone()));
+        components.start().await?;
         Ok(Self {
             router,
             terminal,
-            tasks,
-            stop,
-            grace: Duration::from_secs(config.shutdown_grace_secs),
+            components,
+            grace,
         })
     }
 
-    /// Serve the control socket (for `clawpen chat` and `clawpen status`) in the background.
-    pub fn serve_control(&self, config: &Config) {
-        let path = config.control_socket();
-        let (router, terminal, stop) = (
-            self.router.clone(),
-            self.terminal.clone(),
-            self.stop.clone(),
-        );
-        let (tasks, max_boxes) = (self.tasks.clone(), config.max_boxes);
-        self.tasks.spawn(async move {
-            if let Err(e) =
-                crate::control::serve(&path, router, terminal, max_boxes, stop, tasks).await
-            {
-                tracing::error!(path = %path.display(), error = %e, "control socket failed");
-            }
-        });
+    /// Serve the control socket (for `clawpen chat` and `clawpen status`) in the background;
+    /// it is the last component, so the first to stop.
+    pub async fn serve_control(&mut self, config: &Config) -> Result<(), DaemonError> {
+        let control = crate::control::component(config, self.router.clone(), self.terminal.clone());
+        self.components.register(control);
+        self.components.start().await?;
+        Ok(())
     }
 
     /// Stop accepting, let running turns finish up to the grace deadline, persist, and
     /// leave boxes running for the next start to re-adopt.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         tracing::info!("shutting down: no new messages, finishing running turns");
-        self.stop.cancel();
-        self.router.begin_shutdown();
-        let left = self.router.wait_stopped(self.grace).await;
-        if !left.is_empty() {
-            tracing::warn!(conversations = ?left, "turns still running at the deadline; they resume on the next start");
-        }
-        self.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("adapter tasks did not stop within 5 s");
-        }
+        self.components.stop(self.grace + STOP_MARGIN).await;
         if let Err(e) = self.router.store().flush() {
             tracing::error!(error = %e, "final store flush failed");
         }
@@ -169,8 +199,11 @@ async fn prune_inbound(store: Store, stop: CancellationToken) {
 
 /// `clawpen run`: the daemon, until SIGINT or SIGTERM.
 pub async fn run(config: Config, adapters: Vec<Arc<dyn Adapter>>) -> Result<(), DaemonError> {
-    let bridge = Bridge::start(&config, adapters).await?;
-    bridge.serve_control(&config);
+    let mut bridge = Bridge::start(&config, adapters).await?;
+    if let Err(e) = bridge.serve_control(&config).await {
+        bridge.shutdown().await;
+        return Err(e);
+    }
     tracing::info!(
         data_dir = %config.data_dir.display(),
         image = %config.image,

@@ -8,6 +8,7 @@
 //! - [`router`]: one actor per conversation, the live-box cap, turns and replies.
 //! - [`tunnel`]: what boxes ask of the outside (model calls, web fetches), keys added here.
 //! - [`control`]: the daemon's local socket for `chat` and `status`.
+//! - [`component`]: what has a lifetime, started in order and stopped in reverse.
 //! - [`daemon`]: starting and stopping all of it.
 //! - [`cli`]: the `clawpen` subcommands.
 //!
@@ -15,6 +16,7 @@
 //! the adapters and the reply-streaming policy in `clawpen-adapters`.
 
 pub mod cli;
+pub mod component;
 pub mod config;
 pub mod control;
 pub mod daemon;

@@ -217,6 +217,32 @@ async fn chat_on_a_pipe_prints_each_complete_reply_in_process_and_through_the_da
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_commands_are_answered_by_the_bridge_in_process_and_through_the_daemon() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let data = dir.path().to_path_buf();
+    let no_box = "This conversation: no box running; it starts with your next message. \
+                  0 of 32 boxes live.";
+    // No daemon: in-process. A pipe waits for each answer before the next line.
+    let (ok, out) = clawpen(&data, &["chat", "-c", "cmds"], "/help\n/status\n");
+    assert!(ok);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("I am an AI agent"), "{out}");
+    assert!(lines.contains(&"/stop — stop the current answer"), "{out}");
+    assert_eq!(lines.last().copied(), Some(no_box), "{out}");
+
+    // Through the daemon's control socket: the same answers, and messages still reach the
+    // agent between them.
+    let mut running = daemon_with_delay(&data, 5);
+    let _ = connect(&data).await;
+    let (ok, out) = clawpen(&data, &["chat", "-c", "cmds"], "/status\nhello\n/stop\n");
+    assert!(ok);
+    assert_eq!(out, format!("{no_box}\nhello\n⏹ Stop requested.\n"));
+    let _ = running.kill();
+    let _ = running.wait();
+    remove_boxes(&data).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_running_turn_finish_and_leaves_the_box_for_next_time() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().to_path_buf();

@@ -80,7 +80,9 @@ async fn a_box_is_hardened_and_holds_no_secret() {
     const TOKEN: &str = "123456:telegram-token-never-in-a-box";
     let t = TestBridge::start(|c| {
         c.anthropic_api_key = Some(clawpen::config::Secret::new(KEY));
-        c.telegram_bot_token = Some(clawpen::config::Secret::new(TOKEN));
+        c.adapters
+            .set_env("TELEGRAM_BOT_TOKEN", TOKEN)
+            .unwrap_or_else(|e| panic!("{e}"));
     })
     .await;
     assert_eq!(t.ask("hard", "ping").await, "ping");

@@ -9,6 +9,7 @@ mod telegram_fake;
 use std::process::{Child, Command, Stdio};
 
 use clawpen::adapters::telegram::TelegramAdapter;
+use clawpen::adapters::terminal::TerminalEvent;
 use clawpen::adapters::{Adapter, InboundSink, Upload};
 use serde_json::json;
 use support::{eventually, test_config, REPLY_TIMEOUT};
@@ -617,4 +618,45 @@ async fn a_server_without_drafts_is_noticed_once() {
         !adapter.capabilities_for(&chat).has_drafts,
         "later replies stream by edits"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_answered_alike_in_telegram_and_in_the_terminal() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![100]).await;
+    let terminal = clawpen::adapters::ConversationKey::new("terminal", "local");
+    let mut watcher = t.bridge.terminal.watch(&terminal);
+    for (count, command) in ["/help", "/status", "/stop"].into_iter().enumerate() {
+        t.fake.dm(100, command);
+        let fake = &t.fake;
+        let answered = eventually(REPLY_TIMEOUT, || async {
+            fake.messages(100).len() == count + 1
+        })
+        .await;
+        assert!(answered, "Telegram got no answer to {command}");
+        let in_telegram = fake.messages(100)[count].text.clone();
+
+        let said = t
+            .bridge
+            .terminal
+            .say(&t.bridge.router, &terminal, command)
+            .await;
+        assert!(said.is_ok(), "{said:?}");
+        let in_terminal = match tokio::time::timeout(REPLY_TIMEOUT, watcher.recv()).await {
+            Ok(Some(TerminalEvent::Notice { text })) => text,
+            other => panic!("the terminal got no answer to {command}: {other:?}"),
+        };
+        assert_eq!(in_telegram, in_terminal, "{command}");
+    }
+    let shown: Vec<String> = t.fake.messages(100).into_iter().map(|m| m.text).collect();
+    assert!(
+        shown[0].contains("/status — what this conversation's box is doing"),
+        "{shown:?}"
+    );
+    assert_eq!(
+        shown[1],
+        "This conversation: no box running; it starts with your next message. 0 of 32 boxes live."
+    );
+    assert_eq!(shown[2], "⏹ Stop requested.");
+    assert!(t.boxes().await.is_empty(), "a command started a box");
+    t.stop().await;
 }

@@ -2,7 +2,7 @@
 //! formatted as HTML; receiving is in [`super::poll`] and [`super::webhook`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,12 +18,12 @@ use teloxide::types::{
 use teloxide::{ApiError, Bot, RequestError};
 use tokio_util::sync::CancellationToken;
 
-use super::access::{self, Access};
 use super::api::{self, SendMessageDraft};
 use super::config::TelegramConfig;
 use super::inbound::Identity;
 use super::pace::Pacer;
 use super::PLATFORM;
+use crate::access::{Gate, Rules};
 use crate::{
     Adapter, AdapterError, Attachment, Capabilities, ConversationKey, InboundSink, LengthUnit,
     MessageRef, Upload,
@@ -52,9 +52,8 @@ pub struct TelegramAdapter {
     pacer: Pacer,
     /// Who the bot is; set once by `run` (from getMe) before any update is handled.
     pub(super) me: OnceLock<Identity>,
-    /// Allowlists, owner and pairing; a std mutex held only for a decision, never across
-    /// an await.
-    access: Mutex<Access>,
+    /// Allowlists, owner and pairing (shared code; user and chat ids as text).
+    pub(super) gate: Gate,
     /// Set when the server refused a draft for good: replies then stream by edits.
     drafts_refused: AtomicBool,
 }
@@ -96,11 +95,6 @@ impl Target {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Held only for decisions that leave the data consistent; a poisoned lock is still usable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl TelegramAdapter {
     /// An adapter for `config`, which needs a token. Nothing is sent until `run`.
     pub fn new(config: TelegramConfig) -> Result<Arc<Self>, AdapterError> {
@@ -108,13 +102,18 @@ impl TelegramAdapter {
             .validate()
             .map_err(|e| AdapterError::Rejected(e.to_string()))?;
         let bot = api::bot(&config)?;
-        let access = Access::new(&config.allowed_users, &config.allowed_chats);
+        let ids = |list: &[i64]| list.iter().map(ToString::to_string).collect();
+        let rules = Rules {
+            users: ids(&config.allowed_users),
+            chats: ids(&config.allowed_chats),
+            roles: Vec::new(),
+        };
         Ok(Arc::new(Self {
             bot,
             config,
             pacer: Pacer::default(),
             me: OnceLock::new(),
-            access: Mutex::new(access),
+            gate: Gate::new(PLATFORM, &rules),
             drafts_refused: AtomicBool::new(false),
         }))
     }
@@ -122,11 +121,7 @@ impl TelegramAdapter {
     /// The one-time code that makes its first sender the owner, while pairing is open (no
     /// allowlist configured and no owner yet); `None` before `run` has started or after.
     pub fn pairing_code(&self) -> Option<String> {
-        lock(&self.access).pairing_code().map(str::to_string)
-    }
-
-    pub(super) fn access(&self) -> MutexGuard<'_, Access> {
-        lock(&self.access)
+        self.gate.pairing_code()
     }
 
     /// Notes a failed write to `chat`: after a 429, every write to the chat waits as long
@@ -179,37 +174,19 @@ impl TelegramAdapter {
 
     /// Restores the paired owner, or opens pairing and shows the operator its code.
     async fn restore_access(&self, sink: &dyn InboundSink) {
-        let owner = match sink.load_value(access::OWNER_KEY).await {
-            Ok(value) => value.and_then(|v| v.parse().ok()),
-            Err(e) => {
-                tracing::error!(adapter = PLATFORM, error = %e, "cannot read the paired owner");
-                None
-            }
-        };
-        let code = access::new_code(super::random_u64());
-        if let Some(code) = lock(&self.access).restore(owner, code) {
-            let bot = self
-                .me
-                .get()
-                .map(|m| m.username.as_str())
-                .unwrap_or("the bot");
-            tracing::info!(
-                adapter = PLATFORM,
-                code,
-                "no Telegram allowlist: pair by sending the code to @{bot}"
-            );
-            eprintln!(
-                "clawpen: no Telegram user is allowed yet. Send this one-time code to @{bot} \
-                 in a private chat to become its owner: {code}"
-            );
-        }
+        let bot = self
+            .me
+            .get()
+            .map(|m| format!("@{}", m.username))
+            .unwrap_or_else(|| "the bot".into());
+        let reach = format!("{bot} in a private chat");
+        self.gate.restore(sink, "Telegram", &reach).await;
     }
 
     /// Registers the commands, so Telegram clients suggest them; failure only costs that.
     async fn register_commands(&self) {
-        let commands = super::inbound::COMMANDS
-            .iter()
-            .map(|(command, description)| teloxide::types::BotCommand::new(*command, *description));
+        let commands = crate::command::menu()
+            .map(|(command, description)| teloxide::types::BotCommand::new(command, description));
         if let Err(e) = self.bot.set_my_commands(commands).await {
             tracing::warn!(adapter = PLATFORM, error = %e, "could not register the bot's commands");
         }

@@ -16,9 +16,10 @@ pub const DEFAULT_API_URL: &str = "https://api.telegram.org";
 /// delivers webhooks to.
 pub const DEFAULT_WEBHOOK_LISTEN: &str = "0.0.0.0:8443";
 
-/// The environment variables read here (the token's, `TELEGRAM_BOT_TOKEN`, is read by the
-/// daemon's config with the other secrets).
+/// The environment variables read for Telegram: the token's, read by the registration
+/// (`TELEGRAM_BOT_TOKEN`), and the ones [`TelegramConfig::apply_env`] reads.
 pub const ENV_VARS: &[&str] = &[
+    "TELEGRAM_BOT_TOKEN",
     "TELEGRAM_API_URL",
     "CLAWPEN_TELEGRAM_ALLOWED_USERS",
     "CLAWPEN_TELEGRAM_ALLOWED_CHATS",

@@ -1,9 +1,11 @@
 //! A Telegram message as the router sees it: its conversation, whether the bot was
-//! addressed, its text and files, or a command the adapter answers itself. No I/O here.
+//! addressed, its text and files, and the command it holds (parsed by the shared
+//! [`crate::command`], with Telegram's `/name@bot` rule). No I/O here.
 
 use teloxide::types::{Message, MessageEntityKind, User};
 
 use super::PLATFORM;
+use crate::command::{self, Command, Parsed};
 use crate::{Attachment, ConversationKey, Inbound, MessageRef};
 
 /// Who the bot is (from `getMe`): needed to tell mentions of it and replies to it.
@@ -15,34 +17,11 @@ pub struct Identity {
     pub username: String,
 }
 
-/// Commands the adapter answers without the agent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Command {
-    /// `/start`: the greeting of a new chat.
-    Start,
-    /// `/help`: what the bot does and its commands.
-    Help,
-    /// `/status`: what this conversation's box is doing.
-    Status,
-    /// `/stop`: end the running turn.
-    Stop,
-}
-
-/// The commands registered with `setMyCommands`, so Telegram clients offer them.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("help", "What this bot does"),
-    ("status", "What this conversation's box is doing"),
-    ("stop", "Stop the current answer"),
-    ("reset", "Ask the agent to start afresh"),
-];
-
 /// What became of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Translated {
-    /// For the router (addressed or not).
-    Inbound(Inbound),
-    /// A command for the adapter, with the message it came in for context.
-    Command(Command, Inbound),
+    /// For the bridge (addressed or not), with the command it holds, if any.
+    Message(Box<Inbound>, Option<Command>),
     /// Nothing the bridge reads (a sticker, a service message, the bot's own).
     Skip(&'static str),
 }
@@ -69,15 +48,15 @@ pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Tra
         conversation = conversation.with_thread(thread.0 .0.to_string());
     }
     let private = message.chat.is_private();
-    let (command, for_us) = match parse_command(&text, &me.username) {
-        Some((name, rest)) => {
-            text = match rest.is_empty() {
-                true => format!("/{name}"),
-                false => format!("/{name} {rest}"),
-            };
-            (known_command(&name), true)
+    let (command, for_us) = match command::parse(&text, Some(&me.username)) {
+        Parsed::Command {
+            text: bare,
+            command,
+        } => {
+            text = bare;
+            (command, true)
         }
-        None => (None, false),
+        Parsed::Text => (None, false),
     };
     let replied_to_bot = message
         .reply_to_message()
@@ -101,34 +80,7 @@ pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Tra
         addressed,
         at: u64::try_from(message.date.timestamp()).unwrap_or(0),
     };
-    match command {
-        Some(command) => Translated::Command(command, inbound),
-        None => Translated::Inbound(inbound),
-    }
-}
-
-/// `/name@bot rest` → (`name`, `rest`) when the command is for this bot (no @, or ours).
-fn parse_command<'a>(text: &'a str, username: &str) -> Option<(String, &'a str)> {
-    let body = text.strip_prefix('/')?;
-    let (word, rest) = body
-        .split_once(char::is_whitespace)
-        .map_or((body, ""), |(w, r)| (w, r.trim()));
-    let (name, target) = word
-        .split_once('@')
-        .map_or((word, None), |(n, t)| (n, Some(t)));
-    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    let ours = target.is_none_or(|t| t.eq_ignore_ascii_case(username));
-    (valid && ours).then(|| (name.to_ascii_lowercase(), rest))
-}
-
-fn known_command(name: &str) -> Option<Command> {
-    match name {
-        "start" => Some(Command::Start),
-        "help" => Some(Command::Help),
-        "status" => Some(Command::Status),
-        "stop" => Some(Command::Stop),
-        _ => None,
-    }
+    Translated::Message(Box::new(inbound), command)
 }
 
 /// Whether the message mentions the bot: `@username` in its text, or a mention entity
@@ -280,8 +232,8 @@ mod tests {
 
     fn inbound(t: Translated) -> Inbound {
         match t {
-            Translated::Inbound(i) => i,
-            other => panic!("expected an inbound message, got {other:?}"),
+            Translated::Message(i, None) => *i,
+            other => panic!("expected a message without a command, got {other:?}"),
         }
     }
 
@@ -351,14 +303,17 @@ mod tests {
             None,
         );
         assert!(
-            matches!(t, Translated::Command(Command::Status, _)),
+            matches!(t, Translated::Message(_, Some(Command::Status(_)))),
             "{t:?}"
         );
-        let i = inbound(translate(
+        let t = translate(
             &message(group(), json!({"text": "/reset@clawbot now"})),
             &me(),
             None,
-        ));
+        );
+        let Translated::Message(i, Some(Command::Reset(_))) = t else {
+            panic!("{t:?}");
+        };
         assert_eq!((i.text.as_str(), i.addressed), ("/reset now", true));
         let i = inbound(translate(
             &message(group(), json!({"text": "/stop@OtherBot"})),
@@ -367,7 +322,7 @@ mod tests {
         ));
         assert_eq!((i.text.as_str(), i.addressed), ("/stop@OtherBot", false));
         let t = translate(&message(private(), json!({"text": "/stop"})), &me(), None);
-        assert!(matches!(t, Translated::Command(Command::Stop, _)));
+        assert!(matches!(t, Translated::Message(_, Some(Command::Stop(_)))));
     }
 
     #[test]

@@ -8,15 +8,16 @@
 //!
 //! # Layout
 //! - [`config`]: the `[telegram]` settings and their environment variables.
+//! - [`registration`]: how the daemon reads, checks and builds it.
 //! - `adapter`: the [`TelegramAdapter`] and its outbound operations.
 //! - [`format`]: Markdown to Telegram HTML.
-//! - `inbound`: a Telegram message as an [`crate::Inbound`], or a command.
+//! - `inbound`: a Telegram message as an [`crate::Inbound`], and the command it holds.
 //! - `update`: one update, through access control to the sink.
 //! - `poll` and `webhook`: the two ways of receiving updates.
-//! - [`access`]: allowlists, pairing and refusals; [`pace`]: per-chat and global pacing.
+//! - [`pace`]: per-chat and global pacing. Access control is [`crate::access`], commands
+//!   [`crate::command`], shared with every adapter.
 //! - `api`: Bot API payloads teloxide lacks, and error conversion.
 
-pub mod access;
 mod adapter;
 mod api;
 pub mod config;
@@ -24,6 +25,7 @@ pub mod format;
 mod inbound;
 pub mod pace;
 mod poll;
+pub mod registration;
 mod update;
 mod webhook;
 
@@ -37,15 +39,4 @@ pub const PLATFORM: &str = "telegram";
 
 /// 64 random bits from the operating system, for pairing codes and webhook secrets; if the
 /// OS has none to give, std's per-process random hash keys are the fallback.
-fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    match getrandom::getrandom(&mut bytes) {
-        Ok(()) => u64::from_le_bytes(bytes),
-        Err(_) => {
-            use std::hash::{BuildHasher, Hasher};
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        }
-    }
-}
+use crate::access::random_u64;

@@ -1,26 +1,17 @@
 //! One update from Telegram, however it arrived (long poll or webhook): parsed, checked
-//! against access, answered by the adapter (commands, refusals) or handed to the sink.
+//! against access, then a command carried out or the message handed to the sink. Access
+//! and commands are the shared [`crate::access`] and [`crate::command`]; what is Telegram's
+//! here is reading the update and saying how to address the bot.
 
 use serde_json::Value;
 use teloxide::types::{Update, UpdateKind};
-use tokio::time::Instant;
 
-use super::access::{Verdict, OWNER_KEY};
 use super::adapter::TelegramAdapter;
-use super::inbound::{self, Command, Translated};
+use super::inbound::{self, Translated};
 use super::PLATFORM;
-use crate::{Inbound, InboundSink, MessageRef, SinkError};
-
-/// Said to a stranger (at most once an hour each).
-const REFUSAL: &str = "Sorry, this bot only talks to people its owner has allowed.";
-
-/// Said to a stranger while the bot waits for its owner to pair.
-const UNPAIRED: &str = "This bot is not set up yet. Its owner pairs with it by sending the \
-                        code that `clawpen run` printed.";
-
-/// Said to the new owner.
-const PAIRED: &str = "Paired: you are this bot's owner now. Write anything to start; /help \
-                      lists the commands.";
+use crate::access::{Admission, Sender};
+use crate::command::{self, Handled};
+use crate::{InboundSink, MessageRef, SinkError};
 
 impl TelegramAdapter {
     /// Handles one update. `Ok` means it may be confirmed to Telegram: it was stored by the
@@ -69,116 +60,51 @@ impl TelegramAdapter {
         let Some(me) = self.me.get() else {
             return Ok(());
         };
-        let (command, inbound) =
+        let (inbound, command) =
             match inbound::translate(&message, me, self.config.trigger.as_deref()) {
                 Translated::Skip(why) => {
                     tracing::debug!(adapter = PLATFORM, ?update_id, why, "skipping a message");
                     return Ok(());
                 }
-                Translated::Inbound(inbound) => (None, inbound),
-                Translated::Command(command, inbound) => (Some(command), inbound),
+                Translated::Message(inbound, command) => (*inbound, command),
             };
-        let (user, chat) = (
-            message.from.as_ref().map_or(0, |u| u.id.0 as i64),
-            message.chat.id.0,
-        );
         let private = message.chat.is_private();
-        let verdict = self.access().check(
-            user,
-            chat,
+        let chat = message.chat.id.0.to_string();
+        let sender = Sender {
+            user: &inbound.sender_id,
+            chat: &chat,
+            roles: &[],
             private,
-            inbound.addressed,
-            &inbound.text,
-            Instant::now(),
-        );
+            addressed: inbound.addressed,
+        };
         let reply_to = Some(MessageRef(inbound.id.clone()));
-        let conversation = &inbound.conversation;
-        match verdict {
-            Verdict::Allowed => {}
-            Verdict::Paired => {
-                tracing::info!(
-                    adapter = PLATFORM,
-                    user,
-                    "paired: this user is the bot's owner now"
-                );
-                if let Err(e) = sink.save_value(OWNER_KEY, &user.to_string()).await {
-                    tracing::error!(adapter = PLATFORM, user, error = %e, "could not store the owner; pair again after a restart");
+        let conversation = inbound.conversation.clone();
+        let answer = match self.gate.admit(sink, &sender, &inbound.text).await {
+            Admission::Allowed => {
+                let addressing = self.addressing(private);
+                match command::handle(sink, inbound, command.as_ref(), &addressing).await? {
+                    Handled::Accepted(_) => return Ok(()),
+                    Handled::Answer(text) => text,
                 }
-                self.notice(conversation, PAIRED, reply_to.as_ref()).await;
-                return Ok(());
             }
-            Verdict::Refuse => {
-                tracing::info!(
-                    adapter = PLATFORM,
-                    user,
-                    chat,
-                    "refusing a user who is not allowed"
-                );
-                let text = match self.pairing_code() {
-                    Some(_) => UNPAIRED,
-                    None => REFUSAL,
-                };
-                self.notice(conversation, text, reply_to.as_ref()).await;
-                return Ok(());
-            }
-            Verdict::Ignore => {
-                tracing::debug!(
-                    adapter = PLATFORM,
-                    user,
-                    chat,
-                    "dropping a message from a user who is not allowed"
-                );
-                return Ok(());
-            }
-        }
-        match command {
-            None => sink.accept(inbound).await.map(|_| ()),
-            Some(command) => {
-                self.command(sink, command, &inbound, private).await;
-                Ok(())
-            }
-        }
+            Admission::Answer(text) => text.to_string(),
+            Admission::Drop => return Ok(()),
+        };
+        self.notice(&conversation, &answer, reply_to.as_ref()).await;
+        Ok(())
     }
 
-    /// Answers a command the adapter handles itself.
-    async fn command(
-        &self,
-        sink: &dyn InboundSink,
-        command: Command,
-        inbound: &Inbound,
-        private: bool,
-    ) {
-        let conversation = &inbound.conversation;
-        let reply_to = Some(MessageRef(inbound.id.clone()));
-        let text = match command {
-            Command::Start | Command::Help => self.help(private),
-            Command::Status => sink.status(conversation).await,
-            Command::Stop => {
-                sink.cancel(conversation).await;
-                "⏹ Stop requested.".to_string()
-            }
+    /// How to address the bot in this chat, for `/help`.
+    fn addressing(&self, private: bool) -> String {
+        if private {
+            return "Write to me here.".to_string();
+        }
+        let username = self.me.get().map(|m| m.username.as_str()).unwrap_or("me");
+        let trigger = match &self.config.trigger {
+            Some(word) => format!(", or say “{word}”"),
+            None => String::new(),
         };
-        self.notice(conversation, &text, reply_to.as_ref()).await;
-    }
-
-    fn help(&self, private: bool) -> String {
-        let how = if private {
-            "Write to me here.".to_string()
-        } else {
-            let username = self.me.get().map(|m| m.username.as_str()).unwrap_or("me");
-            let trigger = match &self.config.trigger {
-                Some(word) => format!(", or say “{word}”"),
-                None => String::new(),
-            };
-            format!("Mention @{username} or reply to me{trigger}.")
-        };
-        format!(
-            "I am an AI agent with a sandbox of my own for this chat. {how}\n\n\
-             /status — what this conversation's box is doing\n\
-             /stop — stop the current answer\n\
-             /reset — ask me to start afresh\n\
-             /help — this message"
-        )
+        format!("Mention @{username} or reply to me{trigger}.")
     }
 }
 

@@ -44,12 +44,17 @@ pub enum TerminalEvent {
         /// The line.
         text: String,
     },
+    /// The bridge's own answer, outside any reply (to a command such as `/help`).
+    Notice {
+        /// The answer.
+        text: String,
+    },
     /// The reply of the turn is complete.
     Finished,
 }
 
-/// The terminal adapter; inbound messages come from `clawpen chat` sessions, which hand
-/// them to the sink themselves.
+/// The terminal adapter; inbound messages come from `clawpen chat` sessions through
+/// [`TerminalAdapter::say`].
 #[derive(Default)]
 pub struct TerminalAdapter {
     /// Watchers per conversation; a std mutex held only to copy the list.
@@ -79,7 +84,7 @@ impl TerminalAdapter {
         rx
     }
 
-    async fn emit(&self, conversation: &ConversationKey, event: TerminalEvent) {
+    pub(super) async fn emit(&self, conversation: &ConversationKey, event: TerminalEvent) {
         let targets: Vec<_> = {
             let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
             match watchers.get_mut(conversation) {

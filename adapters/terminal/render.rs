@@ -63,6 +63,17 @@ impl Renderer {
                     writeln!(status, "[{text}]")?;
                 }
             }
+            // An answer of the bridge's own is complete as it comes; while a reply is
+            // under way it goes beside it, like a status line, so the reply stays whole.
+            TerminalEvent::Notice { text } => {
+                if !self.parts.is_empty() {
+                    writeln!(status, "[{text}]")?;
+                    return Ok(false);
+                }
+                writeln!(out, "{text}")?;
+                out.flush()?;
+                return Ok(true);
+            }
             TerminalEvent::Finished => {
                 if self.streaming {
                     writeln!(out)?;
@@ -122,6 +133,22 @@ mod tests {
     #[test]
     fn a_terminal_sees_the_reply_grow_once() {
         assert_eq!(run(true, &events()), ("hello world\n".to_string(), 1));
+    }
+
+    #[test]
+    fn a_notice_is_a_complete_answer_unless_a_reply_is_under_way() {
+        let notice = TerminalEvent::Notice {
+            text: "⏹ Stop requested.".into(),
+        };
+        for streaming in [true, false] {
+            assert_eq!(
+                run(streaming, std::slice::from_ref(&notice)),
+                ("⏹ Stop requested.\n".to_string(), 1)
+            );
+        }
+        let mut during = events();
+        during.insert(2, notice);
+        assert_eq!(run(true, &during), ("hello world\n".to_string(), 1));
     }
 
     #[test]

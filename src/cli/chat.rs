@@ -10,15 +10,17 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clawpen_adapters::terminal::render::Renderer;
-use clawpen_adapters::terminal::{TerminalEvent, PLATFORM};
-use clawpen_adapters::{ConversationKey, InboundSink};
+use clawpen_adapters::terminal::{TerminalAdapter, TerminalEvent, PLATFORM};
+use clawpen_adapters::ConversationKey;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::control::{terminal_inbound, ChatLine, Request};
+use std::sync::Arc;
+
+use crate::control::{ChatLine, Request};
 use crate::daemon::Bridge;
 use crate::router::Router;
 
@@ -32,6 +34,7 @@ enum Link {
     /// An in-process bridge.
     Local {
         router: Router,
+        terminal: Arc<TerminalAdapter>,
         key: ConversationKey,
         events: mpsc::Receiver<TerminalEvent>,
     },
@@ -50,9 +53,14 @@ impl Link {
                     .await
                     .context("sending to the daemon")
             }
-            Link::Local { router, key, .. } => {
-                router
-                    .accept(terminal_inbound(key, text))
+            Link::Local {
+                router,
+                terminal,
+                key,
+                ..
+            } => {
+                terminal
+                    .say(router, key, text)
                     .await
                     .context("storing the message")?;
                 Ok(())
@@ -101,6 +109,7 @@ pub(super) async fn run(config: &Config, conversation: &str) -> anyhow::Result<E
     let events = bridge.terminal.watch(&key);
     let link = Link::Local {
         router: bridge.router.clone(),
+        terminal: bridge.terminal.clone(),
         key,
         events,
     };

@@ -34,6 +34,9 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
         );
     }
     let mut healthy = true;
+    for check in config.adapters.doctor() {
+        healthy &= report(check.ok, &check.what, &check.detail);
+    }
     let daemon = control::query_status(&config.control_socket()).await;
     let instance = if let Some(status) = &daemon {
         match &status.degraded {

@@ -2,12 +2,8 @@
 
 use std::process::ExitCode;
 
-use std::sync::Arc;
-
 use anyhow::Context;
 use clap::Subcommand;
-use clawpen_adapters::telegram::TelegramAdapter;
-use clawpen_adapters::Adapter;
 
 use crate::config::{Config, ConfigError};
 use crate::sandbox::Sandbox;
@@ -66,10 +62,10 @@ pub async fn run(
     let config = config.context("configuration")?;
     match command {
         Command::Run => {
-            let mut adapters: Vec<Arc<dyn Adapter>> = Vec::new();
-            if let Some(telegram) = config.telegram() {
-                adapters.push(TelegramAdapter::new(telegram).context("the Telegram adapter")?);
-            }
+            let adapters = config
+                .adapters
+                .build()
+                .map_err(|(platform, e)| anyhow::anyhow!("the {platform} adapter: {e}"))?;
             crate::daemon::run(config, adapters)
                 .await
                 .context("clawpen run")?;

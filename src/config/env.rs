@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::{telegram_error, Config, ConfigError, Secret};
+use super::{settings_error, AdapterSettings, Config, ConfigError, Secret};
 
-/// The environment variables the bridge reads itself (the Telegram adapter's are in
-/// `clawpen_adapters::telegram::config::ENV_VARS`).
+/// The environment variables the bridge reads itself (each adapter declares its own in its
+/// registration).
 pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_CONFIG",
     "CLAWPEN_DATA_DIR",
@@ -32,7 +32,6 @@ pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_BUSYBOX",
     "ANTHROPIC_API_KEY",
     "OPENAI_API_KEY",
-    "TELEGRAM_BOT_TOKEN",
     // Read by `main` for the log filter.
     "CLAWPEN_LOG",
 ];
@@ -40,7 +39,7 @@ pub const ENV_VARS: &[&str] = &[
 /// `CLAWPEN_*` variables set in `env` that clawpen does not read (typos, or settings of
 /// the box that belong in the config file), for `doctor` to point out.
 pub fn unknown_env_vars(env: &BTreeMap<String, String>) -> Vec<String> {
-    let adapters = clawpen_adapters::telegram::config::ENV_VARS;
+    let adapters: Vec<&str> = AdapterSettings::env_vars().collect();
     env.keys()
         .filter(|name| name.starts_with("CLAWPEN_"))
         .filter(|name| !ENV_VARS.contains(&name.as_str()) && !adapters.contains(&name.as_str()))
@@ -120,13 +119,8 @@ impl Config {
         if let Some(v) = get("OPENAI_API_KEY") {
             self.openai_api_key = Some(Secret::new(v));
         }
-        if let Some(token) = self.telegram.token.take() {
-            self.telegram_bot_token = Some(Secret::new(token));
-        }
-        if let Some(v) = get("TELEGRAM_BOT_TOKEN") {
-            self.telegram_bot_token = Some(Secret::new(v));
-        }
-        self.telegram.apply_env(env).map_err(telegram_error)?;
+        // Each adapter reads its own variables (and checks its settings).
+        self.adapters.reload(env).map_err(settings_error)?;
         Ok(())
     }
 }

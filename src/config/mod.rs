@@ -4,19 +4,22 @@
 //! back to a default. Tokens and keys are [`Secret`]s: their `Debug` output is redacted.
 //!
 //! The settings and their loading are here; the environment variables are read in `env`, the
-//! loaded values are checked in `validate`, and [`Secret`] is in `secret`.
+//! loaded values are checked in `validate`, and [`Secret`] is in `secret`. Adapters read
+//! their own keys and variables (`adapters`), so this module names none of them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clawpen_adapters::telegram::{TelegramConfig, TelegramConfigError};
+use clawpen_adapters::registry::SettingsError;
 use serde::Deserialize;
 
+mod adapters;
 mod env;
 mod secret;
 mod validate;
 
+pub use adapters::AdapterSettings;
 pub use env::{unknown_env_vars, ENV_VARS};
 pub use secret::Secret;
 
@@ -59,9 +62,9 @@ pub enum ConfigError {
     },
 }
 
-fn telegram_error(error: TelegramConfigError) -> ConfigError {
+fn settings_error(error: SettingsError) -> ConfigError {
     match error {
-        TelegramConfigError::Env {
+        SettingsError::Env {
             name,
             value,
             expected,
@@ -70,7 +73,11 @@ fn telegram_error(error: TelegramConfigError) -> ConfigError {
             value,
             expected,
         },
-        TelegramConfigError::Invalid { key, message } => ConfigError::Invalid { key, message },
+        SettingsError::Invalid { key, message } => ConfigError::Invalid { key, message },
+        SettingsError::File { message } => ConfigError::Invalid {
+            key: "adapter settings",
+            message,
+        },
     }
 }
 
@@ -176,11 +183,10 @@ pub struct Config {
     pub anthropic_api_key: Option<Secret>,
     /// OpenAI-compatible API key; stays in the bridge.
     pub openai_api_key: Option<Secret>,
-    /// Telegram bot token; stays in the bridge.
-    pub telegram_bot_token: Option<Secret>,
-    /// The Telegram adapter (`[telegram]`). Its `token` is another name for
-    /// `telegram_bot_token`, folded into it on load.
-    pub telegram: TelegramConfig,
+    /// The adapters' settings (`[telegram]`, `telegram_bot_token`), read by each adapter
+    /// from the keys it owns, which are set aside before the rest is parsed.
+    #[serde(skip)]
+    pub adapters: AdapterSettings,
 }
 
 impl Default for Config {
@@ -212,8 +218,7 @@ impl Default for Config {
             busybox: None,
             anthropic_api_key: None,
             openai_api_key: None,
-            telegram_bot_token: None,
-            telegram: TelegramConfig::default(),
+            adapters: AdapterSettings::default(),
         }
     }
 }
@@ -293,22 +298,26 @@ impl Config {
         })
     }
 
-    /// Parse TOML text; unknown keys are an error naming them.
+    /// Parse TOML text; unknown keys are an error naming them. The adapters' keys are set
+    /// aside for them and read as well (without the environment).
     pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
-    }
-
-    /// The Telegram adapter's settings with the token, when a token is configured.
-    pub fn telegram(&self) -> Option<TelegramConfig> {
-        let token = self
-            .telegram_bot_token
-            .as_ref()
-            .map(Secret::expose)
-            .or(self.telegram.token.as_deref())?;
-        Some(TelegramConfig {
-            token: Some(token.to_string()),
-            ..self.telegram.clone()
-        })
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut theirs = BTreeMap::new();
+        for key in AdapterSettings::owned_keys() {
+            if let Some(value) = table.remove(key) {
+                let value = serde_json::to_value(value).map_err(|e| format!("{key}: {e}"))?;
+                theirs.insert(key.to_string(), value);
+            }
+        }
+        let mut config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| e.to_string())?;
+        config.adapters = match AdapterSettings::load(theirs.clone(), &BTreeMap::new()) {
+            Ok(adapters) => adapters,
+            Err(SettingsError::File { message }) => return Err(message),
+            // A value the environment may still correct: judged once it is applied.
+            Err(_) => AdapterSettings::unread(theirs),
+        };
+        Ok(config)
     }
 
     /// The model the boxes ask for: `model`, or the provider's default.
@@ -318,16 +327,16 @@ impl Config {
             .or_else(|| default_model(&self.provider).map(str::to_owned))
     }
 
-    /// Every secret the bridge holds, to check that none reaches a box.
-    pub fn secrets(&self) -> Vec<&Secret> {
-        [
-            &self.anthropic_api_key,
-            &self.openai_api_key,
-            &self.telegram_bot_token,
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
+    /// Every secret the bridge holds (adapters' tokens included), to check that none
+    /// reaches a box.
+    pub fn secrets(&self) -> Vec<Secret> {
+        let keys = [&self.anthropic_api_key, &self.openai_api_key];
+        let adapters = self.adapters.secrets().into_iter().map(Secret::new);
+        keys.into_iter()
+            .flatten()
+            .cloned()
+            .chain(adapters)
+            .collect()
     }
 
     /// How long an idle box lives.

@@ -184,7 +184,7 @@ fn telegram_settings_come_from_their_table_and_the_environment() {
         ]),
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let telegram = config.telegram().unwrap_or_else(|| panic!("no telegram"));
+    let telegram = telegram_of(&config);
     assert_eq!(telegram.token.as_deref(), Some("1:file"));
     assert_eq!(telegram.allowed_users, [1, 2]);
     assert_eq!(telegram.api_url, "http://127.0.0.1:9");
@@ -198,12 +198,13 @@ fn telegram_settings_come_from_their_table_and_the_environment() {
     // The top-level key and its variable keep working; without a token, no adapter.
     let legacy =
         Config::parse("telegram_bot_token = \"2:top\"\n").unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        legacy.telegram().and_then(|t| t.token).as_deref(),
-        Some("2:top")
-    );
+    assert_eq!(telegram_of(&legacy).token.as_deref(), Some("2:top"));
+    let from_env = Config::load_from(None, &env(&[("TELEGRAM_BOT_TOKEN", "3:env")]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(telegram_of(&from_env).token.as_deref(), Some("3:env"));
     let none = Config::load_from(None, &env(&[])).unwrap_or_else(|e| panic!("{e}"));
-    assert!(none.telegram().is_none());
+    assert_eq!(telegram_of(&none).token, None);
+    assert!(none.adapters.build().is_ok_and(|built| built.is_empty()));
     let err = Config::parse("[telegram]\ntokn = \"x\"\n")
         .err()
         .unwrap_or_default();
@@ -213,6 +214,42 @@ fn telegram_settings_come_from_their_table_and_the_environment() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(err.contains("CLAWPEN_TELEGRAM_ALLOWED_CHATS"), "{err}");
+}
+
+/// The Telegram adapter's settings as its registration read them.
+fn telegram_of(config: &Config) -> clawpen_adapters::telegram::TelegramConfig {
+    config
+        .adapters
+        .get("telegram")
+        .and_then(|s| {
+            s.as_any()
+                .downcast_ref::<clawpen_adapters::telegram::TelegramConfig>()
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no telegram settings"))
+}
+
+#[test]
+fn a_bad_value_in_the_file_may_be_corrected_by_the_environment() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("clawpen.toml");
+    std::fs::write(
+        &file,
+        "[telegram]
+api_url = \"ftp://nowhere\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let err = Config::load_from(Some(&file), &env(&[]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("telegram.api_url"), "{err}");
+    let fixed = Config::load_from(
+        Some(&file),
+        &env(&[("TELEGRAM_API_URL", "http://127.0.0.1:9")]),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(telegram_of(&fixed).api_url, "http://127.0.0.1:9");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The checks a loaded configuration must pass, each failure naming its setting, so that a
 //! bad value stops clawpen at start rather than surfacing in a conversation.
 
-use super::{telegram_error, Config, ConfigError};
+use super::{Config, ConfigError};
 
 impl Config {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
@@ -48,7 +48,6 @@ impl Config {
         if self.web_fetch_timeout_secs == 0 {
             return invalid("web_fetch_timeout_secs", "must be at least 1");
         }
-        self.telegram.validate().map_err(telegram_error)?;
         Ok(())
     }
 }

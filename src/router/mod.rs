@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use clawpen_adapters::{Accepted, Adapter, ConversationKey, Inbound, InboundSink, SinkError};
+use clawpen_adapters::{
+    Accepted, Adapter, ConversationKey, Inbound, InboundSink, SinkError, StatusReport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -398,11 +400,6 @@ impl InboundSink for Router {
                 .await;
             return Ok(Accepted::Stored);
         }
-        if message.text.trim() == "/stop" {
-            let _ = store.set_inbound_state(&key, &message.id, InboundState::Done);
-            Router::cancel(self, &key).await;
-            return Ok(Accepted::Stored);
-        }
         self.dispatch(&key, Command::Inbound(Box::new(message)))
             .await;
         Ok(Accepted::Stored)
@@ -426,21 +423,14 @@ impl InboundSink for Router {
         Router::cancel(self, conversation).await;
     }
 
-    async fn status(&self, conversation: &ConversationKey) -> String {
+    async fn status(&self, conversation: &ConversationKey) -> StatusReport {
         let key = conversation.to_string();
-        let boxes = format!(
-            "{} of {} boxes live",
-            self.live_boxes(),
-            self.shared.config.max_boxes
-        );
-        match self.status().into_iter().find(|s| s.conversation == key) {
-            Some(s) => format!(
-                "This conversation: {}, {} queued. {boxes}.",
-                s.state, s.queued
-            ),
-            None => format!(
-                "This conversation: no box running; it starts with your next message. {boxes}."
-            ),
+        let live = self.status().into_iter().find(|s| s.conversation == key);
+        StatusReport {
+            queued: live.as_ref().map_or(0, |s| s.queued),
+            state: live.map(|s| s.state),
+            live_boxes: self.live_boxes(),
+            max_boxes: self.shared.config.max_boxes,
         }
     }
 }

@@ -89,11 +89,11 @@ impl TestBridge {
         self.bridge.terminal.watch(&Self::key(name))
     }
 
-    /// Send a message to a conversation.
+    /// Type a line into a conversation, as `clawpen chat` does (commands included).
     pub async fn say(&self, name: &str, text: &str) {
         self.bridge
-            .router
-            .accept(terminal_inbound(&Self::key(name), text))
+            .terminal
+            .say(&self.bridge.router, &Self::key(name), text)
             .await
             .unwrap_or_else(|e| panic!("accept: {e}"));
     }

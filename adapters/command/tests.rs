@@ -1,0 +1,141 @@
+//! Parsing and applying commands, as every adapter sees them.
+
+use super::*;
+use crate::fake_sink::{lock, message, FakeSink};
+use crate::StatusReport;
+
+fn command(text: &str, bot: Option<&str>) -> (String, Option<Command>) {
+    match parse(text, bot) {
+        Parsed::Command { text, command } => (text, command),
+        Parsed::Text => panic!("{text:?} is not a command"),
+    }
+}
+
+#[test]
+fn commands_parse_once_with_or_without_our_bot_suffix() {
+    let bot = Some("ClawBot");
+    assert_eq!(
+        command("/status", bot),
+        ("/status".into(), Some(Command::Status(Status)))
+    );
+    assert_eq!(
+        command("/STOP@clawbot", bot),
+        ("/stop".into(), Some(Command::Stop(Stop)))
+    );
+    assert_eq!(
+        command("/reset@ClawBot   now please ", bot),
+        ("/reset now please".into(), Some(Command::Reset(Reset)))
+    );
+    // A name the bridge does not know is for the agent, still without the suffix.
+    assert_eq!(
+        command("/deploy@ClawBot prod", bot),
+        ("/deploy prod".into(), None)
+    );
+    assert_eq!(
+        command("/help", None),
+        ("/help".into(), Some(Command::Help(Help)))
+    );
+}
+
+#[test]
+fn text_and_other_bots_commands_are_not_ours() {
+    for (text, bot) in [
+        ("hello", Some("ClawBot")),
+        ("/stop@OtherBot", Some("ClawBot")),
+        ("/stop@ClawBot", None),
+        ("/", None),
+        ("/ what", None),
+        ("/stöp", None),
+        ("a /stop in the middle", None),
+    ] {
+        assert_eq!(parse(text, bot), Parsed::Text, "{text:?}");
+    }
+}
+
+#[test]
+fn menus_list_the_commands_people_type_and_help_lists_them_too() {
+    let menu: Vec<_> = menu().collect();
+    assert_eq!(
+        menu,
+        [
+            ("help", "What this bot does"),
+            ("status", "What this conversation's box is doing"),
+            ("stop", "Stop the current answer"),
+            ("reset", "Ask the agent to start afresh"),
+        ]
+    );
+    let key = ConversationKey::new("terminal", "local");
+    let origin = Origin {
+        conversation: &key,
+        addressing: "Write to me here.",
+    };
+    assert_eq!(
+        Help::text(&origin),
+        "I am an AI agent with a sandbox of my own for this chat. Write to me here.\n\n\
+         /status — what this conversation's box is doing\n\
+         /stop — stop the current answer\n\
+         /reset — ask me to start afresh\n\
+         /help — this message"
+    );
+}
+
+#[tokio::test]
+async fn stop_cancels_through_the_sink_and_says_so() {
+    let sink = FakeSink::default();
+    let key = ConversationKey::new("terminal", "local");
+    let (text, stop) = command("/stop", None);
+    let handled = handle(&sink, message(&key, &text), stop.as_ref(), "").await;
+    assert_eq!(
+        handled.ok(),
+        Some(Handled::Answer("⏹ Stop requested.".into()))
+    );
+    assert_eq!(*lock(&sink.cancelled), [key]);
+    assert!(lock(&sink.accepted).is_empty(), "/stop reached the agent");
+}
+
+#[tokio::test]
+async fn status_words_what_the_router_reports() {
+    let sink = FakeSink::default();
+    let key = ConversationKey::new("telegram", "5");
+    let status = Command::Status(Status);
+    let origin = Origin {
+        conversation: &key,
+        addressing: "",
+    };
+    *lock(&sink.report) = StatusReport {
+        state: None,
+        queued: 0,
+        live_boxes: 1,
+        max_boxes: 32,
+    };
+    assert_eq!(
+        status.apply(&sink, &origin).await,
+        Outcome::Answer(
+            "This conversation: no box running; it starts with your next message. \
+             1 of 32 boxes live."
+                .into()
+        )
+    );
+    lock(&sink.report).state = Some("running a turn".into());
+    lock(&sink.report).queued = 2;
+    assert_eq!(
+        status.apply(&sink, &origin).await,
+        Outcome::Answer("This conversation: running a turn, 2 queued. 1 of 32 boxes live.".into())
+    );
+}
+
+#[tokio::test]
+async fn reset_and_unknown_commands_reach_the_agent_as_text() {
+    let sink = FakeSink::default();
+    let key = ConversationKey::new("terminal", "local");
+    for typed in ["/reset", "/deploy now"] {
+        let (text, known) = command(typed, None);
+        let handled = handle(&sink, message(&key, &text), known.as_ref(), "").await;
+        assert_eq!(handled.ok(), Some(Handled::Accepted(Accepted::Stored)));
+    }
+    let texts: Vec<String> = lock(&sink.accepted)
+        .iter()
+        .map(|m| m.text.clone())
+        .collect();
+    assert_eq!(texts, ["/reset", "/deploy now"]);
+}
