@@ -79,21 +79,33 @@ async fn an_idle_box_stops_and_comes_back_with_its_workspace() {
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() {
-    let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
-    assert_eq!(t.ask("fragile", "hi").await, "hi");
-    let container = t.container("fragile").await;
-    let mut events = t.watch("fragile");
-    t.say(
-        "fragile",
-        &"a long message that will not make it to the end of its echo. ".repeat(6),
-    )
-    .await;
+/// Starts conversation `name`'s box with a first answer, then a long reply (`line` six
+/// times) that is under way when this returns: its box, and the reply's events so far.
+async fn reply_under_way(
+    t: &TestBridge,
+    name: &str,
+    line: &str,
+) -> (String, tokio::sync::mpsc::Receiver<TerminalEvent>) {
+    assert_eq!(t.ask(name, "hi").await, "hi");
+    let container = t.container(name).await;
+    let mut events = t.watch(name);
+    t.say(name, &line.repeat(6)).await;
     match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
         Ok(Some(TerminalEvent::Send { .. })) => {}
         other => panic!("expected the reply to start, got {other:?}"),
     }
+    (container, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() {
+    let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
+    let (container, mut events) = reply_under_way(
+        &t,
+        "fragile",
+        "a long message that will not make it to the end of its echo. ",
+    )
+    .await;
     t.bridge
         .router
         .sandbox()
@@ -117,18 +129,12 @@ async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_removed_mid_turn_is_reported_as_removed_and_comes_back() {
     let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
-    assert_eq!(t.ask("doomed", "hi").await, "hi");
-    let container = t.container("doomed").await;
-    let mut events = t.watch("doomed");
-    t.say(
+    let (container, mut events) = reply_under_way(
+        &t,
         "doomed",
-        &"a long message whose box is removed before its echo ends. ".repeat(6),
+        "a long message whose box is removed before its echo ends. ",
     )
     .await;
-    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
-        Ok(Some(TerminalEvent::Send { .. })) => {}
-        other => panic!("expected the reply to start, got {other:?}"),
-    }
     // What `docker rm -f` does: kill, then remove the container (its volume stays).
     t.bridge
         .router

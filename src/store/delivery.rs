@@ -156,14 +156,20 @@ mod tests {
         state
     }
 
-    #[test]
-    fn the_snapshot_and_the_final_text_are_kept_whoever_writes_last() {
+    /// A store whose turn `t1` in telegram:1 has shown "Hel" in message m1.
+    fn store_with_a_snapshot() -> (tempfile::TempDir, Store, ConversationKey) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let chat = ConversationKey::new("telegram", "1");
         store
             .save_delivery(&chat, "t1", &shown("Hel", "m1"))
             .unwrap();
+        (dir, store, chat)
+    }
+
+    #[test]
+    fn the_snapshot_and_the_final_text_are_kept_whoever_writes_last() {
+        let (_dir, store, chat) = store_with_a_snapshot();
         let mut record = TurnRecord {
             conversation: chat.clone(),
             turn: "t1".into(),
@@ -194,12 +200,7 @@ mod tests {
 
     #[test]
     fn a_running_turns_snapshot_is_not_a_pending_delivery() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let chat = ConversationKey::new("telegram", "1");
-        store
-            .save_delivery(&chat, "t1", &shown("Hel", "m1"))
-            .unwrap();
+        let (_dir, store, chat) = store_with_a_snapshot();
         assert!(store.pending_deliveries().unwrap().is_empty());
         let record = store.delivery(&chat, "t1").unwrap().unwrap();
         assert_eq!(record.shown, Some(shown("Hel", "m1")));

@@ -178,6 +178,13 @@ mod tests {
     use clawpen_adapters::reply::Part;
     use clawpen_adapters::MessageRef;
 
+    /// Overwrites the `n`th entry of the inbound log with bytes that are no record.
+    fn damage_inbound(store: &Store, n: usize) {
+        let db = store.db().unwrap();
+        let key = db.inbound.iter().nth(n).unwrap().unwrap().0;
+        db.inbound.insert(key, &b"garbage"[..]).unwrap();
+    }
+
     fn record(conversation: &ConversationKey, turn: &str, inbound: &[&str]) -> TurnRecord {
         TurnRecord {
             conversation: conversation.clone(),
@@ -249,19 +256,7 @@ mod tests {
         assert_eq!(store.turn(&chat).unwrap().unwrap().turn, "t1");
 
         // A damaged entry aborts the whole step: no new record, no message moved.
-        let log: Vec<_> = store
-            .db()
-            .unwrap()
-            .inbound
-            .iter()
-            .map(|e| e.unwrap().0)
-            .collect();
-        store
-            .db()
-            .unwrap()
-            .inbound
-            .insert(&log[1], &b"garbage"[..])
-            .unwrap();
+        damage_inbound(&store, 1);
         let error = store
             .begin_turn(&record(&chat, "t2", &["1", "2"]), &["1".into(), "2".into()])
             .unwrap_err();
@@ -337,19 +332,7 @@ mod tests {
         store.insert_inbound(&message(&chat, "2", 1)).unwrap();
         store.put_turn(&record(&chat, "t1", &["1", "2"])).unwrap();
         // Damage the second message's entry: the transaction aborts after marking the first.
-        let log: Vec<_> = store
-            .db()
-            .unwrap()
-            .inbound
-            .iter()
-            .map(|e| e.unwrap().0)
-            .collect();
-        store
-            .db()
-            .unwrap()
-            .inbound
-            .insert(&log[1], &b"garbage"[..])
-            .unwrap();
+        damage_inbound(&store, 1);
 
         let error = store.finish_turn(&chat).unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");

@@ -210,6 +210,21 @@ mod tests {
         Model::new(tunnel, Format::Anthropic)
     }
 
+    /// Asks `model` "hi", streaming; returns the outcome and the steps it sent.
+    async fn ask(model: &Model) -> (Result<Reply, String>, mpsc::Receiver<Step>) {
+        let (steps_in, steps) = mpsc::channel(16);
+        let mut out = Out::new(steps_in, 1024);
+        let messages = [Message::user("hi")];
+        let request = ModelRequest {
+            model: "m",
+            system: "s",
+            messages: &messages,
+            tools: &[],
+            max_tokens: 10,
+        };
+        (model.call(&request, &mut out, true).await, steps)
+    }
+
     fn head(status: u16) -> ResponsePart {
         ResponsePart::Head {
             status,
@@ -225,18 +240,8 @@ mod tests {
     async fn a_provider_that_goes_quiet_is_named_and_not_waited_for_twice() {
         // The bridge passes on whatever the provider sends: here, nothing at all.
         let model = bridge(vec![vec![]]);
-        let (steps_in, _steps) = mpsc::channel(16);
-        let mut out = Out::new(steps_in, 1024);
-        let messages = [Message::user("hi")];
-        let request = ModelRequest {
-            model: "m",
-            system: "s",
-            messages: &messages,
-            tools: &[],
-            max_tokens: 10,
-        };
         let started = tokio::time::Instant::now();
-        let result = model.call(&request, &mut out, true).await;
+        let (result, _steps) = ask(&model).await;
         let Err(message) = result else {
             panic!("expected a failure: {result:?}")
         };
@@ -251,23 +256,12 @@ mod tests {
             vec![head(503), body("{}"), ResponsePart::End],
             vec![head(200), body(OVERLOADED), ResponsePart::End],
         ]);
-        let (steps_in, mut steps) = mpsc::channel(16);
-        let mut out = Out::new(steps_in, 1024);
-        let messages = [Message::user("hi")];
-        let request = ModelRequest {
-            model: "m",
-            system: "s",
-            messages: &messages,
-            tools: &[],
-            max_tokens: 10,
-        };
-        let result = model.call(&request, &mut out, true).await;
+        let (result, mut steps) = ask(&model).await;
         let Err(message) = result else {
             panic!("expected a failure: {result:?}")
         };
         assert!(message.contains("broke off twice"), "{message}");
         assert!(message.contains("Overloaded"), "{message}");
-        drop(out);
         let mut statuses = Vec::new();
         while let Some(Step::Status(text)) = steps.recv().await {
             statuses.push(text);
