@@ -92,28 +92,8 @@ impl fmt::Debug for TelegramConfig {
     }
 }
 
-/// A Telegram setting is wrong; worded for the operator.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TelegramConfigError {
-    /// An environment variable has a value of the wrong form.
-    #[error("environment variable {name}={value:?} is invalid: {expected}")]
-    Env {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What was expected.
-        expected: &'static str,
-    },
-    /// A setting is out of range.
-    #[error("invalid setting {key}: {message}")]
-    Invalid {
-        /// The setting, as written in the config file.
-        key: &'static str,
-        /// What is wrong with it.
-        message: String,
-    },
-}
+/// A Telegram setting is wrong: the shared adapter settings error, worded for the operator.
+pub type TelegramConfigError = crate::registry::SettingsError;
 
 impl TelegramConfig {
     /// Applies the environment over the file's settings. Allowlists from the environment

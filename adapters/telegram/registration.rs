@@ -6,7 +6,7 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::config::{TelegramConfig, TelegramConfigError, ENV_VARS};
+use super::config::{TelegramConfig, ENV_VARS};
 use super::{TelegramAdapter, PLATFORM};
 use crate::registry::{Check, Registration, Settings, SettingsError};
 use crate::{Adapter, AdapterError};
@@ -56,24 +56,9 @@ impl Registration for Telegram {
         // The table's `token` is another name for the top-level key; the variable wins.
         let from_env = env.get(TOKEN_VAR).filter(|v| !v.is_empty()).cloned();
         config.token = from_env.or(config.token.take()).or(top);
-        config.apply_env(env).map_err(settings_error)?;
-        config.validate().map_err(settings_error)?;
+        config.apply_env(env)?;
+        config.validate()?;
         Ok(Arc::new(config))
-    }
-}
-
-fn settings_error(error: TelegramConfigError) -> SettingsError {
-    match error {
-        TelegramConfigError::Env {
-            name,
-            value,
-            expected,
-        } => SettingsError::Env {
-            name,
-            value,
-            expected,
-        },
-        TelegramConfigError::Invalid { key, message } => SettingsError::Invalid { key, message },
     }
 }
 
