@@ -231,6 +231,17 @@ impl Actor {
         if let Some(text) = &pushed {
             turn.record.reply.text.push_str(text);
         }
+        // Hot path: shown at once, before the flush, which then runs while the platform
+        // call is under way. Shown text can run ahead of the disk only until the flush (or,
+        // after a crash, until the restart edits the messages back to what was stored).
+        if let (Some(outbox), Some(text)) = (&outbox, &pushed) {
+            outbox.push(text);
+        }
+        if let (Some(outbox), Some(_)) = (&outbox, &retracted) {
+            // The shown messages are edited back to the text that remains.
+            outbox.restart();
+            outbox.push(&turn.record.reply.text);
+        }
         let previous_ack = std::mem::replace(&mut turn.record.last_acked, event.seq);
         if finished {
             if !self.finish_turn().await {
@@ -247,16 +258,12 @@ impl Actor {
             if let Err(e) = saved {
                 tracing::debug!(conversation = %self.key, error = %e, "reply progress not persisted");
                 self.not_durable(event.seq, previous_ack, pushed.as_deref(), retracted);
+                if let Some(outbox) = &outbox {
+                    // Back to what is stored; the replay shows the rest again.
+                    outbox.restart();
+                    outbox.push(&record_text(&self.turn));
+                }
                 return;
-            }
-            // Shown once durable, so a restart never shows it twice.
-            if let (Some(outbox), Some(text)) = (&outbox, &pushed) {
-                outbox.push(text);
-            }
-            if let (Some(outbox), Some(_)) = (&outbox, &retracted) {
-                // The shown messages are edited back to the text that remains.
-                outbox.restart();
-                outbox.push(&record_text(&self.turn));
             }
         }
         self.store_ok();
@@ -265,7 +272,7 @@ impl Actor {
 
     /// An event could not be made durable (a full or failing disk): undo it in memory and
     /// leave it unacknowledged; the box keeps it, and replays it once the store writes again
-    /// ([`Actor::replay_due`]), so nothing is shown that a restart would show twice.
+    /// ([`Actor::replay_due`]), so it is never shown twice.
     fn not_durable(
         &mut self,
         seq: u64,
