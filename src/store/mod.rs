@@ -22,8 +22,14 @@
 //! A write that recovery depends on (an inbound message, a state change, a turn's delivery
 //! state, a cursor) is flushed before the call returns, so whatever the caller acknowledges
 //! next (the platform cursor, a message sent) never gets ahead of the disk. Every call
-//! blocks on disk I/O (a flush is an fsync); async callers accept that short block or use
-//! `spawn_blocking`.
+//! blocks on disk I/O; async callers accept that short block or use `spawn_blocking`.
+//!
+//! What "flushed" guarantees is sled's: sled 0.34 makes a flush stable with
+//! `sync_file_range` (the written range reaches the device), which survives a crash of the
+//! process or the kernel; the `fsync` that also commits file metadata and the drive's cache
+//! comes from sled's flusher thread every 500 ms, so a power loss may lose up to that much.
+//! A write that fails (a full disk) closes the database until it can be opened again
+//! (`health`).
 
 use std::fmt;
 use std::io::Read;
