@@ -109,7 +109,7 @@ impl Default for BoxLimits {
     }
 }
 
-/// A host path mounted into every box (at /mnt/<name>), if the allowlist permits it.
+/// A host path mounted into every box (at `/mnt/<name>`), if the allowlist permits it.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MountRule {
