@@ -55,19 +55,17 @@ impl Actor {
         last_seq: u64,
         agent_acked: Option<u64>,
     ) {
-        let Some(session) = self.session.as_mut() else {
+        if self.session.is_none() {
             return;
-        };
+        }
         // Turns the agent finished are never answered in a new reply, even when their last
         // events come again after a restart of the bridge.
         for id in &finished {
-            if !self.finished.contains(id) {
-                if self.finished.len() >= FINISHED_KEPT {
-                    self.finished.pop_front();
-                }
-                self.finished.push_back(id.clone());
-            }
+            self.remember_finished(id);
         }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
         let resync = std::mem::take(&mut session.resync);
         match session.seq.on_state(last_seq, agent_acked) {
             AfterState::InStep => {}
@@ -106,13 +104,16 @@ impl Actor {
                 self.send_to_box(&ToAgent::Ack { seq }).await;
             }
         }
-        let options = self.turn_options();
-        let lost = self.turn.as_ref().filter(|_| resync).is_some_and(|t| {
-            let known = running.as_deref() == Some(t.record.turn.as_str())
-                || finished.contains(&t.record.turn);
-            !known && t.messages.is_empty()
-        });
-        if lost {
+        // The running turn, if the box never received it (its agent is a new process, or
+        // the bridge stopped before sending it).
+        let Some(unknown) = self.turn.as_ref().filter(|t| {
+            resync
+                && running.as_deref() != Some(t.record.turn.as_str())
+                && !finished.contains(&t.record.turn)
+        }) else {
+            return;
+        };
+        if unknown.messages.is_empty() {
             // A turn the agent began itself, in a process that is gone: there is nothing to
             // send it again, so it ends with a word rather than a blank answer.
             if let Some(turn) = self.turn.as_mut() {
@@ -125,26 +126,31 @@ impl Actor {
             self.finish_turn().await;
             return;
         }
-        let resend = self.turn.as_ref().filter(|_| resync).and_then(|t| {
-            let known = running.as_deref() == Some(t.record.turn.as_str())
-                || finished.contains(&t.record.turn);
-            (!known).then(|| ToAgent::Turn {
-                turn: t.record.turn.clone(),
-                messages: t.messages.clone(),
-                options,
-            })
-        });
-        if let Some(request) = resend {
-            tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
-            if let Some(turn) = self.turn.as_mut() {
-                // Its answer starts over: it replaces what the lost process had streamed.
-                turn.record.reply.text.clear();
-                if let Some(outbox) = self.outbox() {
-                    outbox.restart();
-                }
+        let request = ToAgent::Turn {
+            turn: unknown.record.turn.clone(),
+            messages: unknown.messages.clone(),
+            options: self.turn_options(),
+        };
+        tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
+        if let Some(turn) = self.turn.as_mut() {
+            // Its answer starts over: it replaces what the lost process had streamed.
+            turn.record.reply.text.clear();
+            if let Some(outbox) = self.outbox() {
+                outbox.restart();
             }
-            self.send_to_box(&request).await;
         }
+        self.send_to_box(&request).await;
+    }
+
+    /// Notes a turn as finished, so late events of its never open a new reply (bounded).
+    fn remember_finished(&mut self, id: &str) {
+        if self.finished.iter().any(|f| f == id) {
+            return;
+        }
+        if self.finished.len() >= FINISHED_KEPT {
+            self.finished.pop_front();
+        }
+        self.finished.push_back(id.to_string());
     }
 
     /// Perform a box's request in its own task, streaming the response back to the box,
@@ -366,10 +372,7 @@ impl Actor {
             return false;
         }
         self.turn = None;
-        if self.finished.len() >= FINISHED_KEPT {
-            self.finished.pop_front();
-        }
-        self.finished.push_back(turn_id);
+        self.remember_finished(&turn_id);
         if let Some(outbox) = self.outbox() {
             if blank {
                 outbox.push(BLANK_REPLY);
