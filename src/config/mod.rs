@@ -248,9 +248,13 @@ pub fn default_model(provider: &str) -> Option<&'static str> {
     }
 }
 
-/// The box image tag of this clawpen version.
+/// The box image tag of this clawpen version, unless `CLAWPEN_IMAGE` names another (so a
+/// checkout with a changed agent can test against its own image beside the usual one).
 pub fn default_image() -> String {
-    format!("clawpen-box:{}", env!("CARGO_PKG_VERSION"))
+    match std::env::var("CLAWPEN_IMAGE") {
+        Ok(image) if !image.trim().is_empty() => image.trim().to_string(),
+        _ => format!("clawpen-box:{}", env!("CARGO_PKG_VERSION")),
+    }
 }
 
 fn default_data_dir() -> PathBuf {
