@@ -382,20 +382,40 @@ impl InboundSink for Router {
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Err(SinkError::ShuttingDown);
         }
-        let store = &self.shared.store;
+        // Hot path: one store commit (shared with whatever else is being stored) and a
+        // hand-off to the actor; nothing here waits for anything else.
         let stored = message.clone();
-        match store.blocking(move |s| s.insert_inbound(&stored)).await {
+        let outcome = self
+            .shared
+            .store
+            .commit(move |s| {
+                let outcome = s.insert_inbound_unflushed(&stored)?;
+                if outcome == InsertOutcome::New {
+                    if let Err(e) = s.touch_conversation(&stored.conversation, stored.at) {
+                        tracing::warn!(conversation = %stored.conversation, error = %e, "could not record the conversation");
+                    }
+                    if !stored.addressed {
+                        // Not for the bot: context for its next turn, never a turn of its own.
+                        let context = InboundState::Context;
+                        if let Err(e) = s.set_inbound_state_unflushed(
+                            &stored.conversation,
+                            &stored.id,
+                            context,
+                        ) {
+                            tracing::warn!(conversation = %stored.conversation, error = %e, "could not mark a message as context");
+                        }
+                    }
+                }
+                Ok(outcome)
+            })
+            .await;
+        match outcome {
             Ok(InsertOutcome::Duplicate) => return Ok(Accepted::Duplicate),
             Ok(InsertOutcome::New) => {}
             Err(e) => return Err(SinkError::Store(e.to_string())),
         }
-        if let Err(e) = store.touch_conversation(&message.conversation, message.at) {
-            tracing::warn!(conversation = %message.conversation, error = %e, "could not record the conversation");
-        }
         let key = message.conversation.clone();
         if !message.addressed {
-            // Not for the bot: context for its next turn, never a turn of its own.
-            let _ = store.set_inbound_state(&key, &message.id, InboundState::Context);
             self.dispatch(&key, Command::Context(Box::new(message)))
                 .await;
             return Ok(Accepted::Stored);

@@ -10,11 +10,18 @@ impl Store {
     /// returns, because the adapter then tells the platform to forget what came before; the
     /// messages themselves were stored (and flushed) earlier by [`Store::insert_inbound`].
     pub fn set_cursor(&self, adapter: &str, value: &str) -> Result<(), StoreError> {
+        self.put_cursor_unflushed(adapter, value)?;
+        self.flush()
+    }
+
+    /// [`Store::set_cursor`] without the flush, for a write whose flush comes after (a
+    /// commit, see `commit`).
+    pub fn put_cursor_unflushed(&self, adapter: &str, value: &str) -> Result<(), StoreError> {
         self.db()?
             .cursors
             .insert(adapter.as_bytes(), encode(&value)?)
             .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        Ok(())
     }
 
     /// Where `adapter` left off, so that it resumes there after a restart; `None` at first.

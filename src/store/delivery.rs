@@ -170,16 +170,15 @@ mod tests {
     #[test]
     fn the_snapshot_and_the_final_text_are_kept_whoever_writes_last() {
         let (_dir, store, chat) = store_with_a_snapshot();
-        let mut record = TurnRecord {
-            conversation: chat.clone(),
-            turn: "t1".into(),
-            container: "c".into(),
-            last_acked: 3,
-            inbound: vec![],
-            reply: ReplyState::new(Some(MessageRef("10".into()))),
-            started_at: 1,
-        };
-        record.reply.text = "Hello, world".into();
+        let mut record = TurnRecord::new(
+            chat.clone(),
+            "t1".into(),
+            "c".into(),
+            3,
+            Some(MessageRef("10".into())),
+            1,
+        );
+        record.text = "Hello, world".into();
         store.put_turn(&record).unwrap();
         store.complete_turn(&record).unwrap();
         // A send that was under way when the turn ended records its message afterwards.

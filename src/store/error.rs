@@ -119,6 +119,38 @@ impl StoreError {
         }
     }
 
+    /// A copy of this error for each of the writers one failed flush served. An I/O error
+    /// cannot be copied; each gets it as [`StoreError::Unavailable`], which is what the
+    /// store is after it (see `health`).
+    pub(super) fn shared(&self) -> Self {
+        match self {
+            Self::Locked { path } => Self::Locked { path: path.clone() },
+            Self::Corrupt { path, detail } => Self::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            Self::Incompatible {
+                path,
+                found,
+                expected,
+            } => Self::Incompatible {
+                path: path.clone(),
+                found: *found,
+                expected: *expected,
+            },
+            Self::Io { path, source } => Self::Unavailable {
+                path: path.clone(),
+                reason: source.to_string(),
+            },
+            Self::Unavailable { path, reason } => Self::Unavailable {
+                path: path.clone(),
+                reason: reason.clone(),
+            },
+            Self::Db(why) => Self::Db(why.clone()),
+            Self::Encode(why) => Self::Encode(why.clone()),
+        }
+    }
+
     /// A corrupt store or record.
     pub(super) fn corrupt(path: &Path, detail: impl Into<String>) -> Self {
         Self::Corrupt {

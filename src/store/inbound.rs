@@ -78,6 +78,16 @@ impl Store {
     /// logged. Returns only once the log is on disk, so the caller may then acknowledge the
     /// message to its platform.
     pub fn insert_inbound(&self, message: &Inbound) -> Result<InsertOutcome, StoreError> {
+        let outcome = self.insert_inbound_unflushed(message)?;
+        // Flushed for a duplicate too: the first copy may come from a concurrent call that
+        // has not flushed yet, and the caller acknowledges either way.
+        self.flush()?;
+        Ok(outcome)
+    }
+
+    /// [`Store::insert_inbound`] without the flush, for a commit (whose flush then makes a
+    /// duplicate's first copy durable too).
+    pub fn insert_inbound_unflushed(&self, message: &Inbound) -> Result<InsertOutcome, StoreError> {
         let prefix = conversation_prefix(&message.conversation);
         let id_key = id_key(&prefix, &message.id);
         let inner = self.db()?;
@@ -108,9 +118,6 @@ impl Store {
                 })
                 .map_err(|e| self.tx_err(e))?
         };
-        // Flushed for a duplicate too: the first copy may come from a concurrent call that
-        // has not flushed yet, and the caller acknowledges either way.
-        self.flush()?;
         Ok(outcome)
     }
 
@@ -122,14 +129,24 @@ impl Store {
         id: &str,
         state: InboundState,
     ) -> Result<bool, StoreError> {
+        let found = self.set_inbound_state_unflushed(conversation, id, state)?;
+        self.flush()?;
+        Ok(found)
+    }
+
+    /// [`Store::set_inbound_state`] without the flush, for a commit.
+    pub fn set_inbound_state_unflushed(
+        &self,
+        conversation: &ConversationKey,
+        id: &str,
+        state: InboundState,
+    ) -> Result<bool, StoreError> {
         let prefix = conversation_prefix(conversation);
         let id_key = id_key(&prefix, id);
         let inner = self.db()?;
-        let found = (&inner.inbound_ids, &inner.inbound)
+        (&inner.inbound_ids, &inner.inbound)
             .transaction(|(ids, log)| self.update_state(ids, log, &prefix, &id_key, &state))
-            .map_err(|e| self.tx_err(e))?;
-        self.flush()?;
-        Ok(found)
+            .map_err(|e| self.tx_err(e))
     }
 
     /// Within a transaction, sets the state of the entry `id_key` points to, if any.

@@ -12,6 +12,8 @@
 //!   arrival order per conversation (`inbound`).
 //! - `inbound_ids`: arrival sequence by (conversation, platform message id): the dedupe index.
 //! - `turns`: [`TurnRecord`] by conversation key text, at most one per conversation (`turn`).
+//! - `turn_text`: the reply text of running turns, chunk by chunk, by (conversation, turn,
+//!   box event seq) (`text`).
 //! - `deliveries`: [`DeliveryRecord`] by (conversation, turn): the platform messages of a
 //!   reply, and the final text of a finished turn not yet fully shown (`delivery`).
 //! - `cursors`: each adapter's platform cursor, e.g. the Telegram offset (`cursor`).
@@ -35,20 +37,23 @@ use std::fmt;
 use std::io::Read;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use clawpen_adapters::ConversationKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+mod commit;
 mod conversation;
 mod cursor;
 mod delivery;
 mod error;
 mod health;
 mod inbound;
+mod text;
 mod turn;
 
+pub use commit::Pending;
 pub use conversation::ConversationRecord;
 pub use delivery::DeliveryRecord;
 pub use error::StoreError;
@@ -86,6 +91,9 @@ struct Inner {
     trees: RwLock<Option<Arc<Trees>>>,
     /// Whether writes fail now, since when, and when to try opening again.
     health: Mutex<health::Health>,
+    /// The group-commit thread's queue, started by the first commit (`None` if no thread
+    /// could be started: commits then write directly).
+    committer: OnceLock<Option<commit::Committer>>,
 }
 
 /// The database and its trees; sled trees are themselves shared handles.
@@ -95,6 +103,7 @@ struct Trees {
     inbound: sled::Tree,
     inbound_ids: sled::Tree,
     turns: sled::Tree,
+    turn_text: sled::Tree,
     deliveries: sled::Tree,
     cursors: sled::Tree,
 }
@@ -123,6 +132,7 @@ impl Store {
                 instance_id,
                 trees: RwLock::new(Some(Arc::new(trees))),
                 health: Mutex::new(health::Health::default()),
+                committer: OnceLock::new(),
             }),
         })
     }
@@ -250,6 +260,7 @@ fn open_trees(
         inbound: db.open_tree("inbound").map_err(sled_err)?,
         inbound_ids: db.open_tree("inbound_ids").map_err(sled_err)?,
         turns: db.open_tree("turns").map_err(sled_err)?,
+        turn_text: db.open_tree("turn_text").map_err(sled_err)?,
         deliveries: db.open_tree("deliveries").map_err(sled_err)?,
         cursors: db.open_tree("cursors").map_err(sled_err)?,
         db,

@@ -1,7 +1,7 @@
 //! In-flight turns and the delivery state of their replies: what a restart resumes.
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::ConversationKey;
+use clawpen_adapters::{ConversationKey, MessageRef};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
@@ -13,10 +13,11 @@ use super::{conversation_prefix, encode, Store, StoreError};
 /// Tree name, for error messages.
 const TREE: &str = "turns";
 
-/// The running turn of one conversation, rewritten at every step of its reply, so that
-/// after a crash the daemon reattaches to the box, replays the events after `last_acked`,
-/// and continues the reply from exactly the acknowledged text. Which platform messages
-/// show it is the delivery record's business ([`super::DeliveryRecord`]).
+/// The running turn of one conversation, so that after a crash the daemon reattaches to
+/// the box, replays the events after `last_acked`, and continues the reply from exactly the
+/// acknowledged text. The record itself changes only when the turn does (it begins, gains
+/// a follow-up); its reply text grows in chunks of its own (`text`), and which platform
+/// messages show it is the delivery record's business ([`super::DeliveryRecord`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnRecord {
     /// Which conversation the turn answers.
@@ -25,42 +26,94 @@ pub struct TurnRecord {
     pub turn: String,
     /// The box (container) running it.
     pub container: String,
-    /// The sequence number of the last protocol event the bridge acknowledged.
+    /// The sequence number of the last protocol event the bridge acknowledged. Read back,
+    /// it is the later of this and the last stored text chunk's.
     pub last_acked: u64,
     /// Platform ids of the inbound messages it answers; done when it finishes.
     pub inbound: Vec<String>,
-    /// The reply: its text as acknowledged (`reply.text`) and what it answers
-    /// (`reply.reply_to`). Records written before delivery records existed also hold the
-    /// parts shown; resuming such a turn takes them as its delivery state.
-    pub reply: ReplyState,
+    /// The inbound message the reply answers.
+    #[serde(default)]
+    pub reply_to: Option<MessageRef>,
+    /// The reply's text as acknowledged. Not part of the stored record: it is stored as
+    /// chunks, and filled in when the record is read.
+    #[serde(skip)]
+    pub text: String,
+    /// The reply as records written before chunked text kept it: its text and the parts
+    /// shown. Read as the beginning of the text; never written by this version.
+    #[serde(default, rename = "reply", skip_serializing_if = "Option::is_none")]
+    pub legacy: Option<ReplyState>,
     /// When it started, in seconds since the Unix epoch.
     pub started_at: u64,
 }
 
 impl TurnRecord {
+    /// A new turn's record, with no reply text yet.
+    pub fn new(
+        conversation: ConversationKey,
+        turn: String,
+        container: String,
+        last_acked: u64,
+        reply_to: Option<MessageRef>,
+        started_at: u64,
+    ) -> Self {
+        Self {
+            conversation,
+            turn,
+            container,
+            last_acked,
+            inbound: Vec::new(),
+            reply_to,
+            text: String::new(),
+            legacy: None,
+            started_at,
+        }
+    }
+
     /// What the platform showed of the reply, for a record written before delivery records
     /// existed: those kept the parts here. A newer record holds no parts, so this is then a
     /// reply with nothing shown yet (answering the same message).
     pub fn shown_before_delivery_records(&self) -> ReplyState {
-        let mut shown = self.reply.clone();
-        if shown.parts.is_empty() {
-            shown.text.clear();
+        match &self.legacy {
+            Some(reply) if !reply.parts.is_empty() => reply.clone(),
+            _ => ReplyState::new(self.reply_to.clone()),
         }
-        shown
     }
 }
 
 impl Store {
-    /// Stores a turn's record, replacing the conversation's previous one. Flushed before it
-    /// returns: the caller sends or edits platform messages next, and a crash must not
-    /// forget a message that was sent.
+    /// Stores a turn's record, replacing the conversation's previous one. Flushed.
     pub fn put_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
+        self.put_turn_unflushed(turn)?;
+        self.flush()
+    }
+
+    /// [`Store::put_turn`] without the flush, for a commit.
+    pub fn put_turn_unflushed(&self, turn: &TurnRecord) -> Result<(), StoreError> {
         let key = turn.conversation.to_string();
         self.db()?
             .turns
             .insert(key.as_bytes(), encode(turn)?)
             .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        Ok(())
+    }
+
+    /// The turn starts over (its box's agent is a new process, so its event numbering
+    /// restarts): stores `record` and drops the reply text stored so far, in one
+    /// transaction. Not flushed: for a commit.
+    pub fn restart_turn(&self, record: &TurnRecord) -> Result<(), StoreError> {
+        let key = record.conversation.to_string();
+        let chunks = self.text_keys(&record.conversation, &record.turn)?;
+        let value = encode(record)?;
+        let inner = self.db()?;
+        (&inner.turns, &inner.turn_text)
+            .transaction(|(turns, text)| {
+                for chunk in &chunks {
+                    text.remove(chunk)?;
+                }
+                turns.insert(key.as_bytes(), value.as_slice())?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
     }
 
     /// Starts (or extends) a turn: stores its record and marks the messages `ids` as in it,
@@ -68,6 +121,16 @@ impl Store {
     /// starts a turn again) or belongs to the stored turn (and is resumed with it), never
     /// both nor neither. Flushed.
     pub fn begin_turn(&self, record: &TurnRecord, ids: &[String]) -> Result<(), StoreError> {
+        self.begin_turn_unflushed(record, ids)?;
+        self.flush()
+    }
+
+    /// [`Store::begin_turn`] without the flush, for a commit.
+    pub fn begin_turn_unflushed(
+        &self,
+        record: &TurnRecord,
+        ids: &[String],
+    ) -> Result<(), StoreError> {
         let key = record.conversation.to_string();
         let prefix = conversation_prefix(&record.conversation);
         let state = InboundState::InTurn {
@@ -83,11 +146,10 @@ impl Store {
                 turns.insert(key.as_bytes(), value.as_slice())?;
                 Ok(())
             })
-            .map_err(|e| self.tx_err(e))?;
-        self.flush()
+            .map_err(|e| self.tx_err(e))
     }
 
-    /// The conversation's running turn, if any.
+    /// The conversation's running turn, if any, with its reply text.
     pub fn turn(&self, conversation: &ConversationKey) -> Result<Option<TurnRecord>, StoreError> {
         let key = conversation.to_string();
         match self
@@ -96,19 +158,50 @@ impl Store {
             .get(key.as_bytes())
             .map_err(|e| self.sled_err(e))?
         {
-            Some(bytes) => self.decode(TREE, key.as_bytes(), &bytes).map(Some),
+            Some(bytes) => {
+                let record = self.decode(TREE, key.as_bytes(), &bytes)?;
+                self.with_text(record).map(Some)
+            }
             None => Ok(None),
         }
     }
 
-    /// Every running turn, to resume at startup. Unreadable records are logged and skipped.
+    /// Every running turn, with its reply text, to resume at startup. Unreadable records
+    /// are logged and skipped.
     pub fn turns(&self) -> Result<Vec<TurnRecord>, StoreError> {
         let mut turns = Vec::new();
         for entry in self.db()?.turns.iter() {
             let (key, bytes) = entry.map_err(|e| self.sled_err(e))?;
-            turns.extend(self.decode_or_skip(TREE, &key, &bytes));
+            let Some(record) = self.decode_or_skip(TREE, &key, &bytes) else {
+                continue;
+            };
+            match self.with_text(record) {
+                Ok(record) => turns.push(record),
+                Err(StoreError::Corrupt { detail, .. }) => {
+                    tracing::warn!(store = %self.path().display(), detail, "skipping a turn whose reply text is unreadable");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(turns)
+    }
+
+    /// Fills in a stored record's reply text (and how far it was acknowledged) from its
+    /// chunks, on top of what an older record kept itself.
+    fn with_text(&self, mut record: TurnRecord) -> Result<TurnRecord, StoreError> {
+        let base = match &record.legacy {
+            Some(reply) => {
+                if record.reply_to.is_none() {
+                    record.reply_to = reply.reply_to.clone();
+                }
+                reply.text.clone()
+            }
+            None => String::new(),
+        };
+        let (text, last) = self.stored_text(&record.conversation, &record.turn, base)?;
+        record.text = text;
+        record.last_acked = record.last_acked.max(last.unwrap_or(0));
+        Ok(record)
     }
 
     /// Ends the conversation's stored turn, as [`Store::complete_turn`] does with the record
@@ -125,22 +218,31 @@ impl Store {
     }
 
     /// Ends a turn whose final state is `record`: marks its inbound messages done, removes
-    /// the conversation's turn record (if it is this turn's) and keeps the reply's final
-    /// text with its delivery record, all in one transaction, so a crash leaves either a
-    /// turn to resume or answered messages with a reply still to show, never answered
-    /// messages that get answered again, nor a finished reply that is never shown. Flushed.
+    /// the conversation's turn record (if it is this turn's) and its text chunks, and keeps
+    /// the reply's final text with its delivery record, all in one transaction, so a crash
+    /// leaves either a turn to resume or answered messages with a reply still to show, never
+    /// answered messages that get answered again, nor a finished reply that is never shown.
+    /// Flushed.
     pub fn complete_turn(&self, record: &TurnRecord) -> Result<(), StoreError> {
+        self.complete_turn_unflushed(record)?;
+        self.flush()
+    }
+
+    /// [`Store::complete_turn`] without the flush, for a commit.
+    pub fn complete_turn_unflushed(&self, record: &TurnRecord) -> Result<(), StoreError> {
         let key = record.conversation.to_string();
         let prefix = conversation_prefix(&record.conversation);
         let delivery = delivery_key(&record.conversation, &record.turn);
+        let chunks = self.text_keys(&record.conversation, &record.turn)?;
         let inner = self.db()?;
         (
             &inner.turns,
             &inner.inbound_ids,
             &inner.inbound,
             &inner.deliveries,
+            &inner.turn_text,
         )
-            .transaction(|(turns, ids, log, deliveries)| {
+            .transaction(|(turns, ids, log, deliveries, text)| {
                 for id in &record.inbound {
                     // A message missing from the log (pruned) has nothing left to mark.
                     let id_key = id_key(&prefix, id);
@@ -154,15 +256,17 @@ impl Store {
                         turns.remove(key.as_bytes())?;
                     }
                 }
+                for chunk in &chunks {
+                    text.remove(chunk)?;
+                }
                 let mut pending =
                     self.delivery_in(deliveries, &record.conversation, &record.turn, &delivery)?;
-                pending.final_text = Some(record.reply.text.clone());
-                pending.reply_to = record.reply.reply_to.clone();
+                pending.final_text = Some(record.text.clone());
+                pending.reply_to = record.reply_to.clone();
                 deliveries.insert(delivery.as_slice(), encode(&pending).map_err(abort)?)?;
                 Ok(())
             })
-            .map_err(|e| self.tx_err(e))?;
-        self.flush()
+            .map_err(|e| self.tx_err(e))
     }
 }
 
@@ -175,8 +279,6 @@ mod tests {
     use super::*;
     use crate::store::tests::message;
     use crate::store::InsertOutcome;
-    use clawpen_adapters::reply::Part;
-    use clawpen_adapters::MessageRef;
 
     /// Overwrites the `n`th entry of the inbound log with bytes that are no record.
     fn damage_inbound(store: &Store, n: usize) {
@@ -186,15 +288,16 @@ mod tests {
     }
 
     fn record(conversation: &ConversationKey, turn: &str, inbound: &[&str]) -> TurnRecord {
-        TurnRecord {
-            conversation: conversation.clone(),
-            turn: turn.to_string(),
-            container: format!("clawpen-{turn}"),
-            last_acked: 0,
-            inbound: inbound.iter().map(|s| s.to_string()).collect(),
-            reply: ReplyState::new(Some(MessageRef(inbound.first().unwrap_or(&"").to_string()))),
-            started_at: 50,
-        }
+        let mut record = TurnRecord::new(
+            conversation.clone(),
+            turn.to_string(),
+            format!("clawpen-{turn}"),
+            0,
+            Some(MessageRef(inbound.first().unwrap_or(&"").to_string())),
+            50,
+        );
+        record.inbound = inbound.iter().map(|s| s.to_string()).collect();
+        record
     }
 
     /// A turn record as the release before delivery records wrote it, mid-reply: its text
@@ -214,7 +317,8 @@ mod tests {
             .unwrap();
         let record = store.turn(&chat).unwrap().unwrap();
         assert_eq!(record.last_acked, 12);
-        assert_eq!(record.reply.text, "one two three");
+        assert_eq!(record.text, "one two three");
+        assert_eq!(record.reply_to, Some(MessageRef("1001".into())));
         // No delivery record yet: the parts it kept are what the platform shows.
         assert_eq!(store.delivery(&chat, &record.turn).unwrap(), None);
         let shown = record.shown_before_delivery_records();
@@ -222,10 +326,16 @@ mod tests {
         assert_eq!(shown.parts[0].message, Some(MessageRef("2001".into())));
         assert_eq!(shown.parts[0].shown, "one two");
         assert_eq!(shown.reply_to, Some(MessageRef("1001".into())));
+        // Its text goes on in chunks after what it kept, and comes back whole.
+        store
+            .append_text(&chat, &record.turn, 13, record.text.len(), " four")
+            .unwrap();
+        let record = store.turn(&chat).unwrap().unwrap();
+        assert_eq!(record.text, "one two three four");
+        assert_eq!(record.last_acked, 13);
         // A record of this release keeps no parts: nothing shown, same message answered.
         let mut current = record.clone();
-        current.reply = ReplyState::new(Some(MessageRef("1001".into())));
-        current.reply.text = "one two three".into();
+        current.legacy = None;
         let fresh = current.shown_before_delivery_records();
         assert!(fresh.parts.is_empty() && fresh.text.is_empty());
         assert_eq!(fresh.reply_to, Some(MessageRef("1001".into())));
@@ -274,14 +384,9 @@ mod tests {
 
         let mut turn = record(&a, "t1", &["10"]);
         store.put_turn(&turn).unwrap();
+        store.append_text(&a, "t1", 7, 0, "Hello").unwrap();
         turn.last_acked = 7;
-        turn.reply.text = "Hello".to_string();
-        turn.reply.parts.push(Part {
-            message: Some(MessageRef("m1".into())),
-            shown: "Hello".into(),
-            ..Part::default()
-        });
-        store.put_turn(&turn).unwrap();
+        turn.text = "Hello".to_string();
         store.put_turn(&record(&b, "t2", &[])).unwrap();
 
         assert_eq!(store.turn(&a).unwrap().as_ref(), Some(&turn));
@@ -309,9 +414,15 @@ mod tests {
             .put_turn(&record(&chat, "t1", &["1", "2", "gone"]))
             .unwrap();
 
+        store.append_text(&chat, "t1", 2, 0, "the answer").unwrap();
+
         let finished = store.finish_turn(&chat).unwrap().unwrap();
         assert_eq!(finished.turn, "t1");
         assert_eq!(store.turn(&chat).unwrap(), None);
+        // Its text moved to the delivery, and its chunks went with the turn.
+        let delivery = store.delivery(&chat, "t1").unwrap().unwrap();
+        assert_eq!(delivery.final_text.as_deref(), Some("the answer"));
+        assert!(store.text_keys(&chat, "t1").unwrap().is_empty());
         let left: Vec<_> = store
             .pending_inbound(&chat)
             .unwrap()
@@ -321,6 +432,24 @@ mod tests {
         assert_eq!(left, vec!["3"]);
         // Finishing again is harmless.
         assert_eq!(store.finish_turn(&chat).unwrap(), None);
+    }
+
+    #[test]
+    fn a_restarted_turn_forgets_its_text_and_numbering() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let chat = ConversationKey::new("telegram", "1");
+        let mut turn = record(&chat, "t1", &["1"]);
+        store.put_turn(&turn).unwrap();
+        store
+            .append_text(&chat, "t1", 40, 0, "from the old agent")
+            .unwrap();
+        // A new agent numbers from 1 again: its text must not be folded under the old.
+        turn.last_acked = 2;
+        store.restart_turn(&turn).unwrap();
+        store.append_text(&chat, "t1", 3, 0, "anew").unwrap();
+        let stored = store.turn(&chat).unwrap().unwrap();
+        assert_eq!((stored.text.as_str(), stored.last_acked), ("anew", 3));
     }
 
     #[test]
@@ -351,7 +480,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let chat = ConversationKey::new("telegram", "1");
         let mut turn = record(&chat, "t1", &["1"]);
-        turn.reply.text = "partial answer".to_string();
+        turn.text = "partial answer".to_string();
+        turn.last_acked = 5;
         let (instance, conversation) = {
             let store = Store::open(dir.path()).unwrap();
             let conversation = store.touch_conversation(&chat, 40).unwrap();
@@ -362,6 +492,8 @@ mod tests {
             };
             store.set_inbound_state(&chat, "1", in_turn).unwrap();
             store.put_turn(&turn).unwrap();
+            store.append_text(&chat, "t1", 4, 0, "partial").unwrap();
+            store.append_text(&chat, "t1", 5, 7, " answer").unwrap();
             store.set_cursor("telegram", "77").unwrap();
             (store.instance_id(), conversation)
         };

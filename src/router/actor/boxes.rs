@@ -83,7 +83,7 @@ impl Actor {
             }
         };
         let shown = shown.unwrap_or_else(|| record.shown_before_delivery_records());
-        outbox.resume(Some(record.turn.clone()), shown, &record.reply.text);
+        outbox.resume(Some(record.turn.clone()), shown, &record.text);
         let messages: Vec<TurnMessage> = self
             .shared
             .store
@@ -94,13 +94,7 @@ impl Actor {
             .map(|s| turn_message(&s.inbound))
             .collect();
         let acked = record.last_acked;
-        self.turn = Some(Turn {
-            record,
-            messages,
-            last_sign: Instant::now(),
-            next_typing: self.typing_start(),
-            stalled: None,
-        });
+        self.turn = Some(Turn::new(record, messages, self.typing_start()));
         if !alive {
             self.box_gone().await;
             return;
@@ -180,8 +174,8 @@ impl Actor {
         };
         let message = box_gone_message(exit.as_ref(), turn.stalled);
         tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
-        let text = error_text(&turn.record.reply.text, &message);
-        turn.record.reply.text.push_str(&text);
+        let text = error_text(turn.progress.text(), &message);
+        turn.progress.note(&text);
         if let Some(outbox) = self.outbox() {
             outbox.push(&text);
         }

@@ -13,7 +13,7 @@ use super::{Actor, Turn, FINISHED_KEPT, RESPONSE_CAPACITY};
 use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
 use crate::sandbox::BoxOutput;
-use crate::store::TurnRecord;
+use crate::store::{StoreError, TurnRecord};
 
 impl Actor {
     pub(super) async fn on_output(&mut self, output: BoxOutput) {
@@ -90,9 +90,7 @@ impl Actor {
             }
             AfterState::AgentRestarted => {
                 tracing::info!(conversation = %self.key, last_seq, "the box's agent is a new process; its numbering starts again");
-                if let Some(turn) = self.turn.as_mut() {
-                    turn.record.last_acked = last_seq;
-                }
+                self.restart_numbering(last_seq).await;
             }
             AfterState::Skip { seq, lost } => {
                 tracing::warn!(conversation = %self.key, lost, seq, "events the box no longer holds were skipped");
@@ -117,8 +115,8 @@ impl Actor {
             // A turn the agent began itself, in a process that is gone: there is nothing to
             // send it again, so it ends with a word rather than a blank answer.
             if let Some(turn) = self.turn.as_mut() {
-                let note = error_text(&turn.record.reply.text, LOST_TURN);
-                turn.record.reply.text.push_str(&note);
+                let note = error_text(turn.progress.text(), LOST_TURN);
+                turn.progress.note(&note);
                 if let Some(outbox) = self.outbox() {
                     outbox.push(&note);
                 }
@@ -134,12 +132,35 @@ impl Actor {
         tracing::info!(conversation = %self.key, "the box does not know the running turn; sending it again");
         if let Some(turn) = self.turn.as_mut() {
             // Its answer starts over: it replaces what the lost process had streamed.
-            turn.record.reply.text.clear();
+            turn.progress.clear();
             if let Some(outbox) = self.outbox() {
                 outbox.restart();
             }
         }
         self.send_to_box(&request).await;
+    }
+
+    /// The box's agent is a new process, numbering its events from 1 again: the running
+    /// turn's stored text (numbered by the old process) goes, so that the new numbering
+    /// starts a text of its own.
+    async fn restart_numbering(&mut self, last_seq: u64) {
+        // A write under way belongs to the old numbering; it is settled first.
+        self.settle_commit().await;
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.record.last_acked = last_seq;
+        turn.record.legacy = None;
+        turn.progress.restarted(last_seq);
+        let record = turn.record.clone();
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(move |s| s.restart_turn(&record))
+            .await
+        {
+            tracing::warn!(conversation = %self.key, error = %e, "could not store the restart of the turn's numbering");
+        }
     }
 
     /// Notes a turn as finished, so late events of its never open a new reply (bounded).
@@ -186,6 +207,9 @@ impl Actor {
         }
     }
 
+    /// Hot path: every event of every streaming reply. The text is shown at once; storing
+    /// it is handed to the store's committer (never awaited here), and the event is
+    /// acknowledged once it is durable ([`Actor::on_stored`]).
     pub(super) async fn on_event(&mut self, event: Event) {
         let Some(session) = self.session.as_mut() else {
             return;
@@ -211,94 +235,153 @@ impl Actor {
         }
         let outbox = self.outbox();
         let Some(turn) = self.turn.as_mut().filter(|t| t.record.turn == event.turn) else {
-            // Nothing of ours is waiting for it (a turn already finished).
-            self.send_to_box(&ToAgent::Ack { seq: event.seq }).await;
+            // Nothing of ours is waiting for it (a turn already finished); acknowledged with
+            // the rest, never ahead of text still being stored.
+            self.store_progress().await;
             return;
         };
-        let mut pushed = None;
-        let mut retracted = None;
-        let mut finished = false;
+        let progress = &mut turn.progress;
+        let side_done = progress.side_done(event.seq);
         match event.body {
-            EventBody::TextDelta { text } => pushed = Some(text),
+            EventBody::TextDelta { text } => {
+                progress.push(event.seq, &text);
+                if let Some(outbox) = &outbox {
+                    outbox.push(&text);
+                }
+            }
             EventBody::Retract { bytes } => {
-                retracted = Some(retract(&mut turn.record.reply.text, bytes));
+                progress.retract(event.seq, bytes);
+                if let Some(outbox) = &outbox {
+                    // The shown messages are edited back to the text that remains.
+                    outbox.restart();
+                    outbox.push(progress.text());
+                }
             }
             EventBody::Error { message } => {
-                pushed = Some(error_text(&turn.record.reply.text, &message));
+                let text = error_text(progress.text(), &message);
+                progress.push(event.seq, &text);
+                if let Some(outbox) = &outbox {
+                    outbox.push(&text);
+                }
             }
-            EventBody::Status { text } => side(&outbox, Side::Status(text)),
-            EventBody::Message { text } => side(&outbox, Side::Message(text)),
-            EventBody::File { path } => {
+            EventBody::Status { text } if !side_done => side(&outbox, Side::Status(text)),
+            EventBody::Message { text } if !side_done => side(&outbox, Side::Message(text)),
+            EventBody::File { path } if !side_done => {
                 let container = turn.record.container.clone();
                 side(&outbox, Side::Upload { container, path });
             }
-            EventBody::Final => finished = true,
-        }
-        if let Some(text) = &pushed {
-            turn.record.reply.text.push_str(text);
-        }
-        // Hot path: shown at once, before the flush, which then runs while the platform
-        // call is under way. Shown text can run ahead of the disk only until the flush (or,
-        // after a crash, until the restart edits the messages back to what was stored).
-        if let (Some(outbox), Some(text)) = (&outbox, &pushed) {
-            outbox.push(text);
-        }
-        if let (Some(outbox), Some(_)) = (&outbox, &retracted) {
-            // The shown messages are edited back to the text that remains.
-            outbox.restart();
-            outbox.push(&turn.record.reply.text);
-        }
-        let previous_ack = std::mem::replace(&mut turn.record.last_acked, event.seq);
-        if finished {
-            if !self.finish_turn().await {
-                self.not_durable(event.seq, previous_ack, None, None);
-                return;
-            }
-        } else if pushed.is_some() || retracted.is_some() {
-            let record = turn.record.clone();
-            let saved = self
-                .shared
-                .store
-                .blocking(move |s| s.put_turn(&record))
-                .await;
-            if let Err(e) = saved {
-                tracing::debug!(conversation = %self.key, error = %e, "reply progress not persisted");
-                self.not_durable(event.seq, previous_ack, pushed.as_deref(), retracted);
-                if let Some(outbox) = &outbox {
-                    // Back to what is stored; the replay shows the rest again.
-                    outbox.restart();
-                    outbox.push(&record_text(&self.turn));
+            EventBody::Status { .. } | EventBody::Message { .. } | EventBody::File { .. } => {}
+            EventBody::Final => {
+                if !self.finish_turn().await {
+                    // Left unacknowledged: the box replays it once the store writes again.
+                    return;
                 }
-                return;
             }
         }
-        self.store_ok();
-        self.send_to_box(&ToAgent::Ack { seq: event.seq }).await;
+        self.store_progress().await;
     }
 
-    /// An event could not be made durable (a full or failing disk): undo it in memory and
-    /// leave it unacknowledged; the box keeps it, and replays it once the store writes again
-    /// ([`Actor::replay_due`]), so it is never shown twice.
-    fn not_durable(
-        &mut self,
-        seq: u64,
-        previous_ack: u64,
-        pushed: Option<&str>,
-        retracted: Option<String>,
-    ) {
+    /// Hands the running turn's changed text to the store, unless a write is under way
+    /// (what changes meanwhile goes with the next one); with nothing to store, acknowledges
+    /// every event processed.
+    async fn store_progress(&mut self) {
+        if self.turn.as_ref().is_some_and(|t| t.progress.storing()) {
+            return;
+        }
+        let Some((chunk, id)) = self
+            .turn
+            .as_mut()
+            .and_then(|t| Some((t.progress.cut()?, t.record.turn.clone())))
+        else {
+            let processed = self.session.as_ref().and_then(|s| s.seq.acked());
+            if let Some(seq) = processed.filter(|&seq| seq > 0) {
+                self.send_to_box(&ToAgent::Ack { seq }).await;
+            }
+            return;
+        };
+        let key = self.key.clone();
+        let pending = self
+            .shared
+            .store
+            .submit(move |s| s.append_text(&key, &id, chunk.seq, chunk.at, &chunk.text))
+            .await;
         if let Some(turn) = self.turn.as_mut() {
-            turn.record.last_acked = previous_ack;
-            let text = &mut turn.record.reply.text;
-            if let Some(pushed) = pushed {
-                text.truncate(text.len().saturating_sub(pushed.len()));
+            turn.commit = Some(pending);
+        }
+    }
+
+    /// The running turn's store write is done: acknowledge what it made durable and store
+    /// what changed meanwhile; or, if it failed, go back to the stored text.
+    pub(super) async fn on_stored(&mut self, result: Result<(), StoreError>) {
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.commit = None;
+        if let Err(e) = result {
+            tracing::debug!(conversation = %self.key, error = %e, "reply progress not stored");
+            self.not_durable();
+            return;
+        }
+        turn.progress.stored_ok();
+        turn.record.last_acked = turn.progress.stored_seq();
+        let stored = turn.progress.stored_seq();
+        let more = turn.progress.dirty();
+        self.store_ok();
+        if more {
+            // Events after the stored one wait for their own text to be stored.
+            if stored > 0 {
+                self.send_to_box(&ToAgent::Ack { seq: stored }).await;
             }
-            if let Some(removed) = retracted {
-                text.push_str(&removed);
+        }
+        self.store_progress().await;
+    }
+
+    /// Waits for the running turn's store write, if one is under way. False if it failed
+    /// (the turn is then back at its stored text, see [`Actor::not_durable`]).
+    async fn settle_commit(&mut self) -> bool {
+        let Some(commit) = self.turn.as_mut().and_then(|t| t.commit.take()) else {
+            return true;
+        };
+        match commit.await {
+            Ok(()) => {
+                if let Some(turn) = self.turn.as_mut() {
+                    turn.progress.stored_ok();
+                    turn.record.last_acked = turn.progress.stored_seq();
+                }
+                true
             }
+            Err(e) => {
+                tracing::debug!(conversation = %self.key, error = %e, "reply progress not stored");
+                self.not_durable();
+                false
+            }
+        }
+    }
+
+    /// Reply text could not be made durable (a full or failing disk): back to the stored
+    /// text, shown again as such, with the events after it unacknowledged; the box keeps
+    /// them, and replays them once the store writes again ([`Actor::replay_due`]), so
+    /// nothing is lost or shown twice.
+    fn not_durable(&mut self) {
+        let processed = self
+            .session
+            .as_ref()
+            .and_then(|s| s.seq.acked())
+            .unwrap_or(0);
+        let outbox = self.outbox();
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.commit = None;
+        let stored_seq = turn.progress.stored_seq();
+        let text = turn.progress.stored_failed(processed);
+        if let Some(outbox) = &outbox {
+            outbox.restart();
+            outbox.push(text);
         }
         let wait = self.store_failed();
         if let Some(session) = self.session.as_mut() {
-            session.seq.rewind(seq.saturating_sub(1));
+            session.seq.rewind(stored_seq);
             session.replay_at = Some(Instant::now() + wait);
         }
     }
@@ -322,55 +405,61 @@ impl Actor {
         let Some(session) = self.session.as_ref() else {
             return;
         };
-        let record = TurnRecord {
-            conversation: self.key.clone(),
-            turn: id.to_string(),
-            container: session.conn.container.clone(),
-            last_acked: session.seq.acked().unwrap_or(0),
-            inbound: Vec::new(),
-            reply: ReplyState::new(None),
-            started_at: now_secs(),
-        };
+        let record = TurnRecord::new(
+            self.key.clone(),
+            id.to_string(),
+            session.conn.container.clone(),
+            session.seq.acked().unwrap_or(0),
+            None,
+            now_secs(),
+        );
         let Some(outbox) = self.outbox() else {
             return;
         };
-        if let Err(e) = self.shared.store.put_turn(&record) {
+        let stored = record.clone();
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(move |s| s.put_turn_unflushed(&stored))
+            .await
+        {
             tracing::warn!(conversation = %self.key, error = %e, "could not persist the agent's turn");
         }
         tracing::debug!(conversation = %self.key, turn = id, "the agent started a turn");
-        outbox.begin(Some(record.turn.clone()), record.reply.clone());
-        self.turn = Some(Turn {
-            record,
-            messages: Vec::new(),
-            last_sign: Instant::now(),
-            next_typing: self.typing_start(),
-            stalled: None,
-        });
+        outbox.begin(Some(record.turn.clone()), ReplyState::new(None));
+        self.turn = Some(Turn::new(record, Vec::new(), self.typing_start()));
     }
 
     /// The turn is over: its messages are answered and its reply's final text is kept with
     /// its delivery, in one step; the delivery task shows the rest of it (however long the
     /// platform makes it wait) while the conversation goes on. False, with the turn still
-    /// running, if that step could not be stored.
+    /// running and back at its stored text, if that step could not be stored.
     pub(super) async fn finish_turn(&mut self) -> bool {
+        // A chunk being stored comes first: the turn's end is stored after it.
+        if !self.settle_commit().await {
+            return false;
+        }
         let Some(turn) = self.turn.as_ref() else {
             return true;
         };
         let mut record = turn.record.clone();
-        let blank = record.reply.text.trim().is_empty();
+        record.text = turn.progress.text().to_string();
+        let blank = record.text.trim().is_empty();
         if blank {
-            record.reply.text.push_str(BLANK_REPLY);
+            record.text.push_str(BLANK_REPLY);
         }
         let turn_id = record.turn.clone();
         if let Err(e) = self
             .shared
             .store
-            .blocking(move |s| s.complete_turn(&record))
+            .commit(move |s| s.complete_turn_unflushed(&record))
             .await
         {
             tracing::debug!(conversation = %self.key, error = %e, "the finished turn was not recorded");
+            self.not_durable();
             return false;
         }
+        self.store_ok();
         self.turn = None;
         self.remember_finished(&turn_id);
         if let Some(outbox) = self.outbox() {
@@ -404,44 +493,9 @@ const LOST_TURN: &str =
 /// What a turn that ends with no text at all shows.
 const BLANK_REPLY: &str = "(the agent finished without a reply)";
 
-/// Withdraws the last `bytes` bytes of `text`, never splitting a char; returns them.
-fn retract(text: &mut String, bytes: u64) -> String {
-    let mut keep = text
-        .len()
-        .saturating_sub(usize::try_from(bytes).unwrap_or(usize::MAX));
-    while !text.is_char_boundary(keep) {
-        keep -= 1;
-    }
-    text.split_off(keep)
-}
-
-/// The running turn's reply text as acknowledged.
-fn record_text(turn: &Option<Turn>) -> String {
-    turn.as_ref()
-        .map(|t| t.record.reply.text.clone())
-        .unwrap_or_default()
-}
-
 /// Hands a side operation to the delivery, if there is one.
 fn side(outbox: &Option<Arc<Outbox>>, op: Side) {
     if let Some(outbox) = outbox {
         outbox.side(op);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::retract;
-
-    #[test]
-    fn retracting_withdraws_bytes_from_the_end_without_splitting_a_char() {
-        let mut text = "answer: déjà".to_string();
-        retract(&mut text, 3);
-        assert_eq!(text, "answer: dé");
-        // One byte back lands inside the two bytes of "é": the cut moves back to its start.
-        retract(&mut text, 1);
-        assert_eq!(text, "answer: d");
-        retract(&mut text, 100);
-        assert_eq!(text, "");
     }
 }

@@ -18,8 +18,10 @@ use tokio::time::{sleep_until, Instant};
 
 mod boxes;
 mod events;
+mod progress;
 mod sequence;
 
+use progress::Progress;
 use sequence::Sequencer;
 
 use super::delivery::{self, Outbox};
@@ -27,7 +29,7 @@ use super::mailbox::Retire;
 use super::turn::{self, now_secs, turn_id, turn_message};
 use super::Shared;
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
-use crate::store::{DeliveryRecord, InboundState, TurnRecord};
+use crate::store::{DeliveryRecord, InboundState, Pending, StoreError, TurnRecord};
 
 /// Response parts not yet written to the box. When full, the request's task waits for the
 /// box to take them: a slow box slows only its own responses.
@@ -110,8 +112,13 @@ impl Drop for Session {
 
 /// The running turn.
 struct Turn {
-    /// Its durable state; `record.reply.text` is the reply's text as acknowledged.
+    /// Its stored record (`last_acked` kept at what is stored; its text is in `progress`).
     record: TurnRecord,
+    /// Its reply text, as shown and as stored.
+    progress: Progress,
+    /// The store write of the chunk `progress` is storing; the actor's loop waits for it
+    /// beside everything else, and acknowledges the box's events once it is durable.
+    commit: Option<Pending<()>>,
     messages: Vec<TurnMessage>,
     /// The last sign of life from the box (event or heartbeat), for stall detection.
     last_sign: Instant,
@@ -119,6 +126,26 @@ struct Turn {
     next_typing: Option<Instant>,
     /// Set when the bridge killed the box for stalling, to explain the failure.
     stalled: Option<Duration>,
+}
+
+impl Turn {
+    /// A turn from its record, whose text (if any) is stored.
+    fn new(
+        mut record: TurnRecord,
+        messages: Vec<TurnMessage>,
+        next_typing: Option<Instant>,
+    ) -> Self {
+        let progress = Progress::new(std::mem::take(&mut record.text), record.last_acked);
+        Self {
+            record,
+            progress,
+            commit: None,
+            messages,
+            last_sign: Instant::now(),
+            next_typing,
+            stalled: None,
+        }
+    }
 }
 
 pub(crate) struct Actor {
@@ -156,6 +183,7 @@ struct EngineWait {
 enum Wake {
     Command(Option<Command>),
     Output(BoxOutput),
+    Stored(Result<(), StoreError>),
     Replay,
     RetryTurn,
     Typing,
@@ -232,6 +260,7 @@ impl Actor {
                 Wake::Command(Some(command)) => self.on_command(command).await,
                 Wake::Command(None) => break,
                 Wake::Output(output) => self.on_output(output).await,
+                Wake::Stored(result) => self.on_stored(result).await,
                 Wake::Replay => self.replay_due().await,
                 Wake::RetryTurn => {}
                 Wake::Typing => self.typing(),
@@ -322,9 +351,11 @@ impl Actor {
         let shutdown = self.shared.shutdown.clone();
         let watch_shutdown = self.turn.is_none() && !shutdown.is_cancelled();
         let session = self.session.as_mut();
+        let commit = self.turn.as_mut().and_then(|t| t.commit.as_mut());
         tokio::select! {
             command = self.mailbox.recv() => Wake::Command(command),
             output = recv_output(session) => Wake::Output(output),
+            stored = wait_commit(commit) => Wake::Stored(stored),
             _ = sleep_until(replay_due.unwrap_or(far)), if replay_due.is_some() => Wake::Replay,
             _ = sleep_until(retry_turn.unwrap_or(far)), if retry_turn.is_some() => Wake::RetryTurn,
             _ = sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
@@ -406,27 +437,25 @@ impl Actor {
         // Chatter since the last turn goes first, as context; it is done with this turn.
         let context: Vec<Inbound> = self.context.drain(..).collect();
         let counter = self.shared.turn_counter.fetch_add(1, Ordering::Relaxed);
-        let record = TurnRecord {
-            conversation: self.key.clone(),
-            turn: turn_id(counter),
-            container: self
-                .session
+        let mut record = TurnRecord::new(
+            self.key.clone(),
+            turn_id(counter),
+            self.session
                 .as_ref()
                 .map(|s| s.conn.container.clone())
                 .unwrap_or_default(),
-            last_acked: self
-                .session
+            self.session
                 .as_ref()
                 .and_then(|s| s.seq.acked())
                 .unwrap_or(0),
-            inbound: context
-                .iter()
-                .chain(&messages)
-                .map(|m| m.id.clone())
-                .collect(),
-            reply: ReplyState::new(Some(MessageRef(last.id.clone()))),
-            started_at: now_secs(),
-        };
+            Some(MessageRef(last.id.clone())),
+            now_secs(),
+        );
+        record.inbound = context
+            .iter()
+            .chain(&messages)
+            .map(|m| m.id.clone())
+            .collect();
         let Some(outbox) = self.outbox() else {
             tracing::error!(conversation = %self.key, "no adapter for this platform; dropping the turn");
             return;
@@ -436,7 +465,13 @@ impl Actor {
             .chain(&messages)
             .map(|m| m.id.clone())
             .collect();
-        if let Err(e) = self.shared.store.begin_turn(&record, &ids) {
+        let begun = record.clone();
+        if let Err(e) = self
+            .shared
+            .store
+            .commit(move |s| s.begin_turn_unflushed(&begun, &ids))
+            .await
+        {
             // Stored messages stay pending; they start a turn once the store writes again.
             tracing::debug!(conversation = %self.key, error = %e, "the turn could not be stored");
             let wait = self.store_failed();
@@ -457,14 +492,11 @@ impl Actor {
             messages: turn_messages.clone(),
             options: self.turn_options(),
         };
-        outbox.begin(Some(record.turn.clone()), record.reply.clone());
-        self.turn = Some(Turn {
-            record,
-            messages: turn_messages,
-            last_sign: Instant::now(),
-            next_typing: self.typing_start(),
-            stalled: None,
-        });
+        outbox.begin(
+            Some(record.turn.clone()),
+            ReplyState::new(record.reply_to.clone()),
+        );
+        self.turn = Some(Turn::new(record, turn_messages, self.typing_start()));
         self.send_to_box(&request).await;
     }
 
@@ -537,10 +569,12 @@ impl Actor {
         let follow = turn_message(&message);
         turn.messages.push(follow.clone());
         let turn_id = turn.record.turn.clone();
+        let (record, id) = (turn.record.clone(), message.id.clone());
         if let Err(e) = self
             .shared
             .store
-            .begin_turn(&turn.record, std::slice::from_ref(&message.id))
+            .commit(move |s| s.begin_turn_unflushed(&record, &[id]))
+            .await
         {
             // It stays pending in the store: a restart answers it in a turn of its own.
             tracing::warn!(conversation = %self.key, error = %e, "could not record a follow-up in the turn");
@@ -572,6 +606,14 @@ impl Actor {
             };
             self.send_to_box(&request).await;
         }
+    }
+}
+
+/// The outcome of the running turn's store write, if one is under way.
+async fn wait_commit(commit: Option<&mut Pending<()>>) -> Result<(), StoreError> {
+    match commit {
+        Some(commit) => commit.await,
+        None => std::future::pending().await,
     }
 }
 

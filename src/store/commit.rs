@@ -1,0 +1,206 @@
+//! Group commit: many writers, one flush.
+//!
+//! A flushed write waits for the disk, and every conversation streaming a reply writes
+//! after each step of it. Writes sent through [`Store::submit`] (or [`Store::commit`]) are
+//! applied by one thread, in the order they arrive; all that arrived while the last flush
+//! ran are applied together and made durable by one flush, whose result each writer then
+//! gets. Under load one flush serves many conversations; a lone write waits for one flush,
+//! as a direct write would, without a hop through tokio's blocking pool.
+//!
+//! A write that goes through here must not flush by itself: the committer does.
+
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Inner, Store, StoreError};
+
+/// Writes waiting for the committer thread. When full, [`Store::submit`] waits: writers are
+/// slowed to the pace of the disk instead of piling up in memory.
+pub(super) const QUEUE: usize = 1024;
+
+/// The most writes applied before one flush, so that a steady stream of writers cannot hold
+/// back the results of those that came first.
+const BATCH: usize = 256;
+
+/// One write: applied on the committer thread, it returns what to do with the result of
+/// the flush that follows it.
+type Job = Box<dyn FnOnce(&Store) -> Finish + Send>;
+
+/// Hands a job its flush's result.
+type Finish = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
+/// The sending side of the committer; the thread ends when the store is dropped.
+pub(super) struct Committer {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A write handed to the committer: resolves once it is applied and flushed (or failed).
+pub struct Pending<T> {
+    result: oneshot::Receiver<Result<T, StoreError>>,
+}
+
+impl<T> std::future::Future for Pending<T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.result)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|_| Err(stopped())))
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Db("the store's commit thread stopped".into())
+}
+
+impl Committer {
+    /// Starts the committer thread of a store; `None` if the system refuses a thread.
+    pub(super) fn start(store: Weak<Inner>) -> Option<Self> {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("clawpen-store-commit".into())
+            .spawn(move || run(store, queue))
+            .map_err(
+                |e| tracing::error!(error = %e, "no thread for store commits; writing directly"),
+            )
+            .ok()?;
+        Some(Self { jobs })
+    }
+}
+
+/// The committer thread: take what is queued, apply it, flush once, answer everyone.
+fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Job>) {
+    while let Some(first) = queue.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let store = Store { inner };
+        let finishes: Vec<Finish> = batch.into_iter().map(|job| job(&store)).collect();
+        let flushed = store.flush();
+        for finish in finishes {
+            finish(&flushed);
+        }
+    }
+}
+
+impl Store {
+    /// Hands `write` to the committer and returns its outcome to come: `write` runs on the
+    /// committer thread, in submission order with every other submitted write, and the
+    /// outcome is ready once a flush made it durable. `write` must not flush.
+    pub async fn submit<T, F>(&self, write: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |store: &Store| {
+            let result = write(store);
+            Box::new(move |flushed: &Result<(), StoreError>| {
+                let outcome = match (result, flushed) {
+                    (Ok(value), Ok(())) => Ok(value),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(e.shared()),
+                };
+                let _ = tx.send(outcome);
+            })
+        });
+        let committer = self.inner.committer.get_or_init(|| {
+            let weak: Weak<Inner> = Arc::downgrade(&self.inner);
+            Committer::start(weak)
+        });
+        match committer {
+            Some(committer) => {
+                if let Err(mpsc::error::SendError(job)) = committer.jobs.send(job).await {
+                    // The thread is gone (only if it panicked): write directly instead.
+                    run_directly(self, job).await;
+                }
+            }
+            None => run_directly(self, job).await,
+        }
+        Pending { result: rx }
+    }
+
+    /// Applies `write` through the committer and waits until it is durable.
+    pub async fn commit<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(write).await.await
+    }
+}
+
+/// Without a committer thread: one job and its own flush on the blocking pool.
+async fn run_directly(store: &Store, job: Job) {
+    let store = store.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let finish = job(&store);
+        finish(&store.flush());
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::error!(error = %e, "a store write failed to run");
+    }
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_apply_in_submission_order_and_all_are_durable_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut pending = Vec::new();
+            for i in 0..300u32 {
+                pending.push(
+                    store
+                        .submit(move |s| {
+                            // Each write reads the last: out-of-order application would show.
+                            let last = s.cursor("order")?.unwrap_or_default();
+                            s.put_cursor_unflushed("order", &format!("{last}{}", i % 10))?;
+                            Ok(i)
+                        })
+                        .await,
+                );
+            }
+            for (i, p) in pending.into_iter().enumerate() {
+                assert_eq!(p.await.unwrap(), u32::try_from(i).unwrap());
+            }
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let expected: String = (0..300)
+            .map(|i| char::from(b'0' + (i % 10) as u8))
+            .collect();
+        assert_eq!(store.cursor("order").unwrap(), Some(expected));
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bad = store
+            .submit(|_| -> Result<(), StoreError> { Err(StoreError::Encode("no".into())) })
+            .await;
+        let good = store.submit(|s| s.put_cursor_unflushed("x", "1")).await;
+        assert!(matches!(bad.await, Err(StoreError::Encode(_))));
+        good.await.unwrap();
+        assert_eq!(store.cursor("x").unwrap().as_deref(), Some("1"));
+    }
+}
