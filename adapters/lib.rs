@@ -6,6 +6,9 @@
 //! to edit, when to start a new message and how to split a long reply is decided once, in
 //! [`reply`] (pure policy) and [`stream`] (the async driver), for every adapter alike.
 //!
+//! The types messages are made of ([`ConversationKey`], [`Inbound`], [`MessageRef`]...) live
+//! in `clawpen-domain`, shared with the core and its store, and are re-exported here.
+//!
 //! # Layout
 //! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
 //!   answered alike for every adapter.
@@ -16,8 +19,6 @@
 //! - [`telegram`]: Telegram bots, through the Bot API (long polling or a webhook).
 //! - [`terminal`]: the local terminal channel behind `clawpen chat`.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,131 +36,9 @@ pub mod stream;
 pub mod telegram;
 pub mod terminal;
 
-/// Which conversation something belongs to: (platform, chat, optional thread).
-///
-/// It is the key of everything clawpen keeps: the box, the inbound log, delivery state.
-/// Its text form is `platform:chat` or `platform:chat:thread`, with `%` and `:` inside a
-/// part escaped as `%25` and `%3A`, so that any platform id round-trips.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ConversationKey {
-    /// The adapter's platform name, e.g. `telegram`, `discord`, `terminal`.
-    pub platform: String,
-    /// The platform's chat (or channel) id.
-    pub chat: String,
-    /// A thread or forum topic inside the chat, which is a conversation of its own.
-    pub thread: Option<String>,
-}
-
-impl ConversationKey {
-    /// A conversation without a thread.
-    pub fn new(platform: impl Into<String>, chat: impl Into<String>) -> Self {
-        Self {
-            platform: platform.into(),
-            chat: chat.into(),
-            thread: None,
-        }
-    }
-
-    /// The same chat, narrowed to a thread.
-    pub fn with_thread(mut self, thread: impl Into<String>) -> Self {
-        self.thread = Some(thread.into());
-        self
-    }
-}
-
-fn escape_part(part: &str) -> String {
-    part.replace('%', "%25").replace(':', "%3A")
-}
-
-fn unescape_part(part: &str) -> String {
-    part.replace("%3A", ":")
-        .replace("%3a", ":")
-        .replace("%25", "%")
-}
-
-impl fmt::Display for ConversationKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}:{}",
-            escape_part(&self.platform),
-            escape_part(&self.chat)
-        )?;
-        if let Some(thread) = &self.thread {
-            write!(f, ":{}", escape_part(thread))?;
-        }
-        Ok(())
-    }
-}
-
-/// A conversation key's text form did not parse.
-#[derive(Debug, thiserror::Error)]
-#[error("`{0}` is not a conversation key (expected platform:chat or platform:chat:thread)")]
-pub struct BadConversationKey(pub String);
-
-impl FromStr for ConversationKey {
-    type Err = BadConversationKey;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let bad = || BadConversationKey(s.to_string());
-        match parts.as_slice() {
-            [p, c] if !p.is_empty() && !c.is_empty() => {
-                Ok(Self::new(unescape_part(p), unescape_part(c)))
-            }
-            [p, c, t] if !p.is_empty() && !c.is_empty() && !t.is_empty() => {
-                Ok(Self::new(unescape_part(p), unescape_part(c)).with_thread(unescape_part(t)))
-            }
-            _ => Err(bad()),
-        }
-    }
-}
-
-/// A platform's id of one message it holds (sent by us or by a user).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct MessageRef(pub String);
-
-impl fmt::Display for MessageRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A file that came with an inbound message; the adapter can fetch its bytes on demand.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Attachment {
-    /// The file name to give it in the workspace.
-    pub name: String,
-    /// The MIME type, when the platform says.
-    pub mime: Option<String>,
-    /// Size in bytes, when the platform says (used to refuse oversized files early).
-    pub size: Option<u64>,
-    /// The platform's handle for fetching it (a Telegram file_id, a Discord URL).
-    pub platform_ref: String,
-}
-
-/// One message from a platform, as the router sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Inbound {
-    /// The platform's id of this message, unique within its conversation: the dedupe key.
-    pub id: String,
-    /// Which conversation it belongs to.
-    pub conversation: ConversationKey,
-    /// The sender's platform id.
-    pub sender_id: String,
-    /// The sender's display name, given to the agent.
-    pub sender_name: String,
-    /// The message text.
-    pub text: String,
-    /// Files that came with it.
-    pub attachments: Vec<Attachment>,
-    /// The message it replies to, if any.
-    pub reply_to: Option<MessageRef>,
-    /// Whether the bot was addressed (mention, reply, trigger word, DM); others are context.
-    pub addressed: bool,
-    /// When it was sent, in seconds since the Unix epoch.
-    pub at: u64,
-}
+pub use clawpen_domain::{
+    Attachment, BadConversationKey, ContainerId, ConversationKey, Inbound, MessageRef, TurnId,
+};
 
 /// How a platform counts a message's length.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -373,32 +252,5 @@ pub trait Adapter: Send + Sync {
     /// The reply of a turn is complete and fully delivered.
     async fn finished(&self, _conversation: &ConversationKey) -> Result<(), AdapterError> {
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn conversation_key_round_trips_through_text() {
-        let plain = ConversationKey::new("telegram", "-100123");
-        assert_eq!(plain.to_string(), "telegram:-100123");
-        assert_eq!(
-            plain.to_string().parse::<ConversationKey>().ok(),
-            Some(plain)
-        );
-
-        let odd = ConversationKey::new("terminal", "a:b%c").with_thread("t:1");
-        let text = odd.to_string();
-        assert_eq!(text, "terminal:a%3Ab%25c:t%3A1");
-        assert_eq!(text.parse::<ConversationKey>().ok(), Some(odd));
-    }
-
-    #[test]
-    fn malformed_conversation_keys_are_refused() {
-        for bad in ["", "telegram", "telegram:", ":1", "a:b:c:d", "a:b:"] {
-            assert!(bad.parse::<ConversationKey>().is_err(), "{bad:?} parsed");
-        }
     }
 }

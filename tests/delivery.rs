@@ -69,11 +69,9 @@ async fn stop_ends_the_turn_at_once_while_an_edit_waits_out_a_long_429() {
     assert!(held, "no edit met the 429");
     let key = telegram_fake::bridge::key(chat).to_string();
     let running = |t: &Tg| {
-        t.bridge
-            .router
-            .status()
-            .iter()
-            .any(|s| s.conversation == key && s.state == "running a turn")
+        t.bridge.router.status().iter().any(|s| {
+            s.conversation == key && s.state == clawpen::router::ConversationState::RunningTurn
+        })
     };
     assert!(running(&t), "the turn should still be running");
 

@@ -60,12 +60,12 @@ async fn box_with_notes(sandbox: &Sandbox, conversation: &ConversationKey) -> St
         .unwrap_or_else(|e| panic!("{e}"));
     let (code, out) = exec_in(
         sandbox.docker(),
-        &started.container,
+        started.container.as_str(),
         &["sh", "-c", "echo precious notes > /workspace/notes.txt"],
     )
     .await;
     assert_eq!(code, 0, "{out}");
-    started.container
+    started.container.to_string()
 }
 
 /// The notes file of a conversation's workspace, read in its box (started if needed).
@@ -76,7 +76,7 @@ async fn notes(sandbox: &Sandbox, conversation: &ConversationKey) -> String {
         .unwrap_or_else(|e| panic!("{e}"));
     let (_, out) = exec_in(
         sandbox.docker(),
-        &started.container,
+        started.container.as_str(),
         &["cat", "/workspace/notes.txt"],
     )
     .await;

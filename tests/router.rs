@@ -85,7 +85,10 @@ async fn reply_under_way(
     t: &TestBridge,
     name: &str,
     line: &str,
-) -> (String, tokio::sync::mpsc::Receiver<TerminalEvent>) {
+) -> (
+    clawpen_domain::ContainerId,
+    tokio::sync::mpsc::Receiver<TerminalEvent>,
+) {
     assert_eq!(t.ask(name, "hi").await, "hi");
     let container = t.container(name).await;
     let mut events = t.watch(name);

@@ -170,7 +170,7 @@ async fn a_fork_bomb_stays_in_its_pids_limit_and_others_keep_talking() {
         async move {
             support::exec_in(
                 &docker,
-                &bomber,
+                bomber.as_str(),
                 &["sh", "-c", "b() { b | b & }; b; sleep 20"],
             )
             .await
@@ -180,7 +180,7 @@ async fn a_fork_bomb_stays_in_its_pids_limit_and_others_keep_talking() {
     // Another conversation is answered meanwhile.
     assert_eq!(t.ask("bystander", "still here?").await, "still here?");
     // The engine's own accounting (cgroup v1 or v2 alike): the bomb hit its limit.
-    let (current, limit) = pids_of(&docker, &bomber).await;
+    let (current, limit) = pids_of(&docker, bomber.as_str()).await;
     assert_eq!(limit, Some(64), "pids limit");
     assert!(
         current.is_some_and(|c| c > 32 && c <= 64),

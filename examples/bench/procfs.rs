@@ -77,7 +77,7 @@ pub async fn box_memory(sandbox: &Sandbox) -> anyhow::Result<(Vec<u64>, Vec<u64>
     for info in sandbox.list().await?.into_iter().filter(|b| b.running) {
         let inspected = sandbox
             .docker()
-            .inspect_container(&info.id, None)
+            .inspect_container(info.id.as_str(), None)
             .await
             .with_context(|| format!("inspecting box {}", info.name))?;
         let pid = inspected

@@ -124,7 +124,7 @@ mod tests {
 
     fn a_box(name: &str, conversation: Option<ConversationKey>) -> BoxInfo {
         BoxInfo {
-            id: format!("id-{name}"),
+            id: format!("id-{name}").into(),
             name: name.into(),
             conversation,
             running: false,

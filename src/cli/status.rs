@@ -55,7 +55,7 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         println!(
             "{:<40} {:<14} {}",
             key,
-            &b.id[..b.id.len().min(12)],
+            b.id.as_str().get(..12).unwrap_or(b.id.as_str()),
             if b.running { "running" } else { "stopped" }
         );
     }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use clawpen_adapters::reply::ReplyState;
 use clawpen_adapters::stream::{OnSent, ReplyStream};
 use clawpen_adapters::{Adapter, ConversationKey, Upload};
+use clawpen_domain::{ContainerId, TurnId};
 use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, Instant};
 
@@ -37,7 +38,7 @@ const FINISH_RETRY: Duration = Duration::from_secs(15);
 struct Job {
     /// The turn it answers, when it has a record in the store (its delivery is then
     /// recorded and resumed after a restart); `None` for a notice such as an error reply.
-    turn: Option<String>,
+    turn: Option<TurnId>,
     /// Where it starts: a new reply, or what the platform showed before a restart.
     start: Option<ReplyState>,
     /// Text pushed since the task last looked.
@@ -58,7 +59,10 @@ pub(crate) enum Side {
     /// Renew the typing indicator.
     Typing,
     /// Upload a workspace file of the box `container` to the chat.
-    Upload { container: String, path: String },
+    Upload {
+        container: ContainerId,
+        path: String,
+    },
 }
 
 #[derive(Default)]
@@ -90,7 +94,7 @@ impl Outbox {
 
     /// Begins a reply after the ones already begun. `start` is what the platform shows of
     /// it already (after a restart), or a new reply state.
-    pub(crate) fn begin(&self, turn: Option<String>, start: ReplyState) {
+    pub(crate) fn begin(&self, turn: Option<TurnId>, start: ReplyState) {
         self.changed(|p| {
             p.replies.push_back(Job {
                 turn,
@@ -106,7 +110,7 @@ impl Outbox {
     /// showed at its last accepted message, `text` the reply's text as acknowledged. When
     /// the shown text is not where the acknowledged one began (it ran ahead of the disk),
     /// the acknowledged text replaces it in the same messages.
-    pub(crate) fn resume(&self, turn: Option<String>, shown: ReplyState, text: &str) {
+    pub(crate) fn resume(&self, turn: Option<TurnId>, shown: ReplyState, text: &str) {
         let rest = text.strip_prefix(shown.text.as_str()).map(str::to_owned);
         self.begin(turn, shown);
         match rest {
@@ -182,7 +186,7 @@ impl Outbox {
 
 /// The reply being delivered now.
 struct Current {
-    turn: Option<String>,
+    turn: Option<TurnId>,
     stream: ReplyStream,
     finished: bool,
 }
@@ -283,7 +287,7 @@ impl Task {
         (side, pending.closed)
     }
 
-    fn stream(&self, turn: Option<String>, start: ReplyState) -> ReplyStream {
+    fn stream(&self, turn: Option<TurnId>, start: ReplyState) -> ReplyStream {
         let stream = ReplyStream::new(self.adapter.clone(), self.key.clone(), start);
         let Some(turn) = turn else {
             return stream;
@@ -378,7 +382,7 @@ impl Task {
     }
 
     /// Reads a file the agent named from its workspace and uploads it to the chat.
-    async fn upload(&self, container: &str, path: &str) -> Result<(), String> {
+    async fn upload(&self, container: &ContainerId, path: &str) -> Result<(), String> {
         let data = self
             .shared
             .sandbox

@@ -63,7 +63,7 @@ pub struct ConversationStatus {
     /// Its container id, while it has a live box.
     pub container: Option<String>,
     /// What it is doing.
-    pub state: String,
+    pub state: ConversationState,
     /// Messages stored but not yet given to its agent.
     pub queued: usize,
     /// Model requests in the last minute.
@@ -75,6 +75,43 @@ pub struct ConversationStatus {
     /// The box's requests (model calls, web fetches) being performed now.
     #[serde(default)]
     pub requests_in_flight: usize,
+}
+
+/// What a conversation is doing. Its text (shown by `clawpen status`, sent over the control
+/// socket) is the plain words of each variant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConversationState {
+    /// Its actor is starting (after a restart, with stored work).
+    #[serde(rename = "starting")]
+    Starting,
+    /// Waiting for one of the live-box slots.
+    #[serde(rename = "waiting for a box slot")]
+    WaitingForSlot,
+    /// Messages wait, but no box is attached (the engine is away, or a store write failed).
+    #[serde(rename = "waiting for a box")]
+    WaitingForBox,
+    /// Its box is answering.
+    #[serde(rename = "running a turn")]
+    RunningTurn,
+    /// Its box is up with nothing to do.
+    #[serde(rename = "idle")]
+    Idle,
+    /// No box and nothing to do.
+    #[serde(rename = "stopped")]
+    Stopped,
+}
+
+impl std::fmt::Display for ConversationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(match self {
+            Self::Starting => "starting",
+            Self::WaitingForSlot => "waiting for a box slot",
+            Self::WaitingForBox => "waiting for a box",
+            Self::RunningTurn => "running a turn",
+            Self::Idle => "idle",
+            Self::Stopped => "stopped",
+        })
+    }
 }
 
 /// Handle to the router; cheap to clone.
@@ -119,7 +156,7 @@ impl Shared {
         &self,
         key: &ConversationKey,
         container: Option<&str>,
-        state: &str,
+        state: ConversationState,
         queued: usize,
     ) {
         lock(&self.status).insert(
@@ -127,7 +164,7 @@ impl Shared {
             ConversationStatus {
                 conversation: key.to_string(),
                 container: container.map(str::to_string),
-                state: state.to_string(),
+                state,
                 queued,
                 requests_last_minute: 0,
                 tokens_today: 0,
@@ -274,7 +311,7 @@ impl Router {
     fn spawn_actor(&self, key: ConversationKey, start: Start) -> mpsc::Sender<Command> {
         let (tx, rx) = self.shared.actors.open(&key);
         self.shared
-            .set_status(&key, None, "starting", start.queue.len());
+            .set_status(&key, None, ConversationState::Starting, start.queue.len());
         let actor = Actor::new(key, self.shared.clone(), rx);
         self.shared.tracker.spawn(actor.run(start));
         tx
@@ -448,7 +485,7 @@ impl InboundSink for Router {
         let live = self.status().into_iter().find(|s| s.conversation == key);
         StatusReport {
             queued: live.as_ref().map_or(0, |s| s.queued),
-            state: live.map(|s| s.state),
+            state: live.map(|s| s.state.to_string()),
             live_boxes: self.live_boxes(),
             max_boxes: self.shared.config.max_boxes,
         }

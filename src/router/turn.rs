@@ -1,5 +1,6 @@
 //! Turn bookkeeping with no I/O: ids, what the agent is given, what the user is told.
 
+use clawpen_domain::TurnId;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clawpen_adapters::Inbound;
@@ -16,12 +17,12 @@ pub fn now_secs() -> u64 {
 }
 
 /// A turn id unique across restarts: wall-clock nanoseconds plus a process counter.
-pub fn turn_id(counter: u64) -> String {
+pub fn turn_id(counter: u64) -> TurnId {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("t{nanos:x}-{counter}")
+    TurnId(format!("t{nanos:x}-{counter}"))
 }
 
 /// What the agent is given of an inbound message.

@@ -11,6 +11,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use clawpen_domain::ContainerId;
+
 use super::SandboxError;
 
 /// Room for box output not yet taken by the conversation's actor. When full, the reader
@@ -41,7 +43,7 @@ const INPUT_CAPACITY: usize = 64;
 /// `output`.
 pub struct BoxConn {
     /// The container id.
-    pub container: String,
+    pub container: ContainerId,
     input: BoxInput,
     /// Output of the box, in order, ending with [`BoxOutput::Closed`].
     pub output: mpsc::Receiver<BoxOutput>,
@@ -91,7 +93,7 @@ impl Drop for BoxConn {
 
 impl BoxConn {
     /// Attach to a running container's stdin, stdout and stderr.
-    pub async fn attach(docker: &Docker, container: &str) -> Result<Self, SandboxError> {
+    pub async fn attach(docker: &Docker, container: &ContainerId) -> Result<Self, SandboxError> {
         let options = AttachContainerOptions {
             stream: true,
             stdin: true,
@@ -101,9 +103,9 @@ impl BoxConn {
             detach_keys: None,
         };
         let attached = docker
-            .attach_container(container, Some(options))
+            .attach_container(container.as_str(), Some(options))
             .await
-            .map_err(|e| SandboxError::from_engine("attach", container, e))?;
+            .map_err(|e| SandboxError::from_engine("attach", container.as_str(), e))?;
         let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
         let name = container.to_string();
         let mut stream = attached.output;
@@ -181,7 +183,7 @@ impl BoxConn {
             lines,
         };
         Ok(Self {
-            container: container.to_string(),
+            container: container.clone(),
             input,
             output: rx,
             reader,

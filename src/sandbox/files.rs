@@ -3,6 +3,8 @@
 
 use std::path::{Component, Path};
 
+use clawpen_domain::ContainerId;
+
 use super::{spec, Sandbox, SandboxError};
 
 /// The largest workspace file uploaded to a chat.
@@ -17,7 +19,7 @@ impl Sandbox {
     /// directory. `path` is relative to the workspace and must stay inside it.
     pub async fn write_workspace_file(
         &self,
-        container: &str,
+        container: &ContainerId,
         path: &str,
         data: &[u8],
     ) -> Result<(), SandboxError> {
@@ -61,7 +63,11 @@ impl Sandbox {
         };
         self.inner
             .docker
-            .upload_to_container(container, Some(options), bollard::body_full(archive.into()))
+            .upload_to_container(
+                container.as_str(),
+                Some(options),
+                bollard::body_full(archive.into()),
+            )
             .await
             .map_err(|e| SandboxError::from_engine("write", path, e))
     }
@@ -70,7 +76,7 @@ impl Sandbox {
     /// and files over [`MAX_UPLOAD`].
     pub async fn read_workspace_file(
         &self,
-        container: &str,
+        container: &ContainerId,
         path: &str,
     ) -> Result<Vec<u8>, SandboxError> {
         let relative = Path::new(
@@ -88,7 +94,7 @@ impl Sandbox {
         let mut stream = self
             .inner
             .docker
-            .download_from_container(container, Some(options));
+            .download_from_container(container.as_str(), Some(options));
         let mut archive = Vec::new();
         while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
             let chunk = chunk.map_err(|e| SandboxError::from_engine("read", &full, e))?;

@@ -14,7 +14,7 @@ use bollard::query_parameters::{
     StopContainerOptions,
 };
 use bollard::Docker;
-use clawpen_adapters::ConversationKey;
+use clawpen_domain::{ContainerId, ConversationKey};
 
 pub mod attach;
 mod files;
@@ -131,7 +131,7 @@ impl SandboxError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BoxInfo {
     /// The container id.
-    pub id: String,
+    pub id: ContainerId,
     /// The container name.
     pub name: String,
     /// The conversation from its label (None when the label is unreadable).
@@ -167,7 +167,7 @@ pub struct BoxExit {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Started {
     /// The container id.
-    pub container: String,
+    pub container: ContainerId,
     /// True when its agent process was started just now (sequence numbers begin at 1).
     pub fresh: bool,
 }
@@ -286,11 +286,11 @@ impl Sandbox {
     ) -> Result<Started, SandboxError> {
         let docker = &self.inner.docker;
         let name = spec::container_name(&self.inner.instance, conversation);
-        match self.inspect(&name).await? {
+        match self.inspect(&ContainerId::from(name.as_str())).await? {
             Some(exit) if exit.running => {
                 let id = self.container_id(&name).await?;
                 Ok(Started {
-                    container: id,
+                    container: ContainerId(id),
                     fresh: false,
                 })
             }
@@ -298,7 +298,7 @@ impl Sandbox {
                 let id = self.container_id(&name).await?;
                 self.start(&id).await?;
                 Ok(Started {
-                    container: id,
+                    container: ContainerId(id),
                     fresh: true,
                 })
             }
@@ -330,7 +330,7 @@ impl Sandbox {
                 };
                 self.start(&created.id).await?;
                 Ok(Started {
-                    container: created.id,
+                    container: ContainerId(created.id),
                     fresh: true,
                 })
             }
@@ -374,11 +374,11 @@ impl Sandbox {
     }
 
     /// The state of a container, or None when it does not exist.
-    pub async fn inspect(&self, container: &str) -> Result<Option<BoxExit>, SandboxError> {
+    pub async fn inspect(&self, container: &ContainerId) -> Result<Option<BoxExit>, SandboxError> {
         match self
             .inner
             .docker
-            .inspect_container(container, None::<InspectContainerOptions>)
+            .inspect_container(container.as_str(), None::<InspectContainerOptions>)
             .await
         {
             Ok(info) => {
@@ -399,7 +399,7 @@ impl Sandbox {
                 }))
             }
             Err(e) => {
-                let err = SandboxError::from_engine("inspect", container, e);
+                let err = SandboxError::from_engine("inspect", container.as_str(), e);
                 if err.is_status(404) {
                     Ok(None)
                 } else {
@@ -410,12 +410,12 @@ impl Sandbox {
     }
 
     /// Attach to a running box.
-    pub async fn attach(&self, container: &str) -> Result<BoxConn, SandboxError> {
+    pub async fn attach(&self, container: &ContainerId) -> Result<BoxConn, SandboxError> {
         BoxConn::attach(&self.inner.docker, container).await
     }
 
     /// Stop a box (idle); its workspace stays.
-    pub async fn stop(&self, container: &str) -> Result<(), SandboxError> {
+    pub async fn stop(&self, container: &ContainerId) -> Result<(), SandboxError> {
         let options = StopContainerOptions {
             t: Some(2),
             signal: None,
@@ -423,12 +423,12 @@ impl Sandbox {
         match self
             .inner
             .docker
-            .stop_container(container, Some(options))
+            .stop_container(container.as_str(), Some(options))
             .await
         {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err = SandboxError::from_engine("stop", container, e);
+                let err = SandboxError::from_engine("stop", container.as_str(), e);
                 // 304: already stopped; 404: already gone. Either way it is stopped.
                 if err.is_status(304) || err.is_status(404) {
                     Ok(())
@@ -440,19 +440,19 @@ impl Sandbox {
     }
 
     /// Kill a box that hangs; its workspace stays.
-    pub async fn kill(&self, container: &str) -> Result<(), SandboxError> {
+    pub async fn kill(&self, container: &ContainerId) -> Result<(), SandboxError> {
         let options = KillContainerOptions {
             signal: "KILL".into(),
         };
         match self
             .inner
             .docker
-            .kill_container(container, Some(options))
+            .kill_container(container.as_str(), Some(options))
             .await
         {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err = SandboxError::from_engine("kill", container, e);
+                let err = SandboxError::from_engine("kill", container.as_str(), e);
                 if err.is_status(409) || err.is_status(404) {
                     Ok(())
                 } else {
@@ -465,7 +465,8 @@ impl Sandbox {
     /// Remove a conversation's box and its workspace volume.
     pub async fn remove_box(&self, conversation: &ConversationKey) -> Result<(), SandboxError> {
         let name = spec::container_name(&self.inner.instance, conversation);
-        self.remove_container(&name).await?;
+        self.remove_container(&ContainerId::from(name.as_str()))
+            .await?;
         let volume = spec::volume_name(&self.inner.instance, conversation);
         self.remove_volume(&volume).await
     }
@@ -493,7 +494,7 @@ impl Sandbox {
 
     /// Remove a container, running or not, by id or name (gone already counts as removed);
     /// its volume stays.
-    pub async fn remove_container(&self, container: &str) -> Result<(), SandboxError> {
+    pub async fn remove_container(&self, container: &ContainerId) -> Result<(), SandboxError> {
         let options = RemoveContainerOptions {
             force: true,
             v: false,
@@ -502,12 +503,12 @@ impl Sandbox {
         match self
             .inner
             .docker
-            .remove_container(container, Some(options))
+            .remove_container(container.as_str(), Some(options))
             .await
         {
             Ok(()) => Ok(()),
             Err(e) => {
-                let err = SandboxError::from_engine("remove", container, e);
+                let err = SandboxError::from_engine("remove", container.as_str(), e);
                 if err.is_status(404) {
                     Ok(())
                 } else {
@@ -549,7 +550,7 @@ impl Sandbox {
                     Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
                 );
                 Some(BoxInfo {
-                    id,
+                    id: ContainerId(id),
                     name,
                     conversation,
                     running,

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use clawpen_adapters::ConversationKey;
+use clawpen_domain::ConversationKey;
 use serde::{Deserialize, Serialize};
 
 use super::{encode, Store, StoreError};

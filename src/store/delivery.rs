@@ -8,7 +8,7 @@
 //! other's part. The record goes once the whole reply is shown.
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::{ConversationKey, MessageRef};
+use clawpen_domain::{ConversationKey, MessageRef, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
@@ -23,7 +23,7 @@ pub struct DeliveryRecord {
     /// The conversation it is shown in.
     pub conversation: ConversationKey,
     /// The turn whose reply it is.
-    pub turn: String,
+    pub turn: TurnId,
     /// What the platform showed at the last message it accepted (parts and their ids).
     #[serde(default)]
     pub shown: Option<ReplyState>,
@@ -37,9 +37,9 @@ pub struct DeliveryRecord {
 }
 
 /// The key of one turn's delivery record: the conversation's prefix, then the turn id.
-pub(super) fn delivery_key(conversation: &ConversationKey, turn: &str) -> Vec<u8> {
+pub(super) fn delivery_key(conversation: &ConversationKey, turn: &TurnId) -> Vec<u8> {
     let mut key = conversation_prefix(conversation);
-    key.extend_from_slice(turn.as_bytes());
+    key.extend_from_slice(turn.as_str().as_bytes());
     key
 }
 
@@ -49,7 +49,7 @@ impl Store {
     pub fn save_delivery(
         &self,
         conversation: &ConversationKey,
-        turn: &str,
+        turn: &TurnId,
         shown: &ReplyState,
     ) -> Result<(), StoreError> {
         let key = delivery_key(conversation, turn);
@@ -70,7 +70,7 @@ impl Store {
     pub fn delivery(
         &self,
         conversation: &ConversationKey,
-        turn: &str,
+        turn: &TurnId,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let key = delivery_key(conversation, turn);
         match self
@@ -99,7 +99,11 @@ impl Store {
     }
 
     /// The reply is fully shown: forget its delivery record. Flushed.
-    pub fn delivered(&self, conversation: &ConversationKey, turn: &str) -> Result<(), StoreError> {
+    pub fn delivered(
+        &self,
+        conversation: &ConversationKey,
+        turn: &TurnId,
+    ) -> Result<(), StoreError> {
         self.db()?
             .deliveries
             .remove(delivery_key(conversation, turn))
@@ -112,7 +116,7 @@ impl Store {
         &self,
         tree: &TransactionalTree,
         conversation: &ConversationKey,
-        turn: &str,
+        turn: &TurnId,
         key: &[u8],
     ) -> Result<DeliveryRecord, ConflictableTransactionError<StoreError>> {
         Ok(match tree.get(key)? {
@@ -121,7 +125,7 @@ impl Store {
                 .map_err(ConflictableTransactionError::Abort)?,
             None => DeliveryRecord {
                 conversation: conversation.clone(),
-                turn: turn.to_string(),
+                turn: turn.clone(),
                 shown: None,
                 final_text: None,
                 reply_to: None,
@@ -162,7 +166,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let chat = ConversationKey::new("telegram", "1");
         store
-            .save_delivery(&chat, "t1", &shown("Hel", "m1"))
+            .save_delivery(&chat, &TurnId::from("t1"), &shown("Hel", "m1"))
             .unwrap();
         (dir, store, chat)
     }
@@ -183,7 +187,7 @@ mod tests {
         store.complete_turn(&record).unwrap();
         // A send that was under way when the turn ended records its message afterwards.
         store
-            .save_delivery(&chat, "t1", &shown("Hello", "m1"))
+            .save_delivery(&chat, &TurnId::from("t1"), &shown("Hello", "m1"))
             .unwrap();
 
         let pending = store.pending_deliveries().unwrap();
@@ -192,16 +196,16 @@ mod tests {
         assert_eq!(pending[0].shown, Some(shown("Hello", "m1")));
         assert_eq!(store.turn(&chat).unwrap(), None, "the turn itself is over");
 
-        store.delivered(&chat, "t1").unwrap();
+        store.delivered(&chat, &TurnId::from("t1")).unwrap();
         assert!(store.pending_deliveries().unwrap().is_empty());
-        assert_eq!(store.delivery(&chat, "t1").unwrap(), None);
+        assert_eq!(store.delivery(&chat, &TurnId::from("t1")).unwrap(), None);
     }
 
     #[test]
     fn a_running_turns_snapshot_is_not_a_pending_delivery() {
         let (_dir, store, chat) = store_with_a_snapshot();
         assert!(store.pending_deliveries().unwrap().is_empty());
-        let record = store.delivery(&chat, "t1").unwrap().unwrap();
+        let record = store.delivery(&chat, &TurnId::from("t1")).unwrap().unwrap();
         assert_eq!(record.shown, Some(shown("Hel", "m1")));
     }
 }

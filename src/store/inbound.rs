@@ -11,7 +11,7 @@
 //! platform id) to the sequence, for dedupe and for changing an entry's state by its id.
 //! Both change together, in one transaction.
 
-use clawpen_adapters::{ConversationKey, Inbound};
+use clawpen_domain::{ConversationKey, Inbound, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 use sled::Transactional;
@@ -40,7 +40,7 @@ pub enum InboundState {
     /// resumed or retried from its [`TurnRecord`](super::TurnRecord), not started afresh.
     InTurn {
         /// The turn's id.
-        turn: String,
+        turn: TurnId,
     },
     /// Chatter the bot was not addressed in, kept (bounded) as context for the
     /// conversation's next turn.
@@ -374,9 +374,7 @@ mod tests {
         store.insert_inbound(&message(&b, "1", 1)).unwrap();
         store.insert_inbound(&message(&c, "1", 1)).unwrap();
 
-        let in_turn = InboundState::InTurn {
-            turn: "t1".to_string(),
-        };
+        let in_turn = InboundState::InTurn { turn: "t1".into() };
         assert!(store
             .set_inbound_state(&a, "1", InboundState::Done)
             .unwrap());
@@ -449,9 +447,7 @@ mod tests {
     fn the_log_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let chat = ConversationKey::new("telegram", "1");
-        let in_turn = InboundState::InTurn {
-            turn: "t7".to_string(),
-        };
+        let in_turn = InboundState::InTurn { turn: "t7".into() };
         {
             let store = Store::open(dir.path()).unwrap();
             for id in ["1", "2", "3"] {

@@ -39,7 +39,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use clawpen_adapters::ConversationKey;
+use clawpen_domain::ConversationKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -357,7 +357,7 @@ fn conversation_prefix(key: &ConversationKey) -> Vec<u8> {
 )]
 pub(crate) mod tests {
     use super::*;
-    use clawpen_adapters::Inbound;
+    use clawpen_domain::Inbound;
 
     /// A message as an adapter would hand it in.
     pub(crate) fn message(conversation: &ConversationKey, id: &str, at: u64) -> Inbound {

@@ -8,7 +8,7 @@
 //! number of the box event that made it, so the last one also says how far the bridge had
 //! acknowledged. The chunks go when the turn ends ([`Store::complete_turn`]).
 
-use clawpen_adapters::ConversationKey;
+use clawpen_domain::{ConversationKey, TurnId};
 use serde::{Deserialize, Serialize};
 
 use super::{conversation_prefix, encode, Store, StoreError};
@@ -27,8 +27,9 @@ struct Chunk {
 
 /// The keys of one turn's chunks begin with this: the conversation's prefix, then the
 /// turn id with its length (a turn id comes from the box and may contain anything).
-fn text_prefix(conversation: &ConversationKey, turn: &str) -> Vec<u8> {
+fn text_prefix(conversation: &ConversationKey, turn: &TurnId) -> Vec<u8> {
     let mut key = conversation_prefix(conversation);
+    let turn = turn.as_str();
     let len = u32::try_from(turn.len()).unwrap_or(u32::MAX);
     key.extend_from_slice(&len.to_be_bytes());
     key.extend_from_slice(turn.as_bytes());
@@ -53,7 +54,7 @@ impl Store {
     pub fn append_text(
         &self,
         conversation: &ConversationKey,
-        turn: &str,
+        turn: &TurnId,
         seq: u64,
         at: usize,
         text: &str,
@@ -77,7 +78,7 @@ impl Store {
     pub(super) fn stored_text(
         &self,
         conversation: &ConversationKey,
-        turn: &str,
+        turn: &TurnId,
         base: String,
     ) -> Result<(String, Option<u64>), StoreError> {
         let mut text = base;
@@ -104,7 +105,7 @@ impl Store {
     pub(super) fn text_keys(
         &self,
         conversation: &ConversationKey,
-        turn: &str,
+        turn: &TurnId,
     ) -> Result<Vec<sled::IVec>, StoreError> {
         self.db()?
             .turn_text
@@ -129,18 +130,35 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let chat = ConversationKey::new("telegram", "1");
         let other = ConversationKey::new("telegram", "12");
-        store.append_text(&chat, "t1", 3, 0, "Hello").unwrap();
-        store.append_text(&chat, "t1", 4, 5, ", wor").unwrap();
+        store
+            .append_text(&chat, &TurnId::from("t1"), 3, 0, "Hello")
+            .unwrap();
+        store
+            .append_text(&chat, &TurnId::from("t1"), 4, 5, ", wor")
+            .unwrap();
         // The answer broke off: back to "Hello", then on.
-        store.append_text(&chat, "t1", 7, 5, ", world").unwrap();
+        store
+            .append_text(&chat, &TurnId::from("t1"), 7, 5, ", world")
+            .unwrap();
         // Other turns and conversations whose keys share a beginning are not mixed in.
-        store.append_text(&chat, "t11", 1, 0, "x").unwrap();
-        store.append_text(&other, "t1", 9, 0, "y").unwrap();
-        let (text, last) = store.stored_text(&chat, "t1", String::new()).unwrap();
+        store
+            .append_text(&chat, &TurnId::from("t11"), 1, 0, "x")
+            .unwrap();
+        store
+            .append_text(&other, &TurnId::from("t1"), 9, 0, "y")
+            .unwrap();
+        let (text, last) = store
+            .stored_text(&chat, &TurnId::from("t1"), String::new())
+            .unwrap();
         assert_eq!((text.as_str(), last), ("Hello, world", Some(7)));
-        let (text, last) = store.stored_text(&chat, "t2", "base".into()).unwrap();
+        let (text, last) = store
+            .stored_text(&chat, &TurnId::from("t2"), "base".into())
+            .unwrap();
         assert_eq!((text.as_str(), last), ("base", None));
-        assert_eq!(store.text_keys(&chat, "t1").unwrap().len(), 3);
+        assert_eq!(
+            store.text_keys(&chat, &TurnId::from("t1")).unwrap().len(),
+            3
+        );
     }
 
     #[test]

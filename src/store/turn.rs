@@ -1,7 +1,7 @@
 //! In-flight turns and the delivery state of their replies: what a restart resumes.
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::{ConversationKey, MessageRef};
+use clawpen_domain::{ContainerId, ConversationKey, MessageRef, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
@@ -23,9 +23,9 @@ pub struct TurnRecord {
     /// Which conversation the turn answers.
     pub conversation: ConversationKey,
     /// The turn's id, shared with the agent and marked on its inbound messages.
-    pub turn: String,
+    pub turn: TurnId,
     /// The box (container) running it.
-    pub container: String,
+    pub container: ContainerId,
     /// The sequence number of the last protocol event the bridge acknowledged. Read back,
     /// it is the later of this and the last stored text chunk's.
     pub last_acked: u64,
@@ -50,8 +50,8 @@ impl TurnRecord {
     /// A new turn's record, with no reply text yet.
     pub fn new(
         conversation: ConversationKey,
-        turn: String,
-        container: String,
+        turn: TurnId,
+        container: ContainerId,
         last_acked: u64,
         reply_to: Option<MessageRef>,
         started_at: u64,
@@ -290,8 +290,8 @@ mod tests {
     fn record(conversation: &ConversationKey, turn: &str, inbound: &[&str]) -> TurnRecord {
         let mut record = TurnRecord::new(
             conversation.clone(),
-            turn.to_string(),
-            format!("clawpen-{turn}"),
+            TurnId::from(turn),
+            ContainerId(format!("clawpen-{turn}")),
             0,
             Some(MessageRef(inbound.first().unwrap_or(&"").to_string())),
             50,
@@ -363,7 +363,7 @@ mod tests {
             states,
             vec![("1".into(), in_t1), ("2".into(), InboundState::Pending)]
         );
-        assert_eq!(store.turn(&chat).unwrap().unwrap().turn, "t1");
+        assert_eq!(store.turn(&chat).unwrap().unwrap().turn, *"t1");
 
         // A damaged entry aborts the whole step: no new record, no message moved.
         damage_inbound(&store, 1);
@@ -371,7 +371,7 @@ mod tests {
             .begin_turn(&record(&chat, "t2", &["1", "2"]), &["1".into(), "2".into()])
             .unwrap_err();
         assert!(matches!(error, StoreError::Corrupt { .. }), "{error:?}");
-        assert_eq!(store.turn(&chat).unwrap().unwrap().turn, "t1");
+        assert_eq!(store.turn(&chat).unwrap().unwrap().turn, *"t1");
     }
 
     #[test]
@@ -384,14 +384,16 @@ mod tests {
 
         let mut turn = record(&a, "t1", &["10"]);
         store.put_turn(&turn).unwrap();
-        store.append_text(&a, "t1", 7, 0, "Hello").unwrap();
+        store
+            .append_text(&a, &TurnId::from("t1"), 7, 0, "Hello")
+            .unwrap();
         turn.last_acked = 7;
         turn.text = "Hello".to_string();
         store.put_turn(&record(&b, "t2", &[])).unwrap();
 
         assert_eq!(store.turn(&a).unwrap().as_ref(), Some(&turn));
         let names: Vec<_> = store.turns().unwrap().into_iter().map(|t| t.turn).collect();
-        assert_eq!(names, vec!["t2", "t1"]);
+        assert_eq!(names, vec![TurnId::from("t2"), TurnId::from("t1")]);
     }
 
     #[test]
@@ -402,9 +404,7 @@ mod tests {
         for id in ["1", "2", "3"] {
             store.insert_inbound(&message(&chat, id, 1)).unwrap();
         }
-        let in_turn = InboundState::InTurn {
-            turn: "t1".to_string(),
-        };
+        let in_turn = InboundState::InTurn { turn: "t1".into() };
         store
             .set_inbound_state(&chat, "1", in_turn.clone())
             .unwrap();
@@ -414,15 +414,20 @@ mod tests {
             .put_turn(&record(&chat, "t1", &["1", "2", "gone"]))
             .unwrap();
 
-        store.append_text(&chat, "t1", 2, 0, "the answer").unwrap();
+        store
+            .append_text(&chat, &TurnId::from("t1"), 2, 0, "the answer")
+            .unwrap();
 
         let finished = store.finish_turn(&chat).unwrap().unwrap();
-        assert_eq!(finished.turn, "t1");
+        assert_eq!(finished.turn, *"t1");
         assert_eq!(store.turn(&chat).unwrap(), None);
         // Its text moved to the delivery, and its chunks went with the turn.
-        let delivery = store.delivery(&chat, "t1").unwrap().unwrap();
+        let delivery = store.delivery(&chat, &TurnId::from("t1")).unwrap().unwrap();
         assert_eq!(delivery.final_text.as_deref(), Some("the answer"));
-        assert!(store.text_keys(&chat, "t1").unwrap().is_empty());
+        assert!(store
+            .text_keys(&chat, &TurnId::from("t1"))
+            .unwrap()
+            .is_empty());
         let left: Vec<_> = store
             .pending_inbound(&chat)
             .unwrap()
@@ -442,12 +447,14 @@ mod tests {
         let mut turn = record(&chat, "t1", &["1"]);
         store.put_turn(&turn).unwrap();
         store
-            .append_text(&chat, "t1", 40, 0, "from the old agent")
+            .append_text(&chat, &TurnId::from("t1"), 40, 0, "from the old agent")
             .unwrap();
         // A new agent numbers from 1 again: its text must not be folded under the old.
         turn.last_acked = 2;
         store.restart_turn(&turn).unwrap();
-        store.append_text(&chat, "t1", 3, 0, "anew").unwrap();
+        store
+            .append_text(&chat, &TurnId::from("t1"), 3, 0, "anew")
+            .unwrap();
         let stored = store.turn(&chat).unwrap().unwrap();
         assert_eq!((stored.text.as_str(), stored.last_acked), ("anew", 3));
     }
@@ -487,13 +494,15 @@ mod tests {
             let conversation = store.touch_conversation(&chat, 40).unwrap();
             store.insert_inbound(&message(&chat, "1", 1)).unwrap();
             store.insert_inbound(&message(&chat, "2", 2)).unwrap();
-            let in_turn = InboundState::InTurn {
-                turn: "t1".to_string(),
-            };
+            let in_turn = InboundState::InTurn { turn: "t1".into() };
             store.set_inbound_state(&chat, "1", in_turn).unwrap();
             store.put_turn(&turn).unwrap();
-            store.append_text(&chat, "t1", 4, 0, "partial").unwrap();
-            store.append_text(&chat, "t1", 5, 7, " answer").unwrap();
+            store
+                .append_text(&chat, &TurnId::from("t1"), 4, 0, "partial")
+                .unwrap();
+            store
+                .append_text(&chat, &TurnId::from("t1"), 5, 7, " answer")
+                .unwrap();
             store.set_cursor("telegram", "77").unwrap();
             (store.instance_id(), conversation)
         };

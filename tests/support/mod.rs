@@ -117,7 +117,7 @@ impl TestBridge {
     }
 
     /// The container id of a conversation's box.
-    pub async fn container(&self, name: &str) -> String {
+    pub async fn container(&self, name: &str) -> clawpen_domain::ContainerId {
         let wanted =
             spec::container_name(self.bridge.router.sandbox().instance(), &Self::key(name));
         let boxes = self
@@ -137,7 +137,12 @@ impl TestBridge {
     /// Run a command in a conversation's box (as the box user); returns (exit code, output).
     pub async fn exec(&self, name: &str, cmd: &[&str]) -> (i64, String) {
         let container = self.container(name).await;
-        exec_in(self.bridge.router.sandbox().docker(), &container, cmd).await
+        exec_in(
+            self.bridge.router.sandbox().docker(),
+            container.as_str(),
+            cmd,
+        )
+        .await
     }
 
     /// What a conversation's box wrote to stderr (its log lines), as the engine kept it.
@@ -152,7 +157,7 @@ impl TestBridge {
             .router
             .sandbox()
             .docker()
-            .logs(&container, Some(options));
+            .logs(container.as_str(), Some(options));
         let mut text = String::new();
         while let Some(Ok(chunk)) = logs.next().await {
             text.push_str(&chunk.to_string());

@@ -8,6 +8,7 @@ use tokio::time::Instant;
 
 use super::{Actor, Sequencer, Session, Turn};
 use crate::router::turn::{box_gone_message, error_text, turn_message};
+use crate::router::ConversationState;
 use crate::sandbox::SandboxError;
 use crate::store::{InboundState, TurnRecord};
 
@@ -17,8 +18,12 @@ impl Actor {
         if self.session.is_some() {
             return Ok(());
         }
-        self.shared
-            .set_status(&self.key, None, "waiting for a box slot", self.queue.len());
+        self.shared.set_status(
+            &self.key,
+            None,
+            ConversationState::WaitingForSlot,
+            self.queue.len(),
+        );
         let permit = tokio::select! {
             permit = self.shared.slots.clone().acquire_owned() => permit
                 .map_err(|_| SandboxError::Protocol("the box slots are closed".into()))?,

@@ -14,6 +14,7 @@ use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
 use crate::sandbox::BoxOutput;
 use crate::store::{StoreError, TurnRecord};
+use clawpen_domain::TurnId;
 
 impl Actor {
     pub(super) async fn on_output(&mut self, output: BoxOutput) {
@@ -61,7 +62,7 @@ impl Actor {
         // Turns the agent finished are never answered in a new reply, even when their last
         // events come again after a restart of the bridge.
         for id in &finished {
-            self.remember_finished(id);
+            self.remember_finished(&TurnId::from(id.as_str()));
         }
         let Some(session) = self.session.as_mut() else {
             return;
@@ -107,7 +108,7 @@ impl Actor {
         let Some(unknown) = self.turn.as_ref().filter(|t| {
             resync
                 && running.as_deref() != Some(t.record.turn.as_str())
-                && !finished.contains(&t.record.turn)
+                && !finished.iter().any(|f| *f == *t.record.turn.as_str())
         }) else {
             return;
         };
@@ -125,7 +126,7 @@ impl Actor {
             return;
         }
         let request = ToAgent::Turn {
-            turn: unknown.record.turn.clone(),
+            turn: unknown.record.turn.to_string(),
             messages: unknown.messages.clone(),
             options: self.turn_options(),
         };
@@ -164,14 +165,14 @@ impl Actor {
     }
 
     /// Notes a turn as finished, so late events of its never open a new reply (bounded).
-    fn remember_finished(&mut self, id: &str) {
-        if self.finished.iter().any(|f| f == id) {
+    fn remember_finished(&mut self, id: &TurnId) {
+        if self.finished.contains(id) {
             return;
         }
         if self.finished.len() >= FINISHED_KEPT {
             self.finished.pop_front();
         }
-        self.finished.push_back(id.to_string());
+        self.finished.push_back(id.clone());
     }
 
     /// Perform a box's request in its own task, streaming the response back to the box,
@@ -226,7 +227,7 @@ impl Actor {
             }
         }
         if self.turn.is_none()
-            && !self.finished.contains(&event.turn)
+            && !self.finished.iter().any(|f| *f == *event.turn)
             && !matches!(event.body, EventBody::Final)
         {
             // The agent began a turn of its own: follow-ups that reached it just after it
@@ -234,7 +235,7 @@ impl Actor {
             self.agent_turn(&event.turn).await;
         }
         let outbox = self.outbox();
-        let Some(turn) = self.turn.as_mut().filter(|t| t.record.turn == event.turn) else {
+        let Some(turn) = self.turn.as_mut().filter(|t| t.record.turn == *event.turn) else {
             // Nothing of ours is waiting for it (a turn already finished); acknowledged with
             // the rest, never ahead of text still being stored.
             self.store_progress().await;
@@ -407,7 +408,7 @@ impl Actor {
         };
         let record = TurnRecord::new(
             self.key.clone(),
-            id.to_string(),
+            TurnId::from(id),
             session.conn.container.clone(),
             session.seq.acked().unwrap_or(0),
             None,

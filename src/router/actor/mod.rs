@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
 use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
+use clawpen_domain::TurnId;
 use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::task::AbortHandle;
@@ -27,7 +28,7 @@ use sequence::Sequencer;
 use super::delivery::{self, Outbox};
 use super::mailbox::Retire;
 use super::turn::{self, now_secs, turn_id, turn_message};
-use super::Shared;
+use super::{ConversationState, Shared};
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, Pending, StoreError, TurnRecord};
 
@@ -158,7 +159,7 @@ pub(crate) struct Actor {
     /// Recent chatter the bot was not addressed in (bounded), given to the next turn.
     context: VecDeque<Inbound>,
     /// Recently finished turns, so late events of theirs never open a new reply.
-    finished: VecDeque<String>,
+    finished: VecDeque<TurnId>,
     last_activity: Instant,
     /// Hands replies to the conversation's delivery task, started on first use.
     outbox: Option<Arc<Outbox>>,
@@ -368,10 +369,10 @@ impl Actor {
     fn publish_status(&self) {
         let container = self.session.as_ref().map(|s| s.conn.container.as_str());
         let state = match (&self.turn, &self.session) {
-            (Some(_), _) => "running a turn",
-            (None, Some(_)) => "idle",
-            (None, None) if self.queue.is_empty() => "stopped",
-            (None, None) => "waiting for a box",
+            (Some(_), _) => ConversationState::RunningTurn,
+            (None, Some(_)) => ConversationState::Idle,
+            (None, None) if self.queue.is_empty() => ConversationState::Stopped,
+            (None, None) => ConversationState::WaitingForBox,
         };
         self.shared
             .set_status(&self.key, container, state, self.queue.len());
@@ -488,7 +489,7 @@ impl Actor {
             turn_messages.push(turn_message);
         }
         let request = ToAgent::Turn {
-            turn: record.turn.clone(),
+            turn: record.turn.to_string(),
             messages: turn_messages.clone(),
             options: self.turn_options(),
         };
@@ -580,7 +581,7 @@ impl Actor {
             tracing::warn!(conversation = %self.key, error = %e, "could not record a follow-up in the turn");
         }
         self.send_to_box(&ToAgent::FollowUp {
-            turn: turn_id,
+            turn: turn_id.to_string(),
             messages: vec![follow],
         })
         .await;
@@ -602,7 +603,7 @@ impl Actor {
     async fn cancel(&mut self) {
         if let Some(turn) = &self.turn {
             let request = ToAgent::Cancel {
-                turn: turn.record.turn.clone(),
+                turn: turn.record.turn.to_string(),
             };
             self.send_to_box(&request).await;
         }

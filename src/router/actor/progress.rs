@@ -161,6 +161,10 @@ impl Progress {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test stops at the first unexpected error"
+)]
 mod tests {
     use super::*;
 

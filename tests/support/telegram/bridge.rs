@@ -79,7 +79,7 @@ impl Tg {
         else {
             panic!("no box for {conversation}");
         };
-        exec_in(sandbox.docker(), &info.id, cmd).await
+        exec_in(sandbox.docker(), info.id.as_str(), cmd).await
     }
 
     /// Waits until the chat shows `count` messages from the bot, the last one reading
