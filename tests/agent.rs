@@ -485,10 +485,12 @@ async fn a_slow_harness_reads_a_10_mb_answer_whole() {
             }
         })
         .collect();
-    model.push_reply(Reply::text(&text).in_pieces_of(16 * 1024));
+    // In small pieces, so the answer is many parts: far more than the 256 by which an agent
+    // without flow control let its reader fall behind, beyond what socket buffers hold.
+    model.push_reply(Reply::text(&text).in_pieces_of(8 * 1024));
     // A harness that streams the answer into a file and reads it slowly: nothing while
-    // the model writes the whole answer, then 64 KB at a time with a pause in between.
-    let harness = r#"read -r prompt; wget -q -O- --header 'content-type: application/json' --post-data '{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"everything"}]}' "$ANTHROPIC_BASE_URL/v1/messages" | { sleep 6; while n=$(dd bs=65536 count=1 2>/dev/null | tee -a answer.sse | wc -c) && [ "$n" -gt 0 ]; do sleep 0.02; done; }; echo "read $(wc -c < answer.sse) bytes""#;
+    // the model writes the whole answer (about 7 s), then 64 KB at a time with a pause.
+    let harness = r#"read -r prompt; wget -q -O- --header 'content-type: application/json' --post-data '{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"everything"}]}' "$ANTHROPIC_BASE_URL/v1/messages" | { sleep 10; while n=$(dd bs=65536 count=1 2>/dev/null | tee -a answer.sse | wc -c) && [ "$n" -gt 0 ]; do sleep 0.02; done; }; echo "read $(wc -c < answer.sse) bytes""#;
     let t = anthropic_bridge(&model, |c| c.harness = Some(harness.into())).await;
     let reply = t.ask("slow", "send everything").await;
     assert!(reply.starts_with("read "), "{reply}");
