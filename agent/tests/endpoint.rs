@@ -323,3 +323,59 @@ fn a_bridge_of_version_1_gets_requests_without_a_window_and_no_credit() -> TestR
     assert_eq!(resume(&mut agent, 1)?, Some(VERSION));
     Ok(())
 }
+
+#[test]
+fn a_reader_that_goes_away_aborts_its_request_even_between_credits() -> TestResult {
+    let mut agent = Agent::spawn(&[])?;
+    let port = agent.port()?;
+    resume(&mut agent, VERSION)?;
+    // A client that takes the first bytes of the answer and hangs up.
+    let client = thread::spawn(move || -> Result<(), String> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        stream
+            .write_all(model_post().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 1024];
+        stream.read(&mut buf).map_err(|e| e.to_string())?;
+        Ok(())
+    });
+    let (id, window) = match agent.recv_quiet()? {
+        FromAgent::Request {
+            id,
+            window: Some(window),
+            ..
+        } => (id, window),
+        other => return Err(format!("expected a request with a window, got {other:?}").into()),
+    };
+    agent.send(&ToAgent::Response {
+        id,
+        part: ResponsePart::Head {
+            status: 200,
+            headers: Vec::new(),
+        },
+    })?;
+    // Send all the credit allows, and more as it is granted, until the agent gives up.
+    let (mut allowed, mut sent) = (u64::from(window), 1);
+    loop {
+        while sent < allowed {
+            let data = "x".repeat(512);
+            agent.send(&ToAgent::Response {
+                id,
+                part: ResponsePart::Body { data },
+            })?;
+            sent += 1;
+        }
+        match agent.recv_quiet()? {
+            FromAgent::Credit {
+                id: credited,
+                parts,
+            } if credited == id => {
+                allowed += u64::from(parts);
+            }
+            FromAgent::Abort { id: aborted } if aborted == id => break,
+            other => return Err(format!("expected credit or abort, got {other:?}").into()),
+        }
+    }
+    client.join().map_err(|_| "client panicked")??;
+    Ok(())
+}
