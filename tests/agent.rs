@@ -454,3 +454,54 @@ async fn stop_during_a_model_call_ends_the_turn_and_the_providers_request() {
     );
     t.stop().await;
 }
+
+/// The text of an Anthropic event stream's text deltas, and whether it ended properly.
+fn streamed_text(sse: &str) -> (String, bool) {
+    let mut text = String::new();
+    let mut stopped = false;
+    for data in sse.lines().filter_map(|line| line.strip_prefix("data: ")) {
+        let event: Value = serde_json::from_str(data).unwrap_or(Value::Null);
+        match event["type"].as_str() {
+            Some("content_block_delta") => {
+                text.push_str(event["delta"]["text"].as_str().unwrap_or_default());
+            }
+            Some("message_stop") => stopped = true,
+            _ => {}
+        }
+    }
+    (text, stopped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_harness_reads_a_10_mb_answer_whole() {
+    let model = FakeModel::start().await;
+    let text: String = (0..)
+        .map(|n| format!("line {n:07}: the quick brown fox jumps over the lazy dog\n"))
+        .take_while({
+            let mut size = 0;
+            move |line| {
+                size += line.len();
+                size <= 10 << 20
+            }
+        })
+        .collect();
+    // In small pieces, so the answer is many parts: far more than the 256 by which an agent
+    // without flow control let its reader fall behind, beyond what socket buffers hold.
+    model.push_reply(Reply::text(&text).in_pieces_of(8 * 1024));
+    // A harness that streams the answer into a file and reads it slowly: nothing while
+    // the model writes the whole answer (about 7 s), then 64 KB at a time with a pause.
+    let harness = r#"read -r prompt; wget -q -O- --header 'content-type: application/json' --post-data '{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"everything"}]}' "$ANTHROPIC_BASE_URL/v1/messages" | { sleep 10; while n=$(dd bs=65536 count=1 2>/dev/null | tee -a answer.sse | wc -c) && [ "$n" -gt 0 ]; do sleep 0.02; done; }; echo "read $(wc -c < answer.sse) bytes""#;
+    let t = anthropic_bridge(&model, |c| c.harness = Some(harness.into())).await;
+    let reply = t.ask("slow", "send everything").await;
+    assert!(reply.starts_with("read "), "{reply}");
+    let (_, sse) = t.exec("slow", &["cat", "/workspace/answer.sse"]).await;
+    let (received, stopped) = streamed_text(&sse);
+    assert!(
+        received == text,
+        "the harness got {} of {} bytes of the answer",
+        received.len(),
+        text.len()
+    );
+    assert!(stopped, "the stream did not end with message_stop");
+    t.stop().await;
+}

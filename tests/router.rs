@@ -328,3 +328,47 @@ async fn stop_ends_the_running_turn() {
     assert_eq!(t.ask("stoppable", "next").await, "next");
     t.stop().await;
 }
+
+/// A box whose agent speaks protocol version 1 (left running by an older clawpen) answers
+/// the bridge, fresh and adopted after a restart: the bridge resumes it in its version.
+/// Needs such an agent: `CLAWPEN_TEST_AGENT_V1` names a static clawpen-agent built from a
+/// tree of version 1 (before commit "Flow control for responses"); skipped without one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_whose_agent_speaks_version_1_answers_fresh_and_adopted() {
+    let Some(old) = std::env::var_os("CLAWPEN_TEST_AGENT_V1") else {
+        eprintln!("CLAWPEN_TEST_AGENT_V1 is not set; skipping");
+        return;
+    };
+    let t = TestBridge::start(|c| {
+        c.agent_binary = Some(old.into());
+        // Its own image, so the current agent's image is not rebuilt back and forth.
+        c.image = format!("{}-agent-v1", c.image);
+    })
+    .await;
+    assert_eq!(t.ask("old", "hello").await, "hello");
+
+    // The bridge restarts and adopts the running box, which never sees a `Ready` again:
+    // its events count only once its `State` says where they stand.
+    use clawpen::adapters::InboundSink;
+    let TestBridge {
+        dir: _dir,
+        config,
+        bridge,
+        cleanup: _cleanup,
+    } = t;
+    bridge.shutdown().await;
+    let bridge = clawpen::daemon::Bridge::start(&config, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut events = bridge.terminal.watch(&TestBridge::key("old"));
+    let question = clawpen::control::terminal_inbound(&TestBridge::key("old"), "again");
+    bridge
+        .router
+        .accept(question)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(next_reply(&mut events).await, "again");
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    let _ = sandbox.remove_all().await;
+}

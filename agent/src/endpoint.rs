@@ -132,7 +132,8 @@ pub async fn run(config: Config) -> io::Result<()> {
             },
             step = next_step(&mut endpoint.run) => endpoint.step(step),
             Some(outgoing) = requests.recv() => match outgoing {
-                Outgoing::Request(id, request) => endpoint.session.request(id, request),
+                Outgoing::Request { id, request, window } => endpoint.session.request(id, request, window),
+                Outgoing::Credit { id, parts } => endpoint.session.credit(id, parts),
                 Outgoing::Abort(id) => endpoint.session.abort(id),
             },
             _ = endpoint.heartbeat.tick(), if endpoint.run.is_some() => endpoint.session.heartbeat(),
@@ -167,7 +168,7 @@ impl Endpoint {
             Action::Stop => self.run = None,
             Action::Response { id, part } => self.tunnel.deliver(id, part),
             // Answers in flight will not continue; their callers retry.
-            Action::Resumed => self.tunnel.reattached(),
+            Action::Resumed(version) => self.tunnel.reattached(version),
         }
     }
 

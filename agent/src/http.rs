@@ -4,7 +4,10 @@
 //! placeholder key, as if it talked to the provider directly. This endpoint takes its
 //! requests on 127.0.0.1, keeps only the headers that describe the request (content type,
 //! accept, Anthropic's version and beta flags; never a key) and forwards them as
-//! `Request::Model`; the answer streams back as it arrives, with the provider's status.
+//! `Request::Model`; the answer streams back as it arrives, with the provider's status,
+//! and no faster than the client reads it: the tunnel grants the bridge credit only for
+//! what this server has taken, so a client that reads slowly slows the bridge (and the
+//! provider) down rather than losing its answer.
 //! Paths: `/v1/messages` (and `/v1/messages/count_tokens`) go on as they are,
 //! `/v1/chat/completions` and `/chat/completions` as `/chat/completions`; a query string
 //! (`?beta=true`) is dropped.

@@ -19,7 +19,8 @@
 //!   provider's running turn and the tunnel.
 //! - `session`: the protocol state with no I/O: sequence numbers, the unacknowledged
 //!   events, resume replay, and what each turn, follow-up and cancel means.
-//! - `tunnel`: requests to the bridge (model calls, web fetches) and their answers.
+//! - `tunnel`: requests to the bridge (model calls, web fetches) and their answers, paced
+//!   by the credit their readers grant.
 //! - `http`: the in-box HTTP endpoint, the tunnel for external harnesses.
 //! - `provider`: who answers a turn (`echo`, a model through the built-in `agent`, or a
 //!   `harness`), and the model wire formats.

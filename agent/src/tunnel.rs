@@ -8,23 +8,42 @@
 //! endpoint gives every `Response` line to [`Tunnel::deliver`], which routes it to the
 //! waiting [`Response`]. Dropping a `Response` forgets the id, so answers to an abandoned
 //! request (a cancelled turn, a closed connection) are dropped on arrival.
+//!
+//! The endpoint must keep reading stdin whatever a caller does, so it never waits for a
+//! caller: with a bridge of protocol version 2 or later every request carries a window
+//! ([`RESPONSE_WINDOW`] parts) and the bridge sends no more than that ahead of the reader,
+//! which grants more (`Credit`) as it takes parts ([`Window`]). A slow reader (a harness
+//! that reads its answer slowly) then slows the bridge, and the provider behind it, instead
+//! of losing its answer. A bridge of version 1 does not wait for credit; then, as before,
+//! an answer whose reader falls [`RESPONSE_QUEUE`] parts behind is dropped.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use clawpen_protocol::{Request, ResponsePart};
-use tokio::sync::mpsc;
+use clawpen_protocol::{Request, ResponsePart, WINDOW_VERSION};
+use tokio::sync::{mpsc, Notify};
 
 /// Requests handed to the endpoint but not yet queued for stdout. The endpoint takes them
 /// at once, so this only fills while it is busy; callers then wait their turn.
 pub const REQUEST_QUEUE: usize = 8;
 
-/// Parts of one answer routed but not yet read by its caller. The bridge does not wait
-/// for the box, so the endpoint cannot wait either (it must keep reading stdin): when a
-/// caller falls this far behind, its answer is dropped and the caller sees it as lost.
+/// Parts of one answer routed but not yet read by its caller. A bridge with flow control
+/// never sends more than [`RESPONSE_WINDOW`] ahead, so this only fills with a bridge of
+/// version 1, which does not wait for the box: the endpoint cannot wait either (it must
+/// keep reading stdin), so when a caller falls this far behind its answer is dropped and
+/// the caller sees it as lost.
 pub const RESPONSE_QUEUE: usize = 256;
+
+/// How many parts of one answer the bridge may send ahead of its reader. A part carries
+/// at most 32 KB of text (the bridge's pieces), so a reader that stops reading holds at
+/// most about 2 MB in the box per request; credit comes back in halves of the window, so a
+/// reader that keeps up does not wait for it.
+pub const RESPONSE_WINDOW: u32 = 64;
+
+// The queue must hold a whole window, and room for a last note after it.
+const _: () = assert!((RESPONSE_WINDOW as usize) < RESPONSE_QUEUE);
 
 /// How long an answer may make no progress before the caller gives up on it.
 pub const NO_PROGRESS: Duration = Duration::from_secs(120);
@@ -52,10 +71,63 @@ type Delivery = Result<ResponsePart, TunnelError>;
 /// A line for the endpoint to write about a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outgoing {
-    /// A new request: its id and what it asks.
-    Request(u64, Request),
+    /// A new request, and the window of its answer (none without flow control).
+    Request {
+        /// Its id.
+        id: u64,
+        /// What it asks.
+        request: Request,
+        /// How many parts the bridge may send before it is granted more.
+        window: Option<u32>,
+    },
+    /// The caller took this many more parts of the answer to request `id`.
+    Credit {
+        /// The request's id.
+        id: u64,
+        /// How many parts.
+        parts: u32,
+    },
     /// The caller gave up on the answer to this request before it was complete.
     Abort(u64),
+}
+
+/// The reader's side of one answer's flow control, with no I/O: counts the parts the
+/// reader took that the bridge has not been told about, and says when to tell it.
+///
+/// The bridge starts with `size` parts of credit and gets back every part the reader
+/// takes, in batches of half the window. So it is never more than `size` parts ahead of
+/// the reader, and when it has used up its credit the reader has taken at least half a
+/// window untold, which makes a grant due: the two never wait for each other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Window {
+    size: u32,
+    /// Parts taken since the last grant.
+    untold: u32,
+}
+
+impl Window {
+    /// A window of `size` parts (at least 1).
+    pub fn new(size: u32) -> Self {
+        Window {
+            size: size.max(1),
+            untold: 0,
+        }
+    }
+
+    /// How many parts the bridge may send before the first grant.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The reader took one part; returns the credit to grant now, if one is due.
+    pub fn took(&mut self) -> Option<u32> {
+        self.untold = self.untold.saturating_add(1);
+        if self.untold >= self.size.div_ceil(2) {
+            Some(std::mem::take(&mut self.untold))
+        } else {
+            None
+        }
+    }
 }
 
 /// The handle callers share; clones are cheap and all route through the same map.
@@ -73,24 +145,50 @@ struct Shared {
     waiting: Mutex<HashMap<u64, mpsc::Sender<Delivery>>>,
     /// To the endpoint, which writes requests out (bounded by [`REQUEST_QUEUE`]).
     outgoing: mpsc::Sender<Outgoing>,
+    /// Credits and aborts the bridge is owed. They are never dropped (a lost credit would
+    /// stall an answer, a lost abort keep the bridge performing a request nobody reads),
+    /// so they do not go through `outgoing`, where a caller could have to wait: a grant
+    /// is added to what the request is already owed, so this holds at most one credit
+    /// per request being read, and aborts of requests just dropped. A std mutex, held
+    /// for one map operation.
+    notes: Mutex<Notes>,
+    /// Wakes the endpoint when a note is added.
+    noted: Notify,
+    /// Whether the bridge grants flow control (it speaks [`WINDOW_VERSION`] or later); set
+    /// at every `Resume`, false before the first.
+    windowed: AtomicBool,
     /// [`NO_PROGRESS`], shorter in tests.
     no_progress: Duration,
 }
 
+/// Notes for the bridge about requests already handed to the endpoint.
+#[derive(Debug, Default)]
+struct Notes {
+    /// Parts owed back to the bridge, by request id.
+    credits: BTreeMap<u64, u32>,
+    /// Requests given up on, oldest first.
+    aborts: Vec<u64>,
+}
+
 impl Tunnel {
-    /// A tunnel whose requests come out of the returned receiver, for the endpoint.
-    pub fn new(no_progress: Duration) -> (Tunnel, mpsc::Receiver<Outgoing>) {
+    /// A tunnel whose lines about requests come out of the returned [`Outbound`], for the
+    /// endpoint.
+    pub fn new(no_progress: Duration) -> (Tunnel, Outbound) {
         let (outgoing, requests) = mpsc::channel(REQUEST_QUEUE);
-        let shared = Shared {
+        let shared = Arc::new(Shared {
             next_id: AtomicU64::new(1),
             waiting: Mutex::new(HashMap::new()),
             outgoing,
+            notes: Mutex::new(Notes::default()),
+            noted: Notify::new(),
+            windowed: AtomicBool::new(false),
             no_progress,
+        });
+        let outbound = Outbound {
+            requests,
+            shared: Arc::clone(&shared),
         };
-        let tunnel = Tunnel {
-            shared: Arc::new(shared),
-        };
-        (tunnel, requests)
+        (Tunnel { shared }, outbound)
     }
 
     /// Send a request; its answer arrives through the returned [`Response`].
@@ -99,14 +197,25 @@ impl Tunnel {
         let (parts_in, parts) = mpsc::channel(RESPONSE_QUEUE);
         // Registered before the request leaves, so no answer can arrive unrouted.
         self.shared.waiting().insert(id, parts_in);
+        let window = self
+            .shared
+            .windowed
+            .load(Ordering::Relaxed)
+            .then(|| Window::new(RESPONSE_WINDOW));
+        let outgoing = Outgoing::Request {
+            id,
+            request,
+            window: window.as_ref().map(Window::size),
+        };
         let response = Response {
             id,
             parts,
+            window,
             shared: Arc::clone(&self.shared),
         };
         self.shared
             .outgoing
-            .send(Outgoing::Request(id, request))
+            .send(outgoing)
             .await
             .map_err(|_| TunnelError::Closed)?;
         Ok(response)
@@ -135,13 +244,19 @@ impl Tunnel {
         }
     }
 
-    /// End every awaited answer with [`TunnelError::Reattached`]: the bridge re-attached
-    /// and will not continue answers it was streaming before. Callers may try again.
-    pub fn reattached(&self) {
+    /// The bridge (re-)attached, speaking protocol `version`. It will not continue answers
+    /// it was streaming before, so every awaited answer ends with
+    /// [`TunnelError::Reattached`] (callers may try again), and nothing is owed for them.
+    /// Requests from now on have flow control if the bridge speaks it.
+    pub fn reattached(&self, version: u32) {
+        self.shared
+            .windowed
+            .store(version >= WINDOW_VERSION, Ordering::Relaxed);
         for (_, parts) in self.shared.waiting().drain() {
             // A full queue just loses the note; its caller then sees `Lost`.
             let _ = parts.try_send(Err(TunnelError::Reattached));
         }
+        *self.shared.notes() = Notes::default();
     }
 
     /// How many answers are awaited.
@@ -156,6 +271,69 @@ impl Shared {
         // The map stays consistent even if a holder panicked: every operation is one call.
         self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn notes(&self) -> MutexGuard<'_, Notes> {
+        // As for `waiting`: every operation is one call.
+        self.notes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Owe the bridge `parts` more of request `id`, and wake the endpoint.
+    fn credit(&self, id: u64, parts: u32) {
+        let mut notes = self.notes();
+        let owed = notes.credits.entry(id).or_default();
+        *owed = owed.saturating_add(parts);
+        drop(notes);
+        self.noted.notify_one();
+    }
+
+    /// Tell the bridge to stop performing request `id`, and wake the endpoint.
+    fn abort(&self, id: u64) {
+        let mut notes = self.notes();
+        notes.credits.remove(&id);
+        notes.aborts.push(id);
+        drop(notes);
+        self.noted.notify_one();
+    }
+
+    /// The next note to write, if any.
+    fn take_note(&self) -> Option<Outgoing> {
+        let mut notes = self.notes();
+        if !notes.aborts.is_empty() {
+            return Some(Outgoing::Abort(notes.aborts.remove(0)));
+        }
+        let (id, parts) = notes.credits.pop_first()?;
+        Some(Outgoing::Credit { id, parts })
+    }
+}
+
+/// The endpoint's end of the tunnel: the lines to write about requests.
+#[derive(Debug)]
+pub struct Outbound {
+    requests: mpsc::Receiver<Outgoing>,
+    shared: Arc<Shared>,
+}
+
+impl Outbound {
+    /// The next line to write. Requests come first: a credit or an abort is only ever
+    /// about a request already handed over, so it never overtakes its request. Cancel-safe.
+    pub async fn recv(&mut self) -> Option<Outgoing> {
+        loop {
+            match self.requests.try_recv() {
+                Ok(request) => return Some(request),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            if let Some(note) = self.shared.take_note() {
+                return Some(note);
+            }
+            // A note added after the check above still wakes this: `notify_one` keeps a
+            // permit for the next wait.
+            tokio::select! {
+                request = self.requests.recv() => return request,
+                () = self.shared.noted.notified() => {}
+            }
+        }
+    }
 }
 
 /// The answer to one request, part by part.
@@ -163,6 +341,8 @@ impl Shared {
 pub struct Response {
     id: u64,
     parts: mpsc::Receiver<Delivery>,
+    /// The answer's flow control; `None` when the bridge does not grant credit.
+    window: Option<Window>,
     shared: Arc<Shared>,
 }
 
@@ -174,23 +354,31 @@ impl Response {
     }
 
     /// The next part; an error when nothing came for [`NO_PROGRESS`] or the answer was
-    /// cut off. Cancel-safe (a dropped call loses no part).
+    /// cut off. Taking a part grants the bridge credit for more. Cancel-safe (a dropped
+    /// call loses no part).
     pub async fn next(&mut self) -> Result<ResponsePart, TunnelError> {
-        match tokio::time::timeout(self.shared.no_progress, self.parts.recv()).await {
-            Err(_) => Err(TunnelError::Stalled(self.shared.no_progress)),
-            Ok(None) => Err(TunnelError::Lost),
-            Ok(Some(delivery)) => delivery,
+        let part = match tokio::time::timeout(self.shared.no_progress, self.parts.recv()).await {
+            Err(_) => return Err(TunnelError::Stalled(self.shared.no_progress)),
+            Ok(None) => return Err(TunnelError::Lost),
+            Ok(Some(delivery)) => delivery?,
+        };
+        // Nothing follows a last part, so no credit is owed for one.
+        let last = matches!(part, ResponsePart::End | ResponsePart::Failed { .. });
+        if let (Some(window), false) = (self.window.as_mut(), last) {
+            if let Some(parts) = window.took() {
+                self.shared.credit(self.id, parts);
+            }
         }
+        Ok(part)
     }
 }
 
 impl Drop for Response {
     fn drop(&mut self) {
         // Still registered: the answer was not complete, so the bridge is told to stop
-        // performing the request. When the queue is full the abort is skipped; the answer
-        // then runs to its end and is dropped on arrival.
+        // performing the request.
         if self.shared.waiting().remove(&self.id).is_some() {
-            let _ = self.shared.outgoing.try_send(Outgoing::Abort(self.id));
+            self.shared.abort(self.id);
         }
     }
 }
@@ -207,14 +395,27 @@ mod tests {
         ResponsePart::Body { data: data.into() }
     }
 
+    /// The next line for the bridge, if one is waiting.
+    async fn line(outbound: &mut Outbound) -> Option<Outgoing> {
+        tokio::time::timeout(Duration::from_millis(10), outbound.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     #[tokio::test]
     async fn answers_reach_their_own_request() -> Result<(), TunnelError> {
         let (tunnel, mut requests) = Tunnel::new(NO_PROGRESS);
         let mut a = tunnel.send(fetch("a")).await?;
         let mut b = tunnel.send(fetch("b")).await?;
         let first = requests.recv().await.ok_or(TunnelError::Closed)?;
-        assert_eq!(first, Outgoing::Request(a.id(), fetch("a")));
-        let Some(Outgoing::Request(id_b, _)) = requests.recv().await else {
+        let expected = Outgoing::Request {
+            id: a.id(),
+            request: fetch("a"),
+            window: None,
+        };
+        assert_eq!(first, expected);
+        let Some(Outgoing::Request { id: id_b, .. }) = requests.recv().await else {
             return Err(TunnelError::Closed);
         };
         let id_a = a.id();
@@ -231,9 +432,10 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(tunnel.pending(), 0);
-        assert_eq!(requests.try_recv().ok(), Some(Outgoing::Abort(id_b)));
-        assert!(
-            requests.try_recv().is_err(),
+        assert_eq!(line(&mut requests).await, Some(Outgoing::Abort(id_b)));
+        assert_eq!(
+            line(&mut requests).await,
+            None,
             "a complete answer was aborted"
         );
         tunnel.deliver(id_b, body("late"));
@@ -256,8 +458,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reader_too_far_behind_loses_its_answer() -> Result<(), TunnelError> {
+    async fn without_flow_control_a_reader_too_far_behind_loses_its_answer(
+    ) -> Result<(), TunnelError> {
+        // A bridge of version 1 grants no credit and does not wait for the box.
         let (tunnel, _requests) = Tunnel::new(NO_PROGRESS);
+        tunnel.reattached(1);
         let mut response = tunnel.send(fetch("big")).await?;
         for _ in 0..=RESPONSE_QUEUE {
             tunnel.deliver(response.id(), body("x"));
@@ -270,12 +475,128 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn with_flow_control_the_reader_grants_what_it_takes() -> Result<(), TunnelError> {
+        let (tunnel, mut requests) = Tunnel::new(NO_PROGRESS);
+        tunnel.reattached(clawpen_protocol::VERSION);
+        let mut response = tunnel.send(fetch("big")).await?;
+        let id = response.id();
+        let expected = Outgoing::Request {
+            id,
+            request: fetch("big"),
+            window: Some(RESPONSE_WINDOW),
+        };
+        assert_eq!(requests.recv().await, Some(expected));
+        // The bridge sends the whole window; nothing is owed until the reader takes parts.
+        for _ in 0..RESPONSE_WINDOW {
+            tunnel.deliver(id, body("x"));
+        }
+        assert_eq!(line(&mut requests).await, None);
+        let half = RESPONSE_WINDOW / 2;
+        for _ in 0..half {
+            assert_eq!(response.next().await?, body("x"));
+        }
+        let credit = Outgoing::Credit { id, parts: half };
+        assert_eq!(line(&mut requests).await, Some(credit));
+        // Grants the endpoint has not written yet add up into one line.
+        for _ in 0..half {
+            tunnel.deliver(id, body("x"));
+        }
+        for _ in 0..RESPONSE_WINDOW {
+            assert_eq!(response.next().await?, body("x"));
+        }
+        let credit = Outgoing::Credit {
+            id,
+            parts: RESPONSE_WINDOW,
+        };
+        assert_eq!(line(&mut requests).await, Some(credit));
+        // The last part owes nothing; a complete answer is neither credited nor aborted.
+        tunnel.deliver(id, ResponsePart::End);
+        assert_eq!(response.next().await?, ResponsePart::End);
+        drop(response);
+        assert_eq!(line(&mut requests).await, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_abort_replaces_what_its_request_is_owed() -> Result<(), TunnelError> {
+        let (tunnel, mut requests) = Tunnel::new(NO_PROGRESS);
+        tunnel.reattached(clawpen_protocol::VERSION);
+        let mut response = tunnel.send(fetch("a")).await?;
+        let id = response.id();
+        assert!(matches!(
+            requests.recv().await,
+            Some(Outgoing::Request { .. })
+        ));
+        for _ in 0..RESPONSE_WINDOW {
+            tunnel.deliver(id, body("x"));
+        }
+        for _ in 0..RESPONSE_WINDOW {
+            response.next().await?;
+        }
+        drop(response);
+        assert_eq!(line(&mut requests).await, Some(Outgoing::Abort(id)));
+        assert_eq!(line(&mut requests).await, None);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn a_reattach_ends_every_waiting_answer() -> Result<(), TunnelError> {
         let (tunnel, _requests) = Tunnel::new(NO_PROGRESS);
         let mut response = tunnel.send(fetch("a")).await?;
-        tunnel.reattached();
+        tunnel.reattached(clawpen_protocol::VERSION);
         assert_eq!(response.next().await, Err(TunnelError::Reattached));
         assert_eq!(tunnel.pending(), 0);
         Ok(())
+    }
+
+    #[test]
+    fn a_window_grants_in_halves() {
+        let mut window = Window::new(4);
+        assert_eq!(window.size(), 4);
+        assert_eq!(window.took(), None);
+        assert_eq!(window.took(), Some(2));
+        assert_eq!(window.took(), None);
+        assert_eq!(window.took(), Some(2));
+        // The smallest windows still grant.
+        let mut one = Window::new(0);
+        assert_eq!(one.size(), 1);
+        assert_eq!(one.took(), Some(1));
+        let mut three = Window::new(3);
+        assert_eq!(three.took(), None);
+        assert_eq!(three.took(), Some(2));
+    }
+
+    /// A bridge sending whenever it has credit and a reader taking parts at its own pace,
+    /// in every interleaving of a small schedule: the bridge is never more than a window
+    /// ahead, and never out of credit while the reader waits.
+    #[test]
+    fn a_window_bounds_the_bridge_and_never_deadlocks() {
+        for size in 1..=9u32 {
+            for schedule in 0..512u32 {
+                let mut window = Window::new(size);
+                let (mut credit, mut sent, mut taken) = (u64::from(size), 0u64, 0u64);
+                let total = 40;
+                let mut step = 0;
+                while taken < total {
+                    let bridge_turn = (schedule >> (step % 9)) & 1 == 1;
+                    step += 1;
+                    let can_send = sent < credit && sent < total;
+                    let can_take = taken < sent;
+                    assert!(
+                        can_send || can_take,
+                        "deadlock: size {size} sent {sent} taken {taken}"
+                    );
+                    if can_send && (bridge_turn || !can_take) {
+                        sent += 1;
+                    } else {
+                        taken += 1;
+                        if let Some(parts) = window.took() {
+                            credit += u64::from(parts);
+                        }
+                    }
+                    assert!(sent - taken <= u64::from(size), "the bridge ran ahead");
+                }
+            }
+        }
     }
 }

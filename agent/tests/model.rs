@@ -117,7 +117,7 @@ fn openai_tools_and_a_follow_up_reach_the_model() -> TestResult {
     })?;
     // The first request: answered after a follow-up arrives, so its next call sees it.
     let (id, request) = match agent.recv_quiet()? {
-        clawpen_protocol::FromAgent::Request { id, request } => (id, request),
+        clawpen_protocol::FromAgent::Request { id, request, .. } => (id, request),
         other => return Err(format!("expected a request, got {other:?}").into()),
     };
     agent.send(&ToAgent::FollowUp {

@@ -50,7 +50,8 @@ fn a_turn_streams_back_and_unacked_events_are_replayed_on_resume() -> TestResult
             running: None,
             finished: vec!["t1".into()],
             last_seq,
-            acked: Some(1)
+            acked: Some(1),
+            version: Some(VERSION),
         }
     );
 

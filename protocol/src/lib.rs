@@ -13,11 +13,44 @@
 //! Sequence numbers start at 1 in every agent process and grow by one per event.
 //! A line that does not parse is answered with [`FromAgent::Rejected`] /
 //! [`ToAgent::Rejected`] and otherwise ignored; it never ends the session.
+//!
+//! # Versions
+//!
+//! Each side names its [`VERSION`]: the bridge in every [`ToAgent::Resume`], the agent in
+//! [`FromAgent::Ready`] and [`FromAgent::State`]. They speak the lower of the two; a side
+//! refuses only a peer older than its [`MIN_VERSION`]. Both directions ignore fields they
+//! do not know, which is how later versions add to a message without breaking earlier
+//! peers; a message type a peer does not know is only sent once it has said it knows it.
+//!
+//! - 1: the first protocol. Its agents refuse a `Resume` of any other version with
+//!   `Rejected { reason: "protocol version N is not supported; this agent speaks 1" }`,
+//!   so a later bridge resumes such an agent again at version 1 ([`spoken_version`]).
+//! - 2 ([`WINDOW_VERSION`]): flow control of answers. An agent that knows its bridge
+//!   speaks 2 gives every [`FromAgent::Request`] a `window`: how many [`ResponsePart`]s the
+//!   bridge may send before the agent grants more with [`FromAgent::Credit`] as its reader
+//!   takes them. A request without a window (from an agent of version 1, or one that has
+//!   not heard the bridge's version yet) is answered without flow control, as in version 1.
+//!   `State` names the agent's version.
 
 use serde::{Deserialize, Serialize};
 
-/// The protocol version; both sides send it and refuse a major mismatch.
-pub const VERSION: u32 = 1;
+/// The protocol version this side speaks; see the crate docs for what each one added.
+pub const VERSION: u32 = 2;
+
+/// The oldest version of the other side that this side still speaks with.
+pub const MIN_VERSION: u32 = 1;
+
+/// The first version with flow control of answers ([`FromAgent::Credit`]).
+pub const WINDOW_VERSION: u32 = 2;
+
+/// The version a peer refused ours in favour of, read from its `Rejected` reason (the only
+/// way an agent of version 1 says which version it speaks): `Some(1)` for
+/// "protocol version 2 is not supported; this agent speaks 1".
+pub fn spoken_version(reason: &str) -> Option<u32> {
+    let rest = reason.strip_prefix("protocol version ")?;
+    let (_, spoken) = rest.split_once("; this agent speaks ")?;
+    spoken.trim().parse().ok()
+}
 
 /// The longest line either side accepts. A longer line is discarded and rejected, so a box
 /// cannot make the bridge buffer without bound.
@@ -111,7 +144,7 @@ pub const MODEL_RESPONSE_HEADERS: &[&str] = &[
 ];
 
 /// One piece of the answer to a [`Request`]; a response is `Head`, `Body`*, `End`, or a
-/// single `Failed`.
+/// single `Failed`. Every piece counts as one part of a request's window.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ResponsePart {
@@ -264,6 +297,10 @@ pub enum FromAgent {
         /// its own (an adopted box) resumes from here. Absent from agents before it existed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         acked: Option<u64>,
+        /// The agent's protocol version, so that a bridge re-attaching to a running box
+        /// (which never sees its `Ready`) knows it. Absent from agents of version 1.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
     },
     /// A reply event.
     Event(Event),
@@ -275,6 +312,20 @@ pub enum FromAgent {
         id: u64,
         /// What to do.
         request: Request,
+        /// How many parts of the answer the bridge may send before the agent grants more
+        /// with `Credit`. Absent: no flow control (agents of version 1, or an agent that
+        /// has not heard the bridge's version yet).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        window: Option<u32>,
+    },
+    /// The agent's reader took `parts` more parts of the answer to request `id`: the
+    /// bridge may send that many more. Only for requests that came with a `window`, to a
+    /// bridge of version 2 or later.
+    Credit {
+        /// The request's id.
+        id: u64,
+        /// How many more parts the bridge may send.
+        parts: u32,
     },
     /// The box no longer wants the answer to a request (a cancelled turn, a closed
     /// connection): the bridge stops performing it, so a model stops generating.
@@ -374,6 +425,97 @@ mod tests {
     fn garbage_does_not_decode() {
         assert!(decode::<FromAgent>(b"not json").is_err());
         assert!(decode::<ToAgent>(br#"{"type":"launch_missiles"}"#).is_err());
+    }
+
+    /// The messages of version 1 that version 2 changed, as version 1 declared them: what
+    /// a peer of version 1 decodes.
+    mod v1 {
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        pub enum FromAgent {
+            State {
+                running: Option<String>,
+                finished: Vec<String>,
+                last_seq: u64,
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                acked: Option<u64>,
+            },
+            Request {
+                id: u64,
+                request: super::Request,
+            },
+            Abort {
+                id: u64,
+            },
+        }
+    }
+
+    fn fetch() -> Request {
+        Request::WebFetch {
+            url: "https://example.com/".into(),
+        }
+    }
+
+    #[test]
+    fn version_two_lines_stay_readable_by_version_one_peers() -> Result<(), serde_json::Error> {
+        // A bridge of version 1 reads a windowed request, and a state naming a version, as
+        // it always did (and never gets a `Credit`, which it could not read).
+        let request = FromAgent::Request {
+            id: 3,
+            request: fetch(),
+            window: Some(64),
+        };
+        let old = decode::<v1::FromAgent>(&encode(&request)?)?;
+        assert_eq!(
+            old,
+            v1::FromAgent::Request {
+                id: 3,
+                request: fetch()
+            }
+        );
+        let state = FromAgent::State {
+            running: None,
+            finished: vec!["t1".into()],
+            last_seq: 9,
+            acked: Some(9),
+            version: Some(VERSION),
+        };
+        assert!(matches!(
+            decode::<v1::FromAgent>(&encode(&state)?)?,
+            v1::FromAgent::State { last_seq: 9, .. }
+        ));
+        let credit = FromAgent::Credit { id: 3, parts: 32 };
+        assert!(decode::<v1::FromAgent>(&encode(&credit)?).is_err());
+
+        // And lines of version 1 read as version 2 without a window or a version.
+        let old = v1::FromAgent::Request {
+            id: 4,
+            request: fetch(),
+        };
+        assert_eq!(
+            decode::<FromAgent>(&encode(&old)?)?,
+            FromAgent::Request {
+                id: 4,
+                request: fetch(),
+                window: None
+            }
+        );
+        let text = String::from_utf8_lossy(&encode(&old)?).into_owned();
+        assert!(!text.contains("window"), "{text}");
+        Ok(())
+    }
+
+    #[test]
+    fn the_version_a_first_agent_speaks_is_read_from_its_refusal() {
+        let refusal = "protocol version 2 is not supported; this agent speaks 1";
+        assert_eq!(spoken_version(refusal), Some(1));
+        assert_eq!(spoken_version("malformed line: expected value"), None);
+        assert_eq!(
+            spoken_version("protocol version 2 is not supported; this agent speaks many"),
+            None
+        );
     }
 
     #[test]

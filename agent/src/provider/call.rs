@@ -193,7 +193,7 @@ mod tests {
         tokio::spawn(async move {
             let mut n = 0;
             while let Some(outgoing) = requests.recv().await {
-                let crate::tunnel::Outgoing::Request(id, _) = outgoing else {
+                let crate::tunnel::Outgoing::Request { id, .. } = outgoing else {
                     continue;
                 };
                 let parts = answers

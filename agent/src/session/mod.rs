@@ -12,13 +12,14 @@
 //! a short queue, each tagged with the last event that was issued before it, so they come
 //! out in the order they happened: a `State` answering `Resume` always follows the replay.
 //! Requests are not replayed: a `Resume` fails the ones in flight instead (the bridge does
-//! not continue answers across an attach), and their callers retry.
+//! not continue answers across an attach), and their callers retry. Credits for the same
+//! request that wait together are one line.
 
 use std::collections::VecDeque;
 
 use clawpen_protocol::{
     decode, Event, EventBody, FromAgent, Line, Request, ResponsePart, ToAgent, TurnMessage,
-    TurnOptions, MAX_LINE, VERSION,
+    TurnOptions, MAX_LINE, MIN_VERSION, VERSION,
 };
 
 /// How many unacknowledged events are kept. A bridge that stops acknowledging (or is gone
@@ -59,8 +60,9 @@ pub enum Action {
         /// The part.
         part: ResponsePart,
     },
-    /// The bridge (re-)attached: answers it was streaming before will not continue.
-    Resumed,
+    /// The bridge (re-)attached, speaking this protocol version: answers it was streaming
+    /// before will not continue.
+    Resumed(u32),
 }
 
 /// The turn being answered now.
@@ -259,9 +261,30 @@ impl Session {
         (index < self.unacked.len()).then_some(index)
     }
 
-    /// Queue a request to the bridge; it goes out after the events issued before it.
-    pub fn request(&mut self, id: u64, request: Request) {
-        self.push_control(FromAgent::Request { id, request });
+    /// Queue a request to the bridge, with the window of its answer if it has flow control;
+    /// it goes out after the events issued before it.
+    pub fn request(&mut self, id: u64, request: Request, window: Option<u32>) {
+        self.push_control(FromAgent::Request {
+            id,
+            request,
+            window,
+        });
+    }
+
+    /// Grant the bridge `parts` more parts of the answer to request `id`, added to a grant
+    /// for it that is still waiting, if any.
+    pub fn credit(&mut self, id: u64, parts: u32) {
+        let waiting = self
+            .control
+            .iter_mut()
+            .find_map(|control| match &mut control.line {
+                FromAgent::Credit { id: waiting, parts } if *waiting == id => Some(parts),
+                _ => None,
+            });
+        match waiting {
+            Some(waiting) => *waiting = waiting.saturating_add(parts),
+            None => self.push_control(FromAgent::Credit { id, parts }),
+        }
     }
 
     /// Tell the bridge to stop performing request `id`.
@@ -269,8 +292,11 @@ impl Session {
         self.push_control(FromAgent::Abort { id });
     }
 
+    /// A bridge of any version from [`MIN_VERSION`] on is answered, in the lower of its
+    /// version and ours. The refusal keeps the words of version 1, which bridges read
+    /// (`clawpen_protocol::spoken_version`).
     fn resume(&mut self, version: u32, after: u64) -> Option<Action> {
-        if version != VERSION {
+        if version < MIN_VERSION {
             self.reject(format!(
                 "protocol version {version} is not supported; this agent speaks {VERSION}"
             ));
@@ -284,9 +310,10 @@ impl Session {
             finished: self.finished.iter().cloned().collect(),
             last_seq: self.last_seq(),
             acked: Some(self.acked),
+            version: Some(VERSION),
         };
         self.push_control(state);
-        Some(Action::Resumed)
+        Some(Action::Resumed(version.min(VERSION)))
     }
 
     fn turn(

@@ -96,7 +96,8 @@ fn ack_forgets_events_up_to_seq_and_resume_replays_the_rest_then_state() {
             running: None,
             finished: vec!["t1".into(), "t2".into()],
             last_seq: 4,
-            acked: Some(2)
+            acked: Some(2),
+            version: Some(VERSION)
         })
     );
 
@@ -129,7 +130,8 @@ fn state_waits_for_the_replay_but_not_for_later_events() {
             running: Some("t1".into()),
             finished: vec![],
             last_seq: 2,
-            acked: Some(0)
+            acked: Some(0),
+            version: Some(VERSION)
         }
     );
     assert!(matches!(&lines[2], FromAgent::Event(Event { seq: 3, .. })));
@@ -145,6 +147,7 @@ fn requests_go_out_in_order_and_answers_are_routed() {
         Request::WebFetch {
             url: "https://example.com".into(),
         },
+        Some(64),
     );
     let lines = drain(&mut session);
     assert!(
@@ -168,20 +171,64 @@ fn requests_go_out_in_order_and_answers_are_routed() {
         version: VERSION,
         after: 0,
     });
-    assert_eq!(resumed, Some(Action::Resumed));
+    assert_eq!(resumed, Some(Action::Resumed(VERSION)));
 }
 
 #[test]
-fn resume_with_a_foreign_version_is_rejected() {
+fn credits_waiting_together_for_one_request_are_one_line() {
     let mut session = started();
-    session.handle(ToAgent::Resume {
+    session.credit(7, 32);
+    session.credit(8, 32);
+    session.credit(7, 32);
+    assert_eq!(
+        drain(&mut session),
+        vec![
+            FromAgent::Credit { id: 7, parts: 64 },
+            FromAgent::Credit { id: 8, parts: 32 }
+        ]
+    );
+    session.credit(7, 32);
+    assert_eq!(
+        drain(&mut session),
+        vec![FromAgent::Credit { id: 7, parts: 32 }]
+    );
+}
+
+#[test]
+fn a_bridge_is_answered_in_the_lower_version_and_a_version_before_the_first_is_rejected() {
+    let mut session = started();
+    // A bridge of version 1 gets the same answer as ever, plus the agent's version,
+    // which it does not read.
+    let resumed = session.handle(ToAgent::Resume {
+        version: 1,
+        after: 0,
+    });
+    assert_eq!(resumed, Some(Action::Resumed(1)));
+    let newer = session.handle(ToAgent::Resume {
         version: VERSION + 1,
         after: 0,
     });
+    assert_eq!(newer, Some(Action::Resumed(VERSION)));
     assert!(matches!(
         &drain(&mut session)[..],
-        [FromAgent::Rejected { .. }]
+        [
+            FromAgent::State {
+                version: Some(VERSION),
+                ..
+            },
+            FromAgent::State { .. }
+        ]
     ));
+    let refused = session.handle(ToAgent::Resume {
+        version: 0,
+        after: 0,
+    });
+    assert_eq!(refused, None);
+    let lines = drain(&mut session);
+    let [FromAgent::Rejected { reason }] = &lines[..] else {
+        panic!("not rejected: {lines:?}")
+    };
+    assert_eq!(clawpen_protocol::spoken_version(reason), Some(VERSION));
 }
 
 #[test]

@@ -1,12 +1,10 @@
 //! The box side of an actor: getting a box, re-attaching after a restart, and what
 //! happens when a box goes idle, stalls or dies.
 
-use std::collections::HashMap;
-
 use clawpen_protocol::{ToAgent, TurnMessage};
 use tokio::time::Instant;
 
-use super::{Actor, Sequencer, Session, Turn};
+use super::{Actor, Requests, Sequencer, Session, Turn};
 use crate::router::turn::{box_gone_message, error_text, turn_message};
 use crate::router::ConversationState;
 use crate::sandbox::SandboxError;
@@ -52,10 +50,26 @@ impl Actor {
                 Sequencer::unknown()
             },
             resync: false,
-            requests: HashMap::new(),
+            requests: Requests::default(),
         });
         self.last_activity = Instant::now();
         Ok(())
+    }
+
+    /// The agent rejected a line from the bridge. An agent of protocol version 1 rejects a
+    /// `Resume` of any other version, naming its own, and gives no `State`: it is resumed
+    /// again in its version (from what is processed now, which is where the first one
+    /// asked), and then works as it always did. Any other rejection is only logged.
+    pub(super) async fn on_rejected(&mut self, reason: String) {
+        let spoken = clawpen_protocol::spoken_version(&reason)
+            .filter(|v| (clawpen_protocol::MIN_VERSION..clawpen_protocol::VERSION).contains(v));
+        let (Some(version), Some(session)) = (spoken, self.session.as_ref()) else {
+            tracing::warn!(conversation = %self.key, reason, "the agent rejected a line from the bridge");
+            return;
+        };
+        let after = session.seq.acked().unwrap_or(0);
+        tracing::info!(conversation = %self.key, version, "the box's agent speaks an older protocol; resuming it in that version");
+        self.send_to_box(&ToAgent::Resume { version, after }).await;
     }
 
     pub(super) async fn send_to_box(&mut self, message: &ToAgent) -> bool {
@@ -127,7 +141,7 @@ impl Actor {
                         replay_at: None,
                         seq: Sequencer::known(acked),
                         resync: true,
-                        requests: HashMap::new(),
+                        requests: Requests::default(),
                     });
                     return;
                 }

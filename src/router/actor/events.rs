@@ -5,11 +5,10 @@ use std::sync::Arc;
 
 use clawpen_adapters::reply::ReplyState;
 use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::sequence::{AfterState, Verdict};
-use super::{Actor, Turn, FINISHED_KEPT, RESPONSE_CAPACITY};
+use super::{Actor, Turn, FINISHED_KEPT};
 use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
 use crate::sandbox::BoxOutput;
@@ -29,16 +28,20 @@ impl Actor {
                 finished,
                 last_seq,
                 acked,
+                ..
             }) => self.on_state(running, finished, last_seq, acked).await,
             BoxOutput::Message(FromAgent::Ready { version, provider }) => {
                 tracing::debug!(conversation = %self.key, version, provider, "agent ready");
             }
             BoxOutput::Message(FromAgent::Heartbeat) => {}
             BoxOutput::Message(FromAgent::Abort { id }) => self.on_abort(id),
-            BoxOutput::Message(FromAgent::Request { id, request }) => self.on_request(id, request),
-            BoxOutput::Message(FromAgent::Rejected { reason }) => {
-                tracing::warn!(conversation = %self.key, reason, "the agent rejected a line from the bridge");
-            }
+            BoxOutput::Message(FromAgent::Request {
+                id,
+                request,
+                window,
+            }) => self.on_request(id, request, window),
+            BoxOutput::Message(FromAgent::Credit { id, parts }) => self.on_credit(id, parts),
+            BoxOutput::Message(FromAgent::Rejected { reason }) => self.on_rejected(reason).await,
             BoxOutput::Malformed(reason) => {
                 tracing::warn!(conversation = %self.key, reason, "malformed line from the box");
                 self.send_to_box(&ToAgent::Rejected { reason }).await;
@@ -175,37 +178,17 @@ impl Actor {
         self.finished.push_back(id.clone());
     }
 
-    /// Perform a box's request in its own task, streaming the response back to the box,
-    /// so a long model response never holds up the conversation.
-    pub(super) fn on_request(&mut self, id: u64, request: Request) {
-        let Some(session) = self.session.as_mut() else {
-            return;
-        };
-        let input = session.conn.input();
-        let (tunnel, key) = (self.shared.tunnel.clone(), self.key.clone());
-        session.requests.retain(|_, request| !request.is_finished());
-        let task = self.shared.tracker.spawn(async move {
-            let (parts, mut rx) = mpsc::channel(RESPONSE_CAPACITY);
-            let perform = tunnel.perform(&key, request, parts);
-            let forward = async {
-                while let Some(part) = rx.recv().await {
-                    if input.send(&ToAgent::Response { id, part }).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            tokio::join!(perform, forward);
-        });
-        session.requests.insert(id, task.abort_handle());
+    /// Perform a box's request in its own task, streaming the response back to the box
+    /// (within its window, see `requests`), so a long model response never holds up the
+    /// conversation.
+    pub(super) fn on_request(&mut self, id: u64, request: Request, window: Option<u32>) {
+        self.perform_request(id, request, window);
     }
 
     /// The box gave up on a request: stop performing it (dropping a model response
     /// closes its connection, so the provider stops generating).
     fn on_abort(&mut self, id: u64) {
-        if let Some(request) = self.session.as_mut().and_then(|s| s.requests.remove(&id)) {
-            tracing::debug!(conversation = %self.key, request = id, "the box aborted a request");
-            request.abort();
-        }
+        self.abort_request(id);
     }
 
     /// Hot path: every event of every streaming reply. The text is shown at once; storing

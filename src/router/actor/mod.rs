@@ -4,7 +4,7 @@
 //! turn or become follow-ups of the running one, box events become reply edits, and every
 //! step is persisted before the box's event is acknowledged.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +14,16 @@ use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
 use clawpen_domain::TurnId;
 use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::task::AbortHandle;
 use tokio::time::{sleep_until, Instant};
 
 mod boxes;
 mod events;
 mod progress;
+mod requests;
 mod sequence;
 
 use progress::Progress;
+use requests::Requests;
 use sequence::Sequencer;
 
 use super::delivery::{self, Outbox};
@@ -31,10 +32,6 @@ use super::turn::{self, now_secs, turn_id, turn_message};
 use super::{ConversationState, Shared};
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, Pending, StoreError, TurnRecord};
-
-/// Response parts not yet written to the box. When full, the request's task waits for the
-/// box to take them: a slow box slows only its own responses.
-const RESPONSE_CAPACITY: usize = 32;
 
 /// The largest attachment saved into a workspace.
 const MAX_ATTACHMENT: u64 = 20 << 20;
@@ -98,17 +95,9 @@ struct Session {
     /// Set when attaching to a turn interrupted by a restart: the agent's answer to
     /// `Resume` then tells whether it ever received that turn.
     resync: bool,
-    /// The box's requests being performed, by request id, so that the box can abort one
-    /// and a box that goes away takes its requests with it.
-    requests: HashMap<u64, AbortHandle>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for (_, request) in self.requests.drain() {
-            request.abort();
-        }
-    }
+    /// The box's requests being performed, so that the box can pace or abort one and a
+    /// box that goes away takes its requests with it.
+    requests: Requests,
 }
 
 /// The running turn.

@@ -169,10 +169,11 @@ fn error_response(wire: Wire, status: u16, retry_after: Option<u64>) -> Response
     response
 }
 
-/// Split `text` into a few chunks on character boundaries, as a model streams it.
-fn chunks_of(text: &str) -> Vec<String> {
+/// Split `text` into chunks on character boundaries, as a model streams it: of at most
+/// `piece` characters, or four of them.
+fn chunks_of(text: &str, piece: Option<usize>) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
-    let size = chars.len().div_ceil(4).max(1);
+    let size = piece.unwrap_or_else(|| chars.len().div_ceil(4)).max(1);
     chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
@@ -207,10 +208,10 @@ impl Answer<'_> {
         let mut stop_reason = "end_turn";
         match &reply.kind {
             Kind::Text(text) => {
-                events.extend(anthropic_text_block(0, &chunks_of(text)));
+                events.extend(anthropic_text_block(0, &chunks_of(text, reply.piece)));
             }
             Kind::BrokenStream => {
-                let mut block = anthropic_text_block(0, &chunks_of("This answer never ends"));
+                let mut block = anthropic_text_block(0, &chunks_of("This answer never ends", None));
                 block.truncate(3);
                 events.extend(block);
                 return stream_response("text/event-stream; charset=utf-8", events, true);
@@ -224,7 +225,7 @@ impl Answer<'_> {
                             "type": "tool_use", "id": format!("toolu_fake_{n}_{index}"),
                             "name": name, "input": {}}}),
                     ));
-                    for piece in chunks_of(&input.to_string()) {
+                    for piece in chunks_of(&input.to_string(), None) {
                         events.push(sse_event(
                             "content_block_delta",
                             &json!({"type": "content_block_delta", "index": index,
@@ -296,7 +297,7 @@ impl Answer<'_> {
                         delta["content"] = Value::Null;
                     }
                     events.push(sse_data(&self.openai_chunk(delta, None)));
-                    for piece in chunks_of(&input.to_string()) {
+                    for piece in chunks_of(&input.to_string(), None) {
                         let delta = json!({"tool_calls": [{"index": index,
                             "function": {"arguments": piece}}]});
                         events.push(sse_data(&self.openai_chunk(delta, None)));
@@ -307,7 +308,7 @@ impl Answer<'_> {
             Kind::Text(text) => {
                 let first = json!({"role": "assistant", "content": ""});
                 events.push(sse_data(&self.openai_chunk(first, None)));
-                for piece in chunks_of(text) {
+                for piece in chunks_of(text, self.reply.piece) {
                     events.push(sse_data(
                         &self.openai_chunk(json!({"content": piece}), None),
                     ));

@@ -52,6 +52,8 @@ pub struct Reply {
     kind: Kind,
     input_tokens: u64,
     output_tokens: u64,
+    /// The most characters of text in one streamed delta; `None`: four deltas.
+    piece: Option<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -73,6 +75,7 @@ impl Reply {
             kind,
             input_tokens: 10,
             output_tokens: 5,
+            piece: None,
         }
     }
 
@@ -126,6 +129,13 @@ impl Reply {
     /// 307 to `location` (a misbehaving provider or proxy).
     pub fn redirect(location: &str) -> Self {
         Self::of(Kind::Redirect(location.into()))
+    }
+
+    /// Stream the text in deltas of at most `chars` characters each, as many as it takes
+    /// (by default a text comes in four), with the usual short pause between two.
+    pub fn in_pieces_of(mut self, chars: usize) -> Self {
+        self.piece = Some(chars.max(1));
+        self
     }
 
     /// The usage this answer reports (default: 10 input, 5 output tokens).
