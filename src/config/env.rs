@@ -32,8 +32,9 @@ pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_BUSYBOX",
     "ANTHROPIC_API_KEY",
     "OPENAI_API_KEY",
-    // Read by `main` for the log filter.
+    // Read by `main` for the log filter and the log format.
     "CLAWPEN_LOG",
+    "CLAWPEN_LOG_FORMAT",
 ];
 
 /// `CLAWPEN_*` variables set in `env` that clawpen does not read (typos, or settings of

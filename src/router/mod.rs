@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 mod actor;
 mod delivery;
@@ -275,8 +276,12 @@ impl Router {
         let (tx, rx) = self.shared.actors.open(&key);
         self.shared
             .set_status(&key, None, "starting", start.queue.len());
+        // Every line the actor logs carries its conversation and platform (as span fields in
+        // JSON logs). At error level so that it is there whatever the log filter lets through.
+        let span =
+            tracing::error_span!("conversation", conversation = %key, platform = %key.platform);
         let actor = Actor::new(key, self.shared.clone(), rx);
-        self.shared.tracker.spawn(actor.run(start));
+        self.shared.tracker.spawn(actor.run(start).instrument(span));
         tx
     }
 
