@@ -9,6 +9,7 @@
 //! - [`tunnel`]: what boxes ask of the outside (model calls, web fetches), keys added here.
 //! - [`control`]: the daemon's local socket for `chat` and `status`.
 //! - [`component`]: what has a lifetime, started in order and stopped in reverse.
+//! - [`metrics`]: counters and histograms, and the `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - [`daemon`]: starting and stopping all of it.
 //! - [`cli`]: the `clawpen` subcommands.
 //!
@@ -20,6 +21,7 @@ pub mod component;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod metrics;
 pub mod router;
 pub mod sandbox;
 pub mod store;

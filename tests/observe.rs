@@ -1,9 +1,13 @@
-//! What an operator sees: JSON logs from the real binary.
+//! What an operator sees: JSON logs from the real binary, and the metrics endpoint scraped
+//! over HTTP while a conversation runs.
 
 mod support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+
+use clawpen::metrics::{AdapterLiveness, Metered, Metrics, Readiness};
+use support::TestBridge;
 
 /// Keys that must never appear in a log line.
 const SECRETS: [&str; 2] = ["sk-ant-observe-secret-4242", "123456:observe-bot-token"];
@@ -63,4 +67,85 @@ async fn json_logs_are_one_object_per_line_with_the_conversation_and_no_secret()
     for secret in SECRETS {
         assert!(!stderr.contains(secret), "a secret was logged:\n{stderr}");
     }
+}
+
+/// GET `path` from the metrics endpoint: (status, content type, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
+    let response = reqwest::get(format!("http://{addr}{path}"))
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let status = response.status().as_u16();
+    let kind = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = response.text().await.unwrap_or_default();
+    (status, kind, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_counts_a_conversation_and_reports_readiness() {
+    let t = TestBridge::start(|c| {
+        c.metrics.listen = "127.0.0.1:0".parse().ok();
+    })
+    .await;
+    let addr = t
+        .bridge
+        .metrics_addr()
+        .unwrap_or_else(|| panic!("no metrics endpoint"));
+    assert_eq!(t.ask("metrics-chat", "count me").await, "count me");
+
+    let (status, kind, text) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    assert!(kind.starts_with("application/openmetrics-text"), "{kind}");
+    for line in [
+        "clawpen_inbound_messages_total{platform=\"terminal\"} 1",
+        "clawpen_turns_started_total{platform=\"terminal\"} 1",
+        "clawpen_turns_finished_total{platform=\"terminal\"} 1",
+        "clawpen_box_starts_total{kind=\"cold\"} 1",
+        "clawpen_first_reply_seconds_count 1",
+        "clawpen_turn_duration_seconds_count 1",
+        "clawpen_live_boxes 1",
+        "clawpen_queued_conversations 0",
+        "clawpen_store_write_seconds_count{write=\"inbound\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(
+        !text.contains("metrics-chat"),
+        "a conversation named in a label:\n{text}"
+    );
+
+    let (status, _, body) = get(addr, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, kind, body) = get(addr, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(kind, "application/json");
+    let report: serde_json::Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(report["ready"], true, "{body}");
+    assert_eq!(report["store"], "ok", "{body}");
+    assert_eq!(report["engine"], "ok", "{body}");
+    let (status, _, _) = get(addr, "/nothing").await;
+    assert_eq!(status, 404);
+
+    // An adapter whose receiving task ended makes the bridge not ready, and says which.
+    let terminal: std::sync::Arc<dyn clawpen::adapters::Adapter> = t.bridge.terminal.clone();
+    let liveness = AdapterLiveness::new(Metered::new(terminal, Metrics::off()));
+    liveness.ended("the platform closed the connection".into());
+    let readiness = Readiness {
+        store: t.bridge.router.store().clone(),
+        sandbox: t.bridge.router.sandbox().clone(),
+        adapters: vec![("terminal".into(), liveness)],
+    };
+    let report = readiness.check().await;
+    assert!(!report.ready);
+    assert_eq!(report.store, "ok");
+    assert_eq!(
+        report.adapters.get("terminal").map(String::as_str),
+        Some("stopped receiving: the platform closed the connection")
+    );
+    t.stop().await;
 }

@@ -29,6 +29,7 @@ use actor::{Actor, Command, Start};
 use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
 
+use crate::metrics::Metrics;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, StoreError, TurnRecord};
 use crate::tunnel::Tunnel;
@@ -44,6 +45,9 @@ pub enum RecoverError {
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
 }
+
+/// The state an actor reports while it waits for a live-box slot.
+pub(crate) const WAITING_FOR_SLOT: &str = "waiting for a box slot";
 
 /// Timing knobs of the router.
 #[derive(Clone, Debug)]
@@ -106,6 +110,8 @@ pub(crate) struct Shared {
     accepting: AtomicBool,
     /// Makes turn ids unique within one process.
     pub(crate) turn_counter: AtomicU64,
+    /// Counts messages, turns and store writes ([`Metrics::off`] unless served).
+    pub(crate) metrics: Metrics,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -157,7 +163,8 @@ impl Shared {
 }
 
 impl Router {
-    /// A router over the given store, sandbox and adapters (keyed by platform name).
+    /// A router over the given store, sandbox and adapters (keyed by platform name),
+    /// counting in `metrics`.
     pub fn new(
         store: Store,
         sandbox: Sandbox,
@@ -165,6 +172,7 @@ impl Router {
         adapters: Vec<Arc<dyn Adapter>>,
         config: RouterConfig,
         shutdown: CancellationToken,
+        metrics: Metrics,
     ) -> Self {
         let adapters = adapters
             .into_iter()
@@ -184,6 +192,7 @@ impl Router {
                 shutdown,
                 accepting: AtomicBool::new(true),
                 turn_counter: AtomicU64::new(0),
+                metrics,
             }),
         }
     }
@@ -346,6 +355,14 @@ impl Router {
             .collect()
     }
 
+    /// Conversations waiting for a live-box slot.
+    pub fn conversations_waiting(&self) -> usize {
+        lock(&self.shared.status)
+            .values()
+            .filter(|s| s.state == WAITING_FOR_SLOT)
+            .count()
+    }
+
     /// Boxes alive now (slots in use).
     pub fn live_boxes(&self) -> usize {
         self.shared.config.max_boxes - self.shared.slots.available_permits()
@@ -389,11 +406,17 @@ impl InboundSink for Router {
         }
         let store = &self.shared.store;
         let stored = message.clone();
-        match store.blocking(move |s| s.insert_inbound(&stored)).await {
+        let began = std::time::Instant::now();
+        let inserted = store.blocking(move |s| s.insert_inbound(&stored)).await;
+        self.shared.metrics.store_write("inbound", began.elapsed());
+        match inserted {
             Ok(InsertOutcome::Duplicate) => return Ok(Accepted::Duplicate),
             Ok(InsertOutcome::New) => {}
             Err(e) => return Err(SinkError::Store(e.to_string())),
         }
+        self.shared
+            .metrics
+            .accepted(&message.conversation, message.addressed);
         if let Err(e) = store.touch_conversation(&message.conversation, message.at) {
             tracing::warn!(conversation = %message.conversation, error = %e, "could not record the conversation");
         }

@@ -41,6 +41,7 @@ use clawpen_protocol::{Request, ResponsePart};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 pub use address::AllowRule;
 pub use limits::{Clock, LimitReached, Limits, ManualClock, SystemClock, Usage};
@@ -133,10 +134,24 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
+/// A request's outcome as a metrics label.
+fn outcome(result: &Result<(), TunnelError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(TunnelError::Refused(_)) => "refused",
+        Err(TunnelError::Limit(_)) => "limit",
+        Err(TunnelError::Unreachable(_)) => "unreachable",
+        Err(TunnelError::Broken(_)) => "broken",
+    }
+}
+
 /// Performs boxes' requests; a cheap-to-clone handle shared by every conversation.
 #[derive(Clone, Debug)]
 pub struct Tunnel {
     inner: Arc<Inner>,
+    /// Where model requests and tokens are counted ([`Metrics::off`] unless the daemon
+    /// serves metrics).
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
@@ -215,7 +230,14 @@ impl Tunnel {
                 ledger: Mutex::default(),
                 in_flight: Mutex::default(),
             }),
+            metrics: Metrics::off(),
         }
+    }
+
+    /// The same tunnel, counting model requests and tokens in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The settings in force.
@@ -246,7 +268,10 @@ impl Tunnel {
                     headers: &headers,
                     body,
                 };
-                ("model request", self.model(conversation, call, &out).await)
+                let result = self.model(conversation, call, &out).await;
+                let provider = self.inner.settings.provider.name();
+                self.metrics.model_request(provider, outcome(&result));
+                ("model request", result)
             }
             Request::WebFetch { url } => (
                 "web fetch",
@@ -288,6 +313,7 @@ impl Tunnel {
             .admit(conversation, self.inner.clock.now(), settings.limits)?;
         let count = |tokens: u64| {
             if tokens > 0 {
+                self.metrics.model_tokens(settings.provider.name(), tokens);
                 self.ledger()
                     .add_tokens(conversation, self.inner.clock.now(), tokens);
             }

@@ -7,7 +7,9 @@ use clawpen_protocol::{ToAgent, TurnMessage};
 use tokio::time::Instant;
 
 use super::{Actor, Sequencer, Session, Turn};
+use crate::metrics::TurnFailure;
 use crate::router::turn::{box_gone_message, error_text, turn_message};
+use crate::router::WAITING_FOR_SLOT;
 use crate::sandbox::SandboxError;
 use crate::store::{InboundState, TurnRecord};
 
@@ -18,7 +20,7 @@ impl Actor {
             return Ok(());
         }
         self.shared
-            .set_status(&self.key, None, "waiting for a box slot", self.queue.len());
+            .set_status(&self.key, None, WAITING_FOR_SLOT, self.queue.len());
         let permit = tokio::select! {
             permit = self.shared.slots.clone().acquire_owned() => permit
                 .map_err(|_| SandboxError::Protocol("the box slots are closed".into()))?,
@@ -179,6 +181,10 @@ impl Actor {
             return;
         };
         let message = box_gone_message(exit.as_ref(), turn.stalled);
+        let failure = turn
+            .stalled
+            .map_or(TurnFailure::BoxGone, |_| TurnFailure::Stalled);
+        self.shared.metrics.turn_failed(failure);
         tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
         let text = error_text(&turn.record.reply.text, &message);
         turn.record.reply.text.push_str(&text);

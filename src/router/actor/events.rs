@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::sequence::{AfterState, Verdict};
 use super::{Actor, Turn, FINISHED_KEPT, RESPONSE_CAPACITY};
+use crate::metrics::TurnFailure;
 use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
 use crate::sandbox::BoxOutput;
@@ -118,6 +119,7 @@ impl Actor {
             // send it again, so it ends with a word rather than a blank answer.
             if let Some(turn) = self.turn.as_mut() {
                 let note = error_text(&turn.record.reply.text, LOST_TURN);
+                self.shared.metrics.turn_failed(TurnFailure::Lost);
                 turn.record.reply.text.push_str(&note);
                 if let Some(outbox) = self.outbox() {
                     outbox.push(&note);
@@ -224,6 +226,7 @@ impl Actor {
                 retracted = Some(retract(&mut turn.record.reply.text, bytes));
             }
             EventBody::Error { message } => {
+                self.shared.metrics.turn_failed(TurnFailure::AgentError);
                 pushed = Some(error_text(&turn.record.reply.text, &message));
             }
             EventBody::Status { text } => side(&outbox, Side::Status(text)),
@@ -339,6 +342,7 @@ impl Actor {
         }
         tracing::debug!(conversation = %self.key, turn = id, "the agent started a turn");
         outbox.begin(Some(record.turn.clone()), record.reply.clone());
+        self.shared.metrics.turn_started(&self.key);
         self.turn = Some(Turn {
             record,
             messages: Vec::new(),
@@ -372,6 +376,7 @@ impl Actor {
             return false;
         }
         self.turn = None;
+        self.shared.metrics.turn_finished(&self.key);
         self.remember_finished(&turn_id);
         if let Some(outbox) = self.outbox() {
             if blank {

@@ -26,6 +26,7 @@ use super::delivery::{self, Outbox};
 use super::mailbox::Retire;
 use super::turn::{self, now_secs, turn_id, turn_message};
 use super::Shared;
+use crate::metrics::TurnFailure;
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, TurnRecord};
 
@@ -458,6 +459,7 @@ impl Actor {
             options: self.turn_options(),
         };
         outbox.begin(Some(record.turn.clone()), record.reply.clone());
+        self.shared.metrics.turn_started(&self.key);
         self.turn = Some(Turn {
             record,
             messages: turn_messages,
@@ -515,6 +517,7 @@ impl Actor {
     /// Answer messages that could not reach a box with an error, and mark them done.
     async fn fail_messages(&mut self, messages: &[Inbound], text: &str) {
         let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
+        self.shared.metrics.turn_failed(TurnFailure::NoBox);
         if let Some(outbox) = self.outbox() {
             outbox.notice(ReplyState::new(reply_to), text);
         }
