@@ -12,6 +12,7 @@
 //! - [`metrics`]: counters and histograms, and the `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - [`daemon`]: starting and stopping all of it.
 //! - [`cli`]: the `clawpen` subcommands.
+//! - [`log`]: text or JSON log lines, repeated warnings and errors counted, not repeated.
 //!
 //! The box protocol lives in the `clawpen-protocol` crate (shared with clawpen-agent) and
 //! the adapters and the reply-streaming policy in `clawpen-adapters`.
@@ -21,6 +22,7 @@ pub mod component;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod log;
 pub mod metrics;
 pub mod router;
 pub mod sandbox;

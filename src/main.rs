@@ -25,29 +25,7 @@ fn main() -> ExitCode {
         Command::Run | Command::Image { .. } => "clawpen=info,warn",
         _ => "warn",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CLAWPEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match std::env::var("CLAWPEN_LOG_FORMAT").as_deref() {
-        // One JSON object per line for log collectors: the event's fields at the top level,
-        // the spans it runs in (conversation, platform) listed under `spans`.
-        Ok("json") => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-        Ok("" | "text") | Err(_) => logs.init(),
-        Ok(other) => {
-            logs.init();
-            tracing::warn!(
-                value = other,
-                "CLAWPEN_LOG_FORMAT is neither `text` nor `json`; logging text"
-            );
-        }
-    }
+    clawpen::log::init(default_filter);
     // `doctor` reports a bad config itself instead of failing here.
     let config = Config::load(args.config.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
