@@ -82,22 +82,26 @@ impl Workspace {
     /// Builds the static clawpen-agent and checks that it needs no shared library; returns
     /// its path (where the bridge looks for it).
     pub fn static_agent(&self) -> Step<PathBuf> {
+        self.static_build("clawpen-agent")
+    }
+
+    /// Builds the bridge statically (for its FROM-scratch image); returns its path.
+    pub fn static_bridge(&self) -> Step<PathBuf> {
+        self.static_build("clawpen")
+    }
+
+    /// `cargo build --release` of `package` for [`agent_target`] with the C runtime linked
+    /// in, checked to name no program interpreter.
+    fn static_build(&self, package: &str) -> Step<PathBuf> {
         let target = agent_target();
         // Appended to the operator's flags, which would otherwise be replaced.
         let mut flags = std::env::var("RUSTFLAGS").unwrap_or_default();
         flags.push_str(" -C target-feature=+crt-static");
         self.cargo(
-            &[
-                "build",
-                "--release",
-                "--target",
-                &target,
-                "-p",
-                "clawpen-agent",
-            ],
+            &["build", "--release", "--target", &target, "-p", package],
             &[("RUSTFLAGS", flags.trim())],
         )?;
-        let path = self.target.join(&target).join("release/clawpen-agent");
+        let path = self.target.join(&target).join("release").join(package);
         let bytes = std::fs::read(&path)
             .map_err(|e| Failure::new(format!("reading {}: {e}", path.display())))?;
         if !is_static_elf(&bytes) {
@@ -107,8 +111,18 @@ impl Workspace {
                 path.display()
             )));
         }
-        eprintln!("static agent: {}", path.display());
+        eprintln!("static {package}: {}", path.display());
         Ok(path)
+    }
+
+    /// Runs `program ARGS` in the workspace root.
+    pub fn command(&self, program: &str, args: &[&str], env: &[(&str, &str)]) -> Step {
+        let mut command = Command::new(program);
+        command.args(args).current_dir(&self.root);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        self.run(command, &format!("{program} {}", args.join(" ")))
     }
 
     /// Builds the bridge (release or debug); returns its binary.

@@ -10,6 +10,7 @@
 //! cargo xtask setup         busybox, static agent, bridge (release), box image: everything but chat
 //! cargo xtask agent         the static agent only
 //! cargo xtask busybox       a static busybox only (prints where it is)
+//! cargo xtask bridge-image  the bridge's own image (docker/bridge/), FROM scratch, no registry
 //! ```
 //!
 //! `.ci/run` calls `cargo xtask test`, and `clawpen doctor` names these commands when a
@@ -18,13 +19,15 @@
 //! # Layout
 //! - `main`: the commands, as sequences of steps.
 //! - [`busybox`]: finding a static busybox, or getting one from Debian's packages.
-//! - [`cargo`]: running cargo and the built binaries, the target directory, the static agent.
+//! - [`cargo`]: running cargo and the built binaries, the target directory, static builds.
+//! - [`image`]: the bridge's image context, built with `docker build`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod busybox;
 mod cargo;
+mod image;
 
 use cargo::Workspace;
 
@@ -50,6 +53,9 @@ usage: cargo xtask <command> [args]
   setup         build everything `chat` needs, without chatting
   agent         build the static clawpen-agent
   busybox       find or fetch a static busybox and print its path
+  bridge-image [TAG]
+                build the bridge's image from the static bridge, agent and busybox
+                (default tag clawpen:<version>)
 ";
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         "setup" => setup(&mut ws).map(|_| ()),
         "agent" => ws.static_agent().map(|path| println!("{}", path.display())),
         "busybox" => busybox::ensure(&ws.target).map(|path| println!("{}", path.display())),
+        "bridge-image" => bridge_image(&mut ws, rest.first().map(String::as_str)),
         "" | "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -97,6 +104,23 @@ fn setup(ws: &mut Workspace) -> Step<PathBuf> {
     heading("box image");
     ws.image(&bridge, None)?;
     Ok(bridge)
+}
+
+/// `cargo xtask bridge-image`: the bridge's image, made like the box image: a context of
+/// static binaries and a tiny root tree, built by the engine's legacy builder FROM scratch.
+fn bridge_image(ws: &mut Workspace, tag: Option<&str>) -> Step {
+    heading("busybox-static");
+    let busybox = busybox::ensure(&ws.target)?;
+    heading("static clawpen-agent");
+    let agent = ws.static_agent()?;
+    heading("static bridge");
+    let bridge = ws.static_bridge()?;
+    heading("bridge image");
+    let tag = tag.map_or_else(
+        || format!("clawpen:{}", env!("CARGO_PKG_VERSION")),
+        str::to_string,
+    );
+    image::bridge(ws, &tag, &bridge, &agent, &busybox)
 }
 
 /// `cargo xtask chat`: everything, then the terminal chat in this process's place.
