@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use clawpen_adapters::egress::Egress;
+
 use crate::config::{Config, ConfigError};
 use crate::control;
 use crate::sandbox::{self, image, Sandbox};
@@ -56,6 +58,94 @@ fn pieces(config: &Config, needed: bool) -> bool {
         ),
     };
     agent && busybox
+}
+
+/// The proxy variables, in the order the HTTP clients prefer them for https.
+const PROXY_VARS: &[&str] = &[
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
+/// How outbound traffic leaves: directly, or through a forward proxy (as in a Docker
+/// Sandboxes micro-VM) that must accept connections; and the extra CA certificates, which
+/// must all load. False if something is wrong.
+async fn network() -> bool {
+    let mut healthy = true;
+    let proxy = PROXY_VARS.iter().find_map(|name| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| (*name, v))
+    });
+    match proxy {
+        None => {
+            report(true, "network", "direct (no HTTPS_PROXY)");
+        }
+        Some((name, value)) => match reqwest::Url::parse(&value) {
+            Ok(mut url) => {
+                // Credentials in the URL stay out of the report.
+                let _ = url.set_password(None);
+                let _ = url.set_username("");
+                let (host, port) = (
+                    url.host_str().unwrap_or_default().to_string(),
+                    url.port_or_known_default().unwrap_or(80),
+                );
+                let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+                let reached = tokio::time::timeout(std::time::Duration::from_secs(3), connect)
+                    .await
+                    .map_err(|_| "no answer within 3 s".to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()));
+                healthy &= report(
+                    reached.is_ok(),
+                    "network",
+                    &match reached {
+                        Ok(_) => format!(
+                            "through the proxy {url} ({name}; a sandbox's forward proxy, \
+                             NO_PROXY honoured)"
+                        ),
+                        Err(e) => format!(
+                            "the proxy {url} ({name}) does not accept connections: {e} — \
+                             fix {name} or start the proxy"
+                        ),
+                    },
+                );
+            }
+            Err(e) => {
+                healthy &= report(
+                    false,
+                    "network",
+                    &format!("{name} is not a URL ({e}) — set it to http://host:port"),
+                );
+            }
+        },
+    }
+    let egress = Egress::from_env();
+    let (count, _) = egress.extra_roots();
+    if egress.problems().is_empty() {
+        report(
+            true,
+            "certificates",
+            &if count == 0 {
+                "the built-in web PKI roots".to_string()
+            } else {
+                format!("the built-in web PKI roots and {count} from SSL_CERT_FILE/SSL_CERT_DIR")
+            },
+        );
+    } else {
+        healthy &= report(
+            false,
+            "certificates",
+            &format!(
+                "{} — fix or unset SSL_CERT_FILE/SSL_CERT_DIR",
+                egress.problems().join("; ")
+            ),
+        );
+    }
+    healthy
 }
 
 /// The one command that builds every piece of the box image.
@@ -130,6 +220,7 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
             }
         }
     };
+    healthy &= network().await;
     let engine = sandbox::connect_engine().await;
     let present = match &engine {
         Ok((docker, _)) => docker.inspect_image(&config.image).await.is_ok(),

@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use clawpen_adapters::egress::Egress;
 use clawpen_adapters::ConversationKey;
 use clawpen_protocol::{Request, ResponsePart};
 use tokio::sync::mpsc;
@@ -74,7 +75,7 @@ pub enum TunnelError {
 }
 
 /// What `web_fetch` may reach and how much it reads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct FetchSettings {
     /// The operator's allowlist; empty means any public host.
     pub allow: Vec<AllowRule>,
@@ -82,6 +83,9 @@ pub struct FetchSettings {
     pub max_bytes: usize,
     /// The whole fetch, redirects included, must finish within this.
     pub timeout: Duration,
+    /// The extra CA certificates fetches trust. Fetches connect directly, to the
+    /// addresses they checked, never through a proxy.
+    pub egress: Egress,
 }
 
 /// What the tunnel is configured to do; [`Settings::from_config`] reads it from the
@@ -98,11 +102,18 @@ pub struct Settings {
     pub model_connect_timeout: Duration,
     /// How long the provider may stay silent before its head and between body chunks.
     pub model_idle_timeout: Duration,
+    /// How model requests reach the provider: the operator's proxy, extra CA certificates.
+    pub egress: Egress,
 }
 
 impl Settings {
-    /// The tunnel settings of `config` (which has been validated when it loaded).
+    /// The tunnel settings of `config` (which has been validated when it loaded), and the
+    /// process environment's proxy and extra CA certificates.
     pub fn from_config(config: &Config) -> Self {
+        let egress = Egress::from_env();
+        for problem in egress.problems() {
+            tracing::warn!(%problem, "an extra CA certificate could not be loaded");
+        }
         Self {
             provider: Provider::from_config(config),
             limits: Limits {
@@ -118,9 +129,11 @@ impl Settings {
                 max_bytes: usize::try_from(config.web_fetch_max_kb.saturating_mul(1024))
                     .unwrap_or(usize::MAX),
                 timeout: Duration::from_secs(config.web_fetch_timeout_secs),
+                egress: egress.clone(),
             },
             model_connect_timeout: MODEL_CONNECT_TIMEOUT,
             model_idle_timeout: MODEL_IDLE_TIMEOUT,
+            egress,
         }
     }
 }
@@ -211,7 +224,9 @@ impl Tunnel {
 
     /// A tunnel with explicit settings and clock (tests use a [`ManualClock`]).
     pub fn with_settings(settings: Settings, clock: Arc<dyn Clock>) -> Self {
-        let client = reqwest::Client::builder()
+        let client = settings
+            .egress
+            .apply(reqwest::Client::builder())
             // A redirect goes back to the box as it is: following it would send the key
             // (`x-api-key` is not among the headers reqwest strips) to another host.
             .redirect(reqwest::redirect::Policy::none())
