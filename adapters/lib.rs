@@ -13,6 +13,7 @@
 //! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
 //!   answered alike for every adapter.
 //! - [`access`]: who may talk to the bot: allowlists, owner pairing, rate-limited refusals.
+//! - [`egress`]: how every outbound HTTP client reaches the outside (proxy, extra CAs).
 //! - [`registry`]: every adapter the daemon can run, with its settings and checks.
 //! - [`reply`]: splitting a reply into parts and deciding the next platform operation.
 //! - [`stream`]: drives one reply to a platform through an [`Adapter`], throttled and retried.
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod access;
 pub mod command;
+pub mod egress;
 #[cfg(test)]
 mod fake_sink;
 pub mod registry;

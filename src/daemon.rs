@@ -2,7 +2,8 @@
 //!
 //! The store and the sandbox are opened first; the rest are [`Component`]s, started in this
 //! order and stopped in reverse: the router (recovering what the last run left), the
-//! inbound-log pruning, the adapters, and in `clawpen run` the control socket.
+//! inbound-log pruning, the metrics endpoint (when `[metrics] listen` is set), the adapters,
+//! and in `clawpen run` the control socket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::component::{Component, ComponentError, Components, Job, StartError};
 use crate::config::Config;
+use crate::metrics::{self, AdapterLiveness, Metered, Metrics, Readiness};
 use crate::router::{RecoverError, Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{Store, StoreError};
@@ -59,6 +61,8 @@ pub struct Bridge {
     components: Components,
     /// How long running turns get on shutdown.
     grace: Duration,
+    /// The metrics endpoint, when one is configured.
+    metrics: Option<Arc<metrics::Server>>,
 }
 
 /// Margin past the grace period for the components that stream the last replies out.
@@ -96,12 +100,24 @@ impl Component for RouterPart {
     }
 }
 
-/// An adapter as a component: it receives until stopped.
-fn adapter_component(adapter: Arc<dyn Adapter>, sink: Arc<dyn InboundSink>) -> Arc<Job> {
+/// An adapter as a component: it receives until stopped. If it stops on its own, `/readyz`
+/// says so through `liveness`.
+fn adapter_component(
+    adapter: Arc<dyn Adapter>,
+    sink: Arc<dyn InboundSink>,
+    liveness: Arc<AdapterLiveness>,
+) -> Arc<Job> {
     let name = adapter.platform().to_string();
     Job::new(format!("adapter {name}"), move |stop, _| async move {
-        if let Err(e) = adapter.run(sink, stop).await {
+        let ended = adapter.run(sink, stop.clone()).await;
+        if let Err(e) = &ended {
             tracing::error!(adapter = %name, error = %e, "adapter stopped");
+        }
+        if !stop.is_cancelled() {
+            liveness.ended(match ended {
+                Ok(()) => "it returned".into(),
+                Err(e) => e.to_string(),
+            });
         }
     })
 }
@@ -118,17 +134,29 @@ impl Bridge {
             source,
         })?;
         let store = Store::open(&config.store_dir())?;
-        let sandbox = Sandbox::connect(config, &store.instance_id()).await?;
+        let metrics = match config.metrics.listen {
+            Some(_) => Metrics::on(),
+            None => Metrics::off(),
+        };
+        let sandbox = Sandbox::connect(config, &store.instance_id())
+            .await?
+            .with_metrics(metrics.clone());
         sandbox.ensure_image(config).await?;
         let terminal = TerminalAdapter::new();
-        let mut all: Vec<Arc<dyn Adapter>> = vec![terminal.clone()];
-        all.extend(adapters.iter().cloned());
+        // The router sees every adapter through `Metered`, which counts its platform's
+        // errors; the receiving side runs the adapter itself.
+        let metered: Vec<Arc<Metered>> = adapters
+            .iter()
+            .map(|a| Metered::new(a.clone(), metrics.clone()))
+            .collect();
+        let mut all: Vec<Arc<dyn Adapter>> = vec![Metered::new(terminal.clone(), metrics.clone())];
+        all.extend(metered.iter().map(|m| m.clone() as Arc<dyn Adapter>));
         let router_config = RouterConfig {
             max_boxes: config.max_boxes,
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
         };
-        let tunnel = Tunnel::new(config);
+        let tunnel = Tunnel::new(config).with_metrics(metrics.clone());
         let router = Router::new(
             store,
             sandbox,
@@ -136,6 +164,7 @@ impl Bridge {
             all,
             router_config,
             CancellationToken::new(),
+            metrics.clone(),
         );
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let mut components = Components::new();
@@ -147,9 +176,26 @@ impl Bridge {
         components.register(Job::new("inbound pruning", move |stop, _| {
             prune_inbound(store, stop)
         }));
-        for adapter in adapters {
+        let liveness: Vec<Arc<AdapterLiveness>> =
+            metered.into_iter().map(AdapterLiveness::new).collect();
+        let server = config.metrics.listen.map(|listen| {
+            let readiness = Readiness {
+                store: router.store().clone(),
+                sandbox: router.sandbox().clone(),
+                adapters: adapters
+                    .iter()
+                    .zip(&liveness)
+                    .map(|(a, l)| (a.platform().to_string(), l.clone()))
+                    .collect(),
+            };
+            metrics::component(listen, metrics.clone(), router.clone(), readiness)
+        });
+        if let Some(server) = &server {
+            components.register(server.clone());
+        }
+        for (adapter, liveness) in adapters.into_iter().zip(liveness) {
             let sink: Arc<dyn InboundSink> = Arc::new(router.clone());
-            components.register(adapter_component(adapter, sink));
+            components.register(adapter_component(adapter, sink, liveness));
         }
         components.start().await?;
         Ok(Self {
@@ -157,7 +203,13 @@ impl Bridge {
             terminal,
             components,
             grace,
+            metrics: server,
         })
+    }
+
+    /// Where the metrics endpoint listens, when one is configured.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|server| server.local_addr())
     }
 
     /// Serve the control socket (for `clawpen chat` and `clawpen status`) in the background;

@@ -9,8 +9,10 @@
 //! - [`tunnel`]: what boxes ask of the outside (model calls, web fetches), keys added here.
 //! - [`control`]: the daemon's local socket for `chat` and `status`.
 //! - [`component`]: what has a lifetime, started in order and stopped in reverse.
+//! - [`metrics`]: counters and histograms, and the `/metrics`, `/healthz`, `/readyz` endpoint.
 //! - [`daemon`]: starting and stopping all of it.
 //! - [`cli`]: the `clawpen` subcommands.
+//! - [`log`]: text or JSON log lines, repeated warnings and errors counted, not repeated.
 //!
 //! The box protocol lives in the `clawpen-protocol` crate (shared with clawpen-agent) and
 //! the adapters and the reply-streaming policy in `clawpen-adapters`.
@@ -20,6 +22,8 @@ pub mod component;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod log;
+pub mod metrics;
 pub mod router;
 pub mod sandbox;
 pub mod store;

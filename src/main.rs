@@ -25,13 +25,7 @@ fn main() -> ExitCode {
         Command::Run | Command::Image { .. } => "clawpen=info,warn",
         _ => "warn",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CLAWPEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    clawpen::log::init(default_filter);
     // `doctor` reports a bad config itself instead of failing here.
     let config = Config::load(args.config.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

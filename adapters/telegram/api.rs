@@ -36,7 +36,9 @@ pub fn bot(config: &TelegramConfig) -> Result<Bot, AdapterError> {
     let url = config
         .api_url()
         .map_err(|e| AdapterError::Rejected(e.to_string()))?;
-    let client = teloxide::net::default_reqwest_settings()
+    // The operator's proxy and extra CA certificates, as every outbound client.
+    let client = crate::egress::Egress::from_env()
+        .apply(teloxide::net::default_reqwest_settings())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(config.poll_timeout() + POLL_SLACK)
         .build()

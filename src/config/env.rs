@@ -32,8 +32,10 @@ pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_BUSYBOX",
     "ANTHROPIC_API_KEY",
     "OPENAI_API_KEY",
-    // Read by `main` for the log filter.
+    "CLAWPEN_METRICS_LISTEN",
+    // Read by `main` for the log filter and the log format.
     "CLAWPEN_LOG",
+    "CLAWPEN_LOG_FORMAT",
 ];
 
 /// `CLAWPEN_*` variables set in `env` that clawpen does not read (typos, or settings of
@@ -81,6 +83,14 @@ impl Config {
         }
         if let Some(v) = get("CLAWPEN_BUSYBOX") {
             self.busybox = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("CLAWPEN_METRICS_LISTEN") {
+            let listen = v.trim().parse().map_err(|_| ConfigError::Env {
+                name: "CLAWPEN_METRICS_LISTEN".into(),
+                value: v.clone(),
+                expected: "an address and port, such as 127.0.0.1:9464",
+            })?;
+            self.metrics.listen = Some(listen);
         }
         number(env, "CLAWPEN_MAX_BOXES", &mut self.max_boxes)?;
         number(

@@ -120,6 +120,15 @@ pub struct MountRule {
     pub writable: bool,
 }
 
+/// The metrics endpoint (`[metrics]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Where `clawpen run` serves `/metrics`, `/healthz` and `/readyz`; off when unset.
+    /// Keep it on loopback or a private network: it has no authentication.
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 /// Everything clawpen reads from its config file and environment.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -140,6 +149,8 @@ pub struct Config {
     /// Limits of every box.
     #[serde(rename = "box")]
     pub limits: BoxLimits,
+    /// The metrics endpoint.
+    pub metrics: MetricsSettings,
     /// Host directories under which mounts are allowed at all.
     pub mount_allowlist: Vec<PathBuf>,
     /// Host paths every box sees, each inside the allowlist and not credential-looking.
@@ -199,6 +210,7 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             turn_stall_secs: 120,
             limits: BoxLimits::default(),
+            metrics: MetricsSettings::default(),
             mount_allowlist: Vec::new(),
             mounts: Vec::new(),
             provider: "echo".into(),

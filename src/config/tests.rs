@@ -265,3 +265,31 @@ fn unknown_clawpen_variables_are_named() {
         vec!["CLAWPEN_MAX_BOXEN".to_string()]
     );
 }
+
+#[test]
+fn the_metrics_endpoint_is_off_unless_an_address_is_given() {
+    let off = Config::load_from(None, &env(&[])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(off.metrics.listen, None);
+    let file =
+        Config::parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        file.metrics.listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9464")
+    );
+    let err = Config::parse("[metrics]\nlisen = \"127.0.0.1:9464\"\n")
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("lisen"), "{err}");
+    let from_env = Config::load_from(None, &env(&[("CLAWPEN_METRICS_LISTEN", "[::1]:9000")]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        from_env.metrics.listen.map(|a| a.port()),
+        Some(9000),
+        "the variable sets it"
+    );
+    let err = Config::load_from(None, &env(&[("CLAWPEN_METRICS_LISTEN", "9464")]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("CLAWPEN_METRICS_LISTEN"), "{err}");
+}

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 mod actor;
 mod delivery;
@@ -28,6 +29,7 @@ use actor::{Actor, Command, Start};
 use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
 
+use crate::metrics::Metrics;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, StoreError, TurnRecord};
 use crate::tunnel::Tunnel;
@@ -142,6 +144,8 @@ pub(crate) struct Shared {
     accepting: AtomicBool,
     /// Makes turn ids unique within one process.
     pub(crate) turn_counter: AtomicU64,
+    /// Counts messages, turns and store writes ([`Metrics::off`] unless served).
+    pub(crate) metrics: Metrics,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -193,7 +197,8 @@ impl Shared {
 }
 
 impl Router {
-    /// A router over the given store, sandbox and adapters (keyed by platform name).
+    /// A router over the given store, sandbox and adapters (keyed by platform name),
+    /// counting in `metrics`.
     pub fn new(
         store: Store,
         sandbox: Sandbox,
@@ -201,6 +206,7 @@ impl Router {
         adapters: Vec<Arc<dyn Adapter>>,
         config: RouterConfig,
         shutdown: CancellationToken,
+        metrics: Metrics,
     ) -> Self {
         let adapters = adapters
             .into_iter()
@@ -220,6 +226,7 @@ impl Router {
                 shutdown,
                 accepting: AtomicBool::new(true),
                 turn_counter: AtomicU64::new(0),
+                metrics,
             }),
         }
     }
@@ -312,8 +319,12 @@ impl Router {
         let (tx, rx) = self.shared.actors.open(&key);
         self.shared
             .set_status(&key, None, ConversationState::Starting, start.queue.len());
+        // Every line the actor logs carries its conversation and platform (as span fields in
+        // JSON logs). At error level so that it is there whatever the log filter lets through.
+        let span =
+            tracing::error_span!("conversation", conversation = %key, platform = %key.platform);
         let actor = Actor::new(key, self.shared.clone(), rx);
-        self.shared.tracker.spawn(actor.run(start));
+        self.shared.tracker.spawn(actor.run(start).instrument(span));
         tx
     }
 
@@ -378,6 +389,14 @@ impl Router {
             .collect()
     }
 
+    /// Conversations waiting for a live-box slot.
+    pub fn conversations_waiting(&self) -> usize {
+        lock(&self.shared.status)
+            .values()
+            .filter(|s| s.state == ConversationState::WaitingForSlot)
+            .count()
+    }
+
     /// Boxes alive now (slots in use).
     pub fn live_boxes(&self) -> usize {
         self.shared.config.max_boxes - self.shared.slots.available_permits()
@@ -422,6 +441,7 @@ impl InboundSink for Router {
         // Hot path: one store commit (shared with whatever else is being stored) and a
         // hand-off to the actor; nothing here waits for anything else.
         let stored = message.clone();
+        let began = std::time::Instant::now();
         let outcome = self
             .shared
             .store
@@ -446,11 +466,15 @@ impl InboundSink for Router {
                 Ok(outcome)
             })
             .await;
+        self.shared.metrics.store_write("inbound", began.elapsed());
         match outcome {
             Ok(InsertOutcome::Duplicate) => return Ok(Accepted::Duplicate),
             Ok(InsertOutcome::New) => {}
             Err(e) => return Err(SinkError::Store(e.to_string())),
         }
+        self.shared
+            .metrics
+            .accepted(&message.conversation, message.addressed);
         let key = message.conversation.clone();
         if !message.addressed {
             self.dispatch(&key, Command::Context(Box::new(message)))

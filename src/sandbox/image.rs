@@ -96,24 +96,88 @@ fn agent_fingerprint(agent: &[u8]) -> String {
     format!("{:016x}-{}", super::spec::fnv64(agent), agent.len())
 }
 
+/// The target directories of a workspace checkout this `clawpen` may have been built in:
+/// `target/{debug,release}/clawpen` → `target/`, and one level more for a cross build.
+fn checkout_targets() -> Vec<PathBuf> {
+    let Ok(exe) = std::env::current_exe() else {
+        return Vec::new();
+    };
+    let Some(dir) = exe.parent() else {
+        return Vec::new();
+    };
+    [dir.parent(), dir.parent().and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+        .map(Path::to_path_buf)
+        .collect()
+}
+
+/// Where `cargo xtask agent` puts the static agent inside a target directory.
+fn static_agent_in(target: &Path) -> PathBuf {
+    target
+        .join(format!("{}-unknown-linux-gnu", std::env::consts::ARCH))
+        .join("release/clawpen-agent")
+}
+
 /// Where the static agent binary is looked for, in order.
 fn agent_candidates(config: &Config) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = config.agent_binary.iter().cloned().collect();
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            out.push(dir.join("clawpen-agent"));
-            // A workspace checkout: target/{debug,release}/clawpen → the static build.
-            for up in [dir.parent(), dir.parent().and_then(Path::parent)]
-                .into_iter()
-                .flatten()
-            {
-                out.push(up.join("x86_64-unknown-linux-gnu/release/clawpen-agent"));
-            }
-        }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+    {
+        out.push(dir.join("clawpen-agent"));
     }
+    out.extend(checkout_targets().iter().map(|t| static_agent_in(t)));
     out.push(PathBuf::from("/usr/local/lib/clawpen/clawpen-agent"));
     out
 }
+
+/// Where a static busybox is looked for, in order: the configured one, the system's, and
+/// the one `cargo xtask busybox` unpacks into a checkout's target directory when it may
+/// not install the package.
+fn busybox_candidates(config: &Config) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = config.busybox.iter().cloned().collect();
+    out.extend([
+        PathBuf::from("/bin/busybox"),
+        PathBuf::from("/usr/bin/busybox"),
+    ]);
+    for target in checkout_targets() {
+        let unpacked = target.join("busybox-static");
+        out.extend([
+            unpacked.join("bin/busybox"),
+            unpacked.join("usr/bin/busybox"),
+        ]);
+    }
+    out
+}
+
+/// Whether this `clawpen` runs from a workspace checkout (so `cargo xtask` is at hand).
+pub fn in_checkout() -> bool {
+    let is_root = |dir: &Path| dir.join("xtask/Cargo.toml").is_file();
+    checkout_targets()
+        .iter()
+        .any(|target| target.parent().is_some_and(is_root))
+        || std::env::current_dir().is_ok_and(|dir| is_root(&dir))
+}
+
+/// The static agent the image would be built from, or why there is none.
+pub fn find_agent(config: &Config) -> Result<PathBuf, SandboxError> {
+    find_static(&agent_candidates(config), "clawpen-agent", AGENT_HINT).map(|(path, _)| path)
+}
+
+/// The static busybox the image would be built from, or why there is none.
+pub fn find_busybox(config: &Config) -> Result<PathBuf, SandboxError> {
+    find_static(&busybox_candidates(config), "busybox", BUSYBOX_HINT).map(|(path, _)| path)
+}
+
+/// How to get the static agent.
+const AGENT_HINT: &str = "Build it with `cargo xtask agent` in a clawpen checkout (or set \
+                          CLAWPEN_AGENT_BINARY)";
+
+/// How to get a static busybox.
+const BUSYBOX_HINT: &str = "Get one with `cargo xtask busybox` in a clawpen checkout, or \
+                            `apt-get install busybox-static` (or set CLAWPEN_BUSYBOX)";
 
 /// Whether an ELF file has no program interpreter, i.e. runs in an empty image.
 pub fn is_static_elf(bytes: &[u8]) -> bool {
@@ -231,26 +295,10 @@ fn applets(busybox: &Path) -> Vec<String> {
 impl Sandbox {
     /// Build the box image from the static agent and busybox, without any registry.
     pub async fn build_image(&self, config: &Config) -> Result<(), SandboxError> {
-        let (agent_path, agent) = find_static(
-            &agent_candidates(config),
-            "clawpen-agent",
-            "Build it with: RUSTFLAGS=\"-C target-feature=+crt-static\" cargo build --release \
-             --target x86_64-unknown-linux-gnu -p clawpen-agent (or set CLAWPEN_AGENT_BINARY)",
-        )?;
-        let busybox_paths: Vec<PathBuf> = config
-            .busybox
-            .iter()
-            .cloned()
-            .chain([
-                PathBuf::from("/bin/busybox"),
-                PathBuf::from("/usr/bin/busybox"),
-            ])
-            .collect();
-        let (busybox_path, busybox) = find_static(
-            &busybox_paths,
-            "busybox",
-            "Install it with: apt-get install busybox-static (or set CLAWPEN_BUSYBOX)",
-        )?;
+        let (agent_path, agent) =
+            find_static(&agent_candidates(config), "clawpen-agent", AGENT_HINT)?;
+        let (busybox_path, busybox) =
+            find_static(&busybox_candidates(config), "busybox", BUSYBOX_HINT)?;
         tracing::info!(image = %self.image(), agent = %agent_path.display(), busybox = %busybox_path.display(), "building the box image");
         let context = build_context(&agent, &busybox, &applets(&busybox_path))
             .map_err(|e| SandboxError::Build(e.to_string()))?;

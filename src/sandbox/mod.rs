@@ -28,6 +28,7 @@ use mounts::{AllowedMount, MountError};
 use spec::{AgentEnv, BoxSpec};
 
 use crate::config::{BoxLimits, Config};
+use crate::metrics::{BoxStart, Metrics};
 
 /// A failure of the sandbox, in our words; engine errors are converted where they enter.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +177,8 @@ pub struct Started {
 #[derive(Clone)]
 pub struct Sandbox {
     inner: Arc<Inner>,
+    /// Where box starts are counted ([`Metrics::off`] unless the daemon serves metrics).
+    metrics: Metrics,
 }
 
 struct Inner {
@@ -241,7 +244,19 @@ impl Sandbox {
                 },
                 conversations: config.conversations.clone(),
             }),
+            metrics: Metrics::off(),
         })
+    }
+
+    /// The same sandbox, counting box starts in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The engine's address (`DOCKER_HOST`, or the local socket).
+    pub fn host(&self) -> &str {
+        &self.inner.host
     }
 
     /// The environment of one conversation's box: the defaults and its overrides.
@@ -289,6 +304,7 @@ impl Sandbox {
         match self.inspect(&ContainerId::from(name.as_str())).await? {
             Some(exit) if exit.running => {
                 let id = self.container_id(&name).await?;
+                self.metrics.box_started(BoxStart::Adopted);
                 Ok(Started {
                     container: ContainerId(id),
                     fresh: false,
@@ -297,6 +313,7 @@ impl Sandbox {
             Some(_) => {
                 let id = self.container_id(&name).await?;
                 self.start(&id).await?;
+                self.metrics.box_started(BoxStart::Resumed);
                 Ok(Started {
                     container: ContainerId(id),
                     fresh: true,
@@ -329,6 +346,7 @@ impl Sandbox {
                     }
                 };
                 self.start(&created.id).await?;
+                self.metrics.box_started(BoxStart::Cold);
                 Ok(Started {
                     container: ContainerId(created.id),
                     fresh: true,

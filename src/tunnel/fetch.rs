@@ -201,7 +201,9 @@ fn pinned_client(
     url: &Url,
     addresses: &[SocketAddr],
 ) -> Result<reqwest::Client, TunnelError> {
-    let mut builder = reqwest::Client::builder()
+    let mut builder = settings
+        .egress
+        .apply_roots(reqwest::Client::builder())
         .redirect(Policy::none())
         .no_proxy()
         .dns_resolver(Arc::new(NoResolver))
@@ -386,6 +388,7 @@ mod tests {
                 .collect(),
             max_bytes: 1024,
             timeout: Duration::from_secs(5),
+            egress: Default::default(),
         }
     }
 

@@ -36,11 +36,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use clawpen_adapters::egress::Egress;
 use clawpen_adapters::ConversationKey;
 use clawpen_protocol::{Request, ResponsePart};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 pub use address::AllowRule;
 pub use limits::{Clock, LimitReached, Limits, ManualClock, SystemClock, Usage};
@@ -73,7 +75,7 @@ pub enum TunnelError {
 }
 
 /// What `web_fetch` may reach and how much it reads.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub struct FetchSettings {
     /// The operator's allowlist; empty means any public host.
     pub allow: Vec<AllowRule>,
@@ -81,6 +83,9 @@ pub struct FetchSettings {
     pub max_bytes: usize,
     /// The whole fetch, redirects included, must finish within this.
     pub timeout: Duration,
+    /// The extra CA certificates fetches trust. Fetches connect directly, to the
+    /// addresses they checked, never through a proxy.
+    pub egress: Egress,
 }
 
 /// What the tunnel is configured to do; [`Settings::from_config`] reads it from the
@@ -97,11 +102,18 @@ pub struct Settings {
     pub model_connect_timeout: Duration,
     /// How long the provider may stay silent before its head and between body chunks.
     pub model_idle_timeout: Duration,
+    /// How model requests reach the provider: the operator's proxy, extra CA certificates.
+    pub egress: Egress,
 }
 
 impl Settings {
-    /// The tunnel settings of `config` (which has been validated when it loaded).
+    /// The tunnel settings of `config` (which has been validated when it loaded), and the
+    /// process environment's proxy and extra CA certificates.
     pub fn from_config(config: &Config) -> Self {
+        let egress = Egress::from_env();
+        for problem in egress.problems() {
+            tracing::warn!(%problem, "an extra CA certificate could not be loaded");
+        }
         Self {
             provider: Provider::from_config(config),
             limits: Limits {
@@ -117,9 +129,11 @@ impl Settings {
                 max_bytes: usize::try_from(config.web_fetch_max_kb.saturating_mul(1024))
                     .unwrap_or(usize::MAX),
                 timeout: Duration::from_secs(config.web_fetch_timeout_secs),
+                egress: egress.clone(),
             },
             model_connect_timeout: MODEL_CONNECT_TIMEOUT,
             model_idle_timeout: MODEL_IDLE_TIMEOUT,
+            egress,
         }
     }
 }
@@ -133,10 +147,24 @@ pub(crate) fn seconds(d: Duration) -> String {
     }
 }
 
+/// A request's outcome as a metrics label.
+fn outcome(result: &Result<(), TunnelError>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(TunnelError::Refused(_)) => "refused",
+        Err(TunnelError::Limit(_)) => "limit",
+        Err(TunnelError::Unreachable(_)) => "unreachable",
+        Err(TunnelError::Broken(_)) => "broken",
+    }
+}
+
 /// Performs boxes' requests; a cheap-to-clone handle shared by every conversation.
 #[derive(Clone, Debug)]
 pub struct Tunnel {
     inner: Arc<Inner>,
+    /// Where model requests and tokens are counted ([`Metrics::off`] unless the daemon
+    /// serves metrics).
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
@@ -196,7 +224,9 @@ impl Tunnel {
 
     /// A tunnel with explicit settings and clock (tests use a [`ManualClock`]).
     pub fn with_settings(settings: Settings, clock: Arc<dyn Clock>) -> Self {
-        let client = reqwest::Client::builder()
+        let client = settings
+            .egress
+            .apply(reqwest::Client::builder())
             // A redirect goes back to the box as it is: following it would send the key
             // (`x-api-key` is not among the headers reqwest strips) to another host.
             .redirect(reqwest::redirect::Policy::none())
@@ -215,7 +245,14 @@ impl Tunnel {
                 ledger: Mutex::default(),
                 in_flight: Mutex::default(),
             }),
+            metrics: Metrics::off(),
         }
+    }
+
+    /// The same tunnel, counting model requests and tokens in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The settings in force.
@@ -246,7 +283,10 @@ impl Tunnel {
                     headers: &headers,
                     body,
                 };
-                ("model request", self.model(conversation, call, &out).await)
+                let result = self.model(conversation, call, &out).await;
+                let provider = self.inner.settings.provider.name();
+                self.metrics.model_request(provider, outcome(&result));
+                ("model request", result)
             }
             Request::WebFetch { url } => (
                 "web fetch",
@@ -288,6 +328,7 @@ impl Tunnel {
             .admit(conversation, self.inner.clock.now(), settings.limits)?;
         let count = |tokens: u64| {
             if tokens > 0 {
+                self.metrics.model_tokens(settings.provider.name(), tokens);
                 self.ledger()
                     .add_tokens(conversation, self.inner.clock.now(), tokens);
             }

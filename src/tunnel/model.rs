@@ -39,10 +39,16 @@ pub(super) async fn forward(
     let mut response = match timeout(idle, request.send()).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
+            let chain = error_chain(&e);
+            // A forward proxy that refuses the CONNECT: its policy, not the provider.
+            let proxy = if chain.contains("tunnel error") {
+                " (the proxy refused to connect there: is the host on its allowlist?)"
+            } else {
+                ""
+            };
             return Err(TunnelError::Unreachable(format!(
-                "could not reach the model provider at {host}: {}",
-                error_chain(&e)
-            )))
+                "could not reach the model provider at {host}{proxy}: {chain}"
+            )));
         }
         Err(_) => {
             return Err(TunnelError::Unreachable(format!(

@@ -5,6 +5,7 @@ use clawpen_protocol::{ToAgent, TurnMessage};
 use tokio::time::Instant;
 
 use super::{Actor, Requests, Sequencer, Session, Turn};
+use crate::metrics::TurnFailure;
 use crate::router::turn::{box_gone_message, error_text, turn_message};
 use crate::router::ConversationState;
 use crate::sandbox::SandboxError;
@@ -192,6 +193,10 @@ impl Actor {
             return;
         };
         let message = box_gone_message(exit.as_ref(), turn.stalled);
+        let failure = turn
+            .stalled
+            .map_or(TurnFailure::BoxGone, |_| TurnFailure::Stalled);
+        self.shared.metrics.turn_failed(failure);
         tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
         let text = error_text(turn.progress.text(), &message);
         turn.progress.note(&text);

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::sequence::{AfterState, Verdict};
 use super::{Actor, Turn, FINISHED_KEPT};
+use crate::metrics::TurnFailure;
 use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
 use crate::sandbox::BoxOutput;
@@ -120,6 +121,7 @@ impl Actor {
             // send it again, so it ends with a word rather than a blank answer.
             if let Some(turn) = self.turn.as_mut() {
                 let note = error_text(turn.progress.text(), LOST_TURN);
+                self.shared.metrics.turn_failed(TurnFailure::Lost);
                 turn.progress.note(&note);
                 if let Some(outbox) = self.outbox() {
                     outbox.push(&note);
@@ -242,6 +244,7 @@ impl Actor {
                 }
             }
             EventBody::Error { message } => {
+                self.shared.metrics.turn_failed(TurnFailure::AgentError);
                 let text = error_text(progress.text(), &message);
                 progress.push(event.seq, &text);
                 if let Some(outbox) = &outbox {
@@ -411,6 +414,7 @@ impl Actor {
         }
         tracing::debug!(conversation = %self.key, turn = id, "the agent started a turn");
         outbox.begin(Some(record.turn.clone()), ReplyState::new(None));
+        self.shared.metrics.turn_started(&self.key);
         self.turn = Some(Turn::new(record, Vec::new(), self.typing_start()));
     }
 
@@ -445,6 +449,7 @@ impl Actor {
         }
         self.store_ok();
         self.turn = None;
+        self.shared.metrics.turn_finished(&self.key);
         self.remember_finished(&turn_id);
         if let Some(outbox) = self.outbox() {
             if blank {

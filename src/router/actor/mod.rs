@@ -30,6 +30,7 @@ use super::delivery::{self, Outbox};
 use super::mailbox::Retire;
 use super::turn::{self, now_secs, turn_id, turn_message};
 use super::{ConversationState, Shared};
+use crate::metrics::TurnFailure;
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, Pending, StoreError, TurnRecord};
 
@@ -486,6 +487,7 @@ impl Actor {
             Some(record.turn.clone()),
             ReplyState::new(record.reply_to.clone()),
         );
+        self.shared.metrics.turn_started(&self.key);
         self.turn = Some(Turn::new(record, turn_messages, self.typing_start()));
         self.send_to_box(&request).await;
     }
@@ -537,6 +539,7 @@ impl Actor {
     /// Answer messages that could not reach a box with an error, and mark them done.
     async fn fail_messages(&mut self, messages: &[Inbound], text: &str) {
         let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
+        self.shared.metrics.turn_failed(TurnFailure::NoBox);
         if let Some(outbox) = self.outbox() {
             outbox.notice(ReplyState::new(reply_to), text);
         }

@@ -1,0 +1,249 @@
+//! Behind a forward proxy with its own CA, as inside a Docker Sandboxes micro-VM: model
+//! requests go through a CONNECT proxy made here, to a TLS provider whose certificate a CA
+//! made here signed; trusted only once that CA is added, and a host the proxy refuses gives
+//! an error that says so.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clawpen::adapters::egress::Egress;
+use clawpen::adapters::ConversationKey;
+use clawpen::config::{Config, Secret};
+use clawpen::protocol::{Request, ResponsePart};
+use clawpen::tunnel::{Settings, SystemClock, Tunnel};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// The provider's name; nothing resolves it but the proxy.
+const PROVIDER_HOST: &str = "model.clawpen.test";
+
+/// A host the proxy refuses, as a deny-by-default policy does.
+const REFUSED_HOST: &str = "elsewhere.clawpen.test";
+
+/// A CA and a certificate it signed for [`PROVIDER_HOST`].
+struct Pki {
+    ca_pem: String,
+    leaf: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let fail = |e: rcgen::Error| -> ! { panic!("rcgen: {e}") };
+    let ca_key = KeyPair::generate().unwrap_or_else(|e| fail(e));
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| fail(e));
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "clawpen test proxy CA");
+    let ca = ca.self_signed(&ca_key).unwrap_or_else(|e| fail(e));
+    let key = KeyPair::generate().unwrap_or_else(|e| fail(e));
+    let leaf = CertificateParams::new(vec![PROVIDER_HOST.to_string()])
+        .unwrap_or_else(|e| fail(e))
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap_or_else(|e| fail(e));
+    Pki {
+        ca_pem: ca.pem(),
+        leaf: leaf.der().clone(),
+        key: key.serialize_der(),
+    }
+}
+
+/// A TLS "model provider" on loopback answering every request with a small JSON message.
+async fn provider(pki: &Pki) -> std::net::SocketAddr {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap_or_else(|e| panic!("{e}"))
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![pki.leaf.clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key.clone())),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let addr = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                // A client that does not trust the certificate hangs up here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut request = vec![0u8; 8192];
+                let _ = tls.read(&mut request).await;
+                let body = r#"{"type":"message","content":[{"type":"text","text":"hi through the proxy"}],"usage":{"input_tokens":3,"output_tokens":4}}"#;
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = tls.write_all(response.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A CONNECT proxy that lets [`PROVIDER_HOST`] through (to `provider`) and refuses every
+/// other host with 403, recording what it was asked.
+struct Proxy {
+    url: String,
+    asked: Arc<Mutex<Vec<String>>>,
+    tunnels: Arc<AtomicUsize>,
+}
+
+async fn proxy(provider: std::net::SocketAddr) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let url = format!(
+        "http://{}",
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    );
+    let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let (log, count) = (asked.clone(), tunnels.clone());
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (log, count) = (log.clone(), count.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+                    match client.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head
+                    .strip_prefix("CONNECT ")
+                    .and_then(|rest| rest.split_whitespace().next())
+                    .unwrap_or_default()
+                    .to_string();
+                log.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(target.clone());
+                if target.split(':').next() != Some(PROVIDER_HOST) {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let Ok(mut upstream) = TcpStream::connect(provider).await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+            });
+        }
+    });
+    Proxy {
+        url,
+        asked,
+        tunnels,
+    }
+}
+
+/// A tunnel to `host` as the Anthropic provider, through `egress`.
+fn tunnel(host: &str, egress: Egress) -> Tunnel {
+    let config = Config {
+        provider: "anthropic".into(),
+        anthropic_base_url: format!("https://{host}"),
+        anthropic_api_key: Some(Secret::new("sk-ant-egress-test")),
+        ..Config::default()
+    };
+    let mut settings = Settings::from_config(&config);
+    settings.egress = egress;
+    settings.model_idle_timeout = Duration::from_secs(20);
+    Tunnel::with_settings(settings, Arc::new(SystemClock))
+}
+
+/// One model request; every part the box would get.
+async fn ask(tunnel: &Tunnel) -> Vec<ResponsePart> {
+    let request = Request::Model {
+        method: "POST".into(),
+        path: "/v1/messages".into(),
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#.into(),
+    };
+    let (tx, mut rx) = mpsc::channel(8);
+    let key = ConversationKey::new("test", "egress");
+    let collect = async {
+        let mut parts = Vec::new();
+        while let Some(part) = rx.recv().await {
+            parts.push(part);
+        }
+        parts
+    };
+    let both = async { tokio::join!(tunnel.perform(&key, request, tx), collect).1 };
+    tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .unwrap_or_else(|_| panic!("the request did not finish"))
+}
+
+fn failure(parts: &[ResponsePart]) -> Option<String> {
+    parts.iter().find_map(|part| match part {
+        ResponsePart::Failed { message } => Some(message.clone()),
+        _ => None,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_requests_go_through_the_proxy_and_trust_its_ca_once_given() {
+    let pki = pki();
+    let provider = provider(&pki).await;
+    let proxy = proxy(provider).await;
+
+    // The CA is not among the built-in roots: refused, and the message says why.
+    let untrusted = ask(&tunnel(
+        PROVIDER_HOST,
+        Egress::default().with_proxy(&proxy.url),
+    ))
+    .await;
+    let message = failure(&untrusted).unwrap_or_else(|| panic!("trusted: {untrusted:?}"));
+    assert!(message.to_lowercase().contains("certificate"), "{message}");
+
+    // With the CA added (as SSL_CERT_FILE adds it), the answer comes through the proxy.
+    let mut egress = Egress::default().with_proxy(&proxy.url);
+    egress
+        .add_pem(pki.ca_pem.as_bytes(), "the test CA")
+        .unwrap_or_else(|e| panic!("{e}"));
+    let parts = ask(&tunnel(PROVIDER_HOST, egress.clone())).await;
+    assert_eq!(failure(&parts), None, "{parts:?}");
+    let body: String = parts
+        .iter()
+        .filter_map(|part| match part {
+            ResponsePart::Body { data } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(body.contains("hi through the proxy"), "{parts:?}");
+    assert!(proxy.tunnels.load(Ordering::SeqCst) >= 1);
+
+    // A host the proxy's policy refuses: a clear error naming the proxy.
+    let refused = ask(&tunnel(REFUSED_HOST, egress)).await;
+    let message = failure(&refused).unwrap_or_else(|| panic!("not refused: {refused:?}"));
+    assert!(message.contains(REFUSED_HOST), "{message}");
+    assert!(message.contains("proxy"), "{message}");
+    let asked = proxy
+        .asked
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    assert!(
+        asked.iter().any(|t| t == &format!("{REFUSED_HOST}:443")),
+        "{asked:?}"
+    );
+}
