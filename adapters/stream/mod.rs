@@ -38,9 +38,7 @@ use crate::{Adapter, AdapterError, Capabilities, ConversationKey};
 
 mod retry;
 
-pub use retry::Backoff;
-
-use retry::retry;
+pub use retry::{retry, Attempts, Backoff};
 
 /// Draft ids stay at or below this, so that a platform's 32-bit integer holds any of them.
 pub const MAX_DRAFT_ID: u64 = i32::MAX as u64;

@@ -21,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use super::api::{self, SendMessageDraft};
 use super::config::TelegramConfig;
 use super::inbound::Identity;
-use super::pace::Pacer;
+use super::pace::{self, Pacer};
 use super::PLATFORM;
 use crate::access::{Gate, Rules};
+use crate::stream::{retry, Attempts, Backoff};
 use crate::{
     Adapter, AdapterError, Attachment, Capabilities, ConversationKey, InboundSink, LengthUnit,
     MessageRef, Upload,
@@ -35,14 +36,15 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 /// Telegram shows "typing…" for about five seconds; renewing a little sooner keeps it on.
 const TYPING_INTERVAL: Duration = Duration::from_secs(4);
 
-/// The gap between edits in a private chat (Telegram: about one message a second).
-const PRIVATE_EDIT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The gap between edits in a group (Telegram: twenty messages a minute).
-const GROUP_EDIT_INTERVAL: Duration = Duration::from_secs(3);
-
-/// The longest wait before getMe is tried again while Telegram cannot be reached.
-const MAX_START_BACKOFF: Duration = Duration::from_secs(60);
+/// How getMe is retried while Telegram cannot be reached at start: for ever (until
+/// shutdown), at most a minute apart.
+const START_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    factor: 2,
+    cap: Duration::from_secs(60),
+    max_attempts: u32::MAX,
+    max_rate_wait: Duration::MAX,
+};
 
 /// A Telegram bot as a clawpen adapter. Cheap to share: hold it in an `Arc`.
 pub struct TelegramAdapter {
@@ -139,7 +141,7 @@ impl TelegramAdapter {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<Option<Identity>, AdapterError> {
-        let mut wait = Duration::from_secs(1);
+        let mut attempts = Attempts::new(START_BACKOFF);
         loop {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
@@ -159,16 +161,14 @@ impl TelegramAdapter {
                 }
                 Err(e) => api::adapter_error(e),
             };
-            let pause = match &error {
-                AdapterError::RateLimited { retry_after } => *retry_after,
-                _ => wait,
+            let Some(pause) = attempts.failed(&error) else {
+                return Err(error);
             };
             tracing::warn!(adapter = PLATFORM, %error, ?pause, "cannot reach Telegram yet");
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(pause) => {}
             }
-            wait = (wait * 2).min(MAX_START_BACKOFF);
         }
     }
 
@@ -192,28 +192,17 @@ impl TelegramAdapter {
         }
     }
 
-    /// Sends the adapter's own short answer (help, status, a refusal), retrying a rate
-    /// limit a few times; it is dropped, with a log line, if Telegram keeps refusing.
+    /// Sends the adapter's own short answer (help, status, a refusal), retried as
+    /// [`api::OWN_BACKOFF`] says; it is dropped, with a log line, if Telegram keeps refusing.
     pub(super) async fn notice(
         &self,
         conversation: &ConversationKey,
         text: &str,
         reply_to: Option<&MessageRef>,
     ) {
-        for attempt in 1..=3 {
-            match self.send(conversation, text, reply_to).await {
-                Ok(_) => return,
-                Err(AdapterError::RateLimited { retry_after }) if attempt < 3 => {
-                    tokio::time::sleep(retry_after.min(Duration::from_secs(30))).await;
-                }
-                Err(AdapterError::Transport(_)) if attempt < 3 => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(adapter = PLATFORM, %conversation, %error, "could not send a notice");
-                    return;
-                }
-            }
+        let send = || self.send(conversation, text, reply_to);
+        if let Err(error) = retry(&api::OWN_BACKOFF, conversation, send).await {
+            tracing::warn!(adapter = PLATFORM, %conversation, %error, "could not send a notice");
         }
     }
 
@@ -286,7 +275,7 @@ impl Adapter for TelegramAdapter {
             can_edit: true,
             has_drafts: false,
             has_threads: true,
-            min_edit_interval: GROUP_EDIT_INTERVAL,
+            min_edit_interval: pace::GROUP_RATE.interval(),
             typing_interval: Some(TYPING_INTERVAL),
         }
     }
@@ -299,7 +288,7 @@ impl Adapter for TelegramAdapter {
         }
         Capabilities {
             has_drafts: self.config.drafts && !self.drafts_refused.load(Ordering::Relaxed),
-            min_edit_interval: PRIVATE_EDIT_INTERVAL,
+            min_edit_interval: pace::PRIVATE_RATE.interval(),
             ..base
         }
     }
@@ -423,7 +412,7 @@ impl Adapter for TelegramAdapter {
             let id = FileId(attachment.platform_ref.clone());
             self.bot.get_file(id).await.map_err(api::adapter_error)
         };
-        let file = api::patiently("getFile", get_file).await?;
+        let file = retry(&api::OWN_BACKOFF, &"getFile", get_file).await?;
         if u64::from(file.meta.size) > max_bytes {
             return Err(too_large(file.meta.size.into()));
         }
@@ -459,7 +448,7 @@ impl Adapter for TelegramAdapter {
             let result = request.await.map_err(api::adapter_error);
             self.noted(target.chat, result)
         };
-        let sent = api::patiently("sendDocument", send_document).await?;
+        let sent = retry(&api::OWN_BACKOFF, &"sendDocument", send_document).await?;
         Ok(MessageRef(sent.id.0.to_string()))
     }
 }

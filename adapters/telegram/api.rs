@@ -15,6 +15,7 @@ use teloxide::{ApiError, Bot, RequestError};
 
 use super::config::TelegramConfig;
 use super::{format, PLATFORM};
+use crate::stream::Backoff;
 use crate::{AdapterError, ConversationKey};
 
 /// Added to the long-poll timeout for the HTTP client's: the server answers an empty poll
@@ -178,9 +179,10 @@ pub fn is_not_modified(error: &RequestError) -> bool {
     }
 }
 
-/// Converts a teloxide error at the border: rate limits keep their delay, so the shared
-/// driver waits exactly as long as Telegram asked; network trouble may be retried; anything
-/// Telegram refused is final.
+/// Converts a teloxide error at the border, and so declares which of Telegram's errors are
+/// retryable (the shared [`Backoff`] decides how): rate limits keep their delay, so the
+/// retry waits exactly as long as Telegram asked; network trouble and server errors may be
+/// retried; anything Telegram refused is final.
 pub fn adapter_error(error: RequestError) -> AdapterError {
     match error {
         RequestError::RetryAfter(seconds) => AdapterError::RateLimited {
@@ -222,40 +224,16 @@ fn is_server_error(text: &str) -> bool {
     .any(|s| text.contains(s))
 }
 
-/// Attempts of an operation the shared driver does not retry (uploads, downloads, setup).
-const OWN_ATTEMPTS: u32 = 4;
-
-/// The longest rate-limit wait such an operation sits out; past it, it fails.
-const MAX_OWN_WAIT: Duration = Duration::from_secs(60);
-
-/// Runs an operation that nothing else retries, sitting out rate limits (up to
-/// [`MAX_OWN_WAIT`]) and brief network trouble, [`OWN_ATTEMPTS`] times at most.
-pub async fn patiently<T, F, Fut>(what: &str, call: F) -> Result<T, AdapterError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, AdapterError>>,
-{
-    let mut attempt = 1;
-    loop {
-        let error = match call().await {
-            Ok(done) => return Ok(done),
-            Err(error) => error,
-        };
-        let wait = match &error {
-            AdapterError::RateLimited { retry_after } if *retry_after <= MAX_OWN_WAIT => {
-                *retry_after
-            }
-            AdapterError::Transport(_) => Duration::from_secs(u64::from(attempt)),
-            _ => return Err(error),
-        };
-        if attempt >= OWN_ATTEMPTS {
-            return Err(error);
-        }
-        tracing::debug!(adapter = PLATFORM, what, %error, ?wait, "retrying");
-        tokio::time::sleep(wait).await;
-        attempt += 1;
-    }
-}
+/// How the adapter's own operations are retried (notices, uploads, downloads, setting the
+/// webhook): a few attempts within seconds, and rate limits of up to a minute waited out;
+/// past that they fail, since nothing waits on them as a reply does.
+pub const OWN_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    factor: 2,
+    cap: Duration::from_secs(8),
+    max_attempts: 4,
+    max_rate_wait: Duration::from_secs(60),
+};
 
 /// Runs a formatted call, and once more as plain text if Telegram could not parse the HTML:
 /// the user then sees the Markdown as written, which loses nothing.

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::stream::{OnSent, ReplyStream};
+use clawpen_adapters::stream::{Attempts, Backoff, OnSent, ReplyStream};
 use clawpen_adapters::{Adapter, ConversationKey, Upload};
 use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, Instant};
@@ -30,8 +30,15 @@ use super::Shared;
 /// they are bounded by the box's own output, which the actor reads at its pace.
 const SIDE_CAPACITY: usize = 64;
 
-/// How long a reply whose platform keeps failing waits before trying its end again.
-const FINISH_RETRY: Duration = Duration::from_secs(15);
+/// How a reply whose platform keeps failing tries its end again, once the stream's own
+/// retries gave up: for ever (the reply must arrive), at most a minute apart.
+const FINISH_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(5),
+    factor: 2,
+    cap: Duration::from_secs(60),
+    max_attempts: u32::MAX,
+    max_rate_wait: Duration::MAX,
+};
 
 /// A reply's work, handed over by the actor and not yet taken by the task.
 struct Job {
@@ -311,19 +318,22 @@ impl Task {
         let Some(mut current) = self.current.take() else {
             return;
         };
-        let mut failures = 0u32;
+        let mut attempts = Attempts::new(FINISH_BACKOFF);
         loop {
-            match current.stream.finish().await {
+            let error = match current.stream.finish().await {
                 Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(conversation = %self.key, error = %e, failures, "the end of a reply could not be delivered yet; retrying");
+                Err(e) => e,
+            };
+            match attempts.failed(&error) {
+                Some(wait) => {
+                    let failures = attempts.failures();
+                    if failures <= 1 || failures.is_power_of_two() {
+                        tracing::warn!(conversation = %self.key, %error, failures, "the end of a reply could not be delivered yet; retrying");
                     }
-                    sleep(FINISH_RETRY).await;
+                    sleep(wait).await;
                 }
-                Err(e) => {
-                    tracing::warn!(conversation = %self.key, error = %e, "the platform refused the end of a reply");
+                None => {
+                    tracing::warn!(conversation = %self.key, %error, "the platform refused the end of a reply");
                     break;
                 }
             }
