@@ -150,9 +150,10 @@ impl TelegramAdapter {
             let error = match result {
                 Ok(me) => {
                     return Ok(Some(Identity {
-                        id: me.user.id.0,
+                        // User ids fit in 52 bits (Bot API); a bigger one matches nobody.
+                        id: i64::try_from(me.user.id.0).unwrap_or(-1),
                         username: me.user.username.clone().unwrap_or_default(),
-                    }))
+                    }));
                 }
                 Err(RequestError::Api(ApiError::InvalidToken)) => {
                     return Err(AdapterError::Rejected(

