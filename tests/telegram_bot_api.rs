@@ -11,7 +11,7 @@ mod telegram_fake;
 use clawpen::adapters::InboundSink;
 use serde_json::json;
 use support::{eventually, REPLY_TIMEOUT};
-use telegram_fake::bridge::{logged, Tg};
+use telegram_fake::bridge::{key, logged, Tg};
 use telegram_fake::chat_json;
 
 /// Whether a line at warn level names the update and says `what` (the tests of this
@@ -78,5 +78,31 @@ async fn a_message_with_a_new_entity_type_is_answered_and_an_unusable_one_is_rep
         "the sticker was skipped without a warning naming it"
     );
     assert_eq!(t.fake.messages(420).len(), 1, "the sticker got an answer");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_document_without_a_size_reaches_the_inbox() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![430]).await;
+    // `file_size` is optional in Document and in File; teloxide fills a missing one with
+    // u32::MAX, which reads as a 4 GiB file.
+    t.fake
+        .add_unsized_file("nosize", "documents/file_3.txt", b"NOTES WITHOUT A SIZE");
+    let mut message = t.fake.message(430, 430, "");
+    if let Some(object) = message.as_object_mut() {
+        object.remove("text");
+        object.insert("caption".into(), json!("my notes"));
+        object.insert(
+            "document".into(),
+            json!({"file_id": "nosize", "file_unique_id": "unosize", "file_name": "notes.txt",
+                "mime_type": "text/plain"}),
+        );
+    }
+    t.fake.send(message);
+    t.reply(430, 1, "my notes").await;
+    let (code, out) = t
+        .exec(&key(430), &["sh", "-c", "cat /workspace/inbox/*-notes.txt"])
+        .await;
+    assert_eq!((code, out.as_str()), (0, "NOTES WITHOUT A SIZE"));
     t.stop().await;
 }

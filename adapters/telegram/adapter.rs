@@ -414,8 +414,11 @@ impl Adapter for TelegramAdapter {
             self.bot.get_file(id).await.map_err(api::adapter_error)
         };
         let file = retry(&api::OWN_BACKOFF, &"getFile", get_file).await?;
-        if u64::from(file.meta.size) > max_bytes {
-            return Err(too_large(file.meta.size.into()));
+        // teloxide fills a size Telegram left out with u32::MAX: that means unknown, and
+        // the limit is then kept while downloading.
+        let size = Some(u64::from(file.meta.size)).filter(|s| *s != u64::from(u32::MAX));
+        if let Some(size) = size.filter(|s| *s > max_bytes) {
+            return Err(too_large(size));
         }
         let mut data = Vec::new();
         let mut stream = self.bot.download_file_stream(&file.path);

@@ -90,10 +90,14 @@ pub(super) async fn call(
         "getfile" => {
             let id = params["file_id"].as_str().unwrap_or_default();
             match state.lock().files.get(id) {
-                Some((path, data)) => ok(json!({
-                    "file_id": id, "file_unique_id": format!("u-{id}"),
-                    "file_size": data.len(), "file_path": path,
-                })),
+                Some((path, data, sized)) => {
+                    let mut file = json!({"file_id": id, "file_unique_id": format!("u-{id}"),
+                        "file_path": path});
+                    if *sized {
+                        file["file_size"] = json!(data.len());
+                    }
+                    ok(file)
+                }
                 None => error(400, "Bad Request: invalid file_id"),
             }
         }
@@ -104,8 +108,8 @@ pub(super) async fn call(
 /// A file registered with [`super::FakeTelegram::add_file`], found by its `file_path`.
 pub(super) fn file(state: &State, path: &str) -> Response<Full<Bytes>> {
     let inner = state.lock();
-    match inner.files.values().find(|(p, _)| *p == path) {
-        Some((_, data)) => {
+    match inner.files.values().find(|(p, _, _)| *p == path) {
+        Some((_, data, _)) => {
             let mut response = Response::new(Full::new(Bytes::from(data.clone())));
             *response.status_mut() = StatusCode::OK;
             response

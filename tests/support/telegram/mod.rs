@@ -109,8 +109,8 @@ struct Inner {
     failures: HashMap<String, VecDeque<Failure>>,
     /// Failures served so far, per lower-case method.
     failed: HashMap<String, usize>,
-    /// file_id → (file_path, contents).
-    files: HashMap<String, (String, Vec<u8>)>,
+    /// file_id → (file_path, contents, whether getFile gives its size).
+    files: HashMap<String, (String, Vec<u8>, bool)>,
 }
 
 struct State {
@@ -251,7 +251,15 @@ impl FakeTelegram {
         self.state
             .lock()
             .files
-            .insert(file_id.into(), (path.into(), data.to_vec()));
+            .insert(file_id.into(), (path.into(), data.to_vec(), true));
+    }
+
+    /// Registers a file whose getFile answer has no `file_size` (optional in the Bot API).
+    pub fn add_unsized_file(&self, file_id: &str, path: &str, data: &[u8]) {
+        self.state
+            .lock()
+            .files
+            .insert(file_id.into(), (path.into(), data.to_vec(), false));
     }
 
     /// The bot's messages in a chat, in the order sent.
