@@ -106,3 +106,35 @@ async fn a_document_without_a_size_reaches_the_inbox() {
     assert_eq!((code, out.as_str()), (0, "NOTES WITHOUT A SIZE"));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_whose_message_was_deleted_goes_on_in_a_new_one() {
+    let chat = -440;
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 150;
+        telegram.allowed_chats = vec![chat];
+    })
+    .await;
+    let words: Vec<String> = (1..=60).map(|n| format!("w{n}")).collect();
+    let text = words.join(" ");
+    t.fake
+        .send(t.fake.message(chat, 101, &format!("@ClawBot {text}")));
+    let fake = &t.fake;
+    let started = eventually(REPLY_TIMEOUT, || async { !fake.messages(chat).is_empty() }).await;
+    assert!(started, "the reply never started");
+    let first = fake.messages(chat)[0].clone();
+    assert_ne!(
+        first.text, text,
+        "the reply ended before the test could delete it"
+    );
+    fake.delete_message(chat, first.id);
+    let done = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(chat).iter().any(|m| m.text == text)
+    })
+    .await;
+    let shown = fake.messages(chat);
+    assert!(done, "the rest of the reply never arrived: {shown:#?}");
+    assert_eq!(shown.len(), 1, "{shown:#?}");
+    assert_ne!(shown[0].id, first.id, "continued in a new message");
+    t.stop().await;
+}

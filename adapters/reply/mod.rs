@@ -239,6 +239,16 @@ impl ReplyState {
         }
     }
 
+    /// The platform lost the message of part `part` (someone deleted it): it is sent again
+    /// as a new message, with the text it should show, and the reply goes on there.
+    pub fn lost(&mut self, part: usize) {
+        if let Some(p) = self.parts.get_mut(part) {
+            p.message = None;
+            p.shown.clear();
+            p.drafted.clear();
+        }
+    }
+
     /// The draft being shown now, to show again before the platform lets it lapse: the
     /// growing part when it is drafted and not yet sent.
     pub fn current_draft(&self) -> Option<Op> {
@@ -351,6 +361,18 @@ mod tests {
         ];
         assert_eq!(log, expected);
         assert!(state.parts[0].sealed && !state.parts[1].sealed);
+    }
+
+    #[test]
+    fn a_lost_message_is_sent_again_with_the_parts_text() {
+        let (caps, mut state, mut log) = (caps(100, true), ReplyState::new(None), Vec::new());
+        state.push("Hello", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        state.lost(0);
+        state.push(" again", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert_eq!(log, [send(0, "Hello"), send(0, "Hello again")]);
+        assert_eq!(state.parts[0].message, Some(MessageRef("m1".into())));
     }
 
     #[test]

@@ -206,10 +206,23 @@ impl ReplyStream {
                 let send = move || adapter.send(conversation, text, reply_to);
                 Some(retry(backoff, conversation, send).await?)
             }
-            Op::Edit { message, text, .. } => {
+            Op::Edit {
+                part,
+                message,
+                text,
+            } => {
                 let edit = move || adapter.edit(conversation, message, text);
-                retry(backoff, conversation, edit).await?;
-                None
+                match retry(backoff, conversation, edit).await {
+                    Ok(()) => None,
+                    Err(AdapterError::NotFound(error)) => {
+                        // Someone deleted the message: the rest of the reply must not go
+                        // with it, so its part goes out again as a new message.
+                        tracing::info!(%conversation, %message, %error, "a reply's message is gone; continuing in a new one");
+                        self.state.lost(*part);
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Op::Draft { part, text } => {
                 let id = self.draft_id(*part);

@@ -262,6 +262,15 @@ impl FakeTelegram {
             .insert(file_id.into(), (path.into(), data.to_vec(), false));
     }
 
+    /// A user deletes one of the bot's messages: later edits of it are refused with
+    /// "message to edit not found", as Telegram does.
+    pub fn delete_message(&self, chat: i64, id: i64) {
+        self.state
+            .lock()
+            .sent
+            .retain(|m| (m.chat, m.id) != (chat, id));
+    }
+
     /// The bot's messages in a chat, in the order sent.
     pub fn messages(&self, chat: i64) -> Vec<Sent> {
         let inner = self.state.lock();
