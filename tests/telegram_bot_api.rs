@@ -138,3 +138,31 @@ async fn a_reply_whose_message_was_deleted_goes_on_in_a_new_one() {
     assert_ne!(shown[0].id, first.id, "continued in a new message");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reply_sends_an_empty_message() {
+    let chat = -450;
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 100;
+        telegram.allowed_chats = vec![chat];
+    })
+    .await;
+    // The echo streams this in deltas of nine characters: the first two are the fence line
+    // alone, which renders as an empty block.
+    t.fake.send(
+        t.fake
+            .message(chat, 101, "@ClawBot ```typescriptreact\nconst x = 1;\n```"),
+    );
+    t.reply(chat, 1, "const x = 1;").await;
+    // A reply that is one empty code block still shows something.
+    t.fake.send(t.fake.message(chat, 101, "@ClawBot ```\n```"));
+    t.reply(chat, 2, "(empty)").await;
+    let empty: Vec<_> = t
+        .fake
+        .refused()
+        .into_iter()
+        .filter(|(_, why)| why.contains("text is empty"))
+        .collect();
+    assert!(empty.is_empty(), "empty messages were sent: {empty:?}");
+    t.stop().await;
+}

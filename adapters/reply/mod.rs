@@ -186,13 +186,17 @@ impl ReplyState {
             .enumerate()
             .find(|(_, p)| p.message.is_none())
         {
-            if p.sealed || finished || (caps.can_edit && !caps.has_drafts) {
+            // A growing part is shown only once it shows something: a platform refuses an
+            // empty message, and a reply that opens with a code fence would otherwise be
+            // nothing but an empty block until its first line of code arrives.
+            let visible = p.sealed || finished || markdown::has_visible_text(&p.text);
+            if visible && (p.sealed || finished || (caps.can_edit && !caps.has_drafts)) {
                 return Some(Op::Send {
                     part,
                     text: p.text.clone(),
                 });
             }
-            if caps.has_drafts && p.drafted != p.text {
+            if visible && caps.has_drafts && p.drafted != p.text {
                 return Some(Op::Draft {
                     part,
                     text: p.text.clone(),
@@ -206,11 +210,16 @@ impl ReplyState {
             .iter()
             .enumerate()
             .find_map(|(part, p)| match &p.message {
-                Some(message) if p.shown != p.text => Some(Op::Edit {
-                    part,
-                    message: message.clone(),
-                    text: p.text.clone(),
-                }),
+                Some(message)
+                    if p.shown != p.text
+                        && (finished || p.sealed || markdown::has_visible_text(&p.text)) =>
+                {
+                    Some(Op::Edit {
+                        part,
+                        message: message.clone(),
+                        text: p.text.clone(),
+                    })
+                }
                 _ => None,
             })
     }
@@ -361,6 +370,24 @@ mod tests {
         ];
         assert_eq!(log, expected);
         assert!(state.parts[0].sealed && !state.parts[1].sealed);
+    }
+
+    #[test]
+    fn a_part_is_first_shown_once_it_has_visible_text() {
+        let (caps, mut state, mut log) = (caps(100, true), ReplyState::new(None), Vec::new());
+        state.push("```sh\n", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert!(log.is_empty(), "an empty code block went out: {log:?}");
+        state.push("ls\n```", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert_eq!(log, [send(0, "```sh\nls\n```")]);
+        // At the end, whatever the text is goes out: the adapter renders it visibly.
+        let (mut empty, mut log) = (ReplyState::new(None), Vec::new());
+        empty.push("```\n```", &caps);
+        drain(&mut empty, &caps, false, &mut log);
+        assert!(log.is_empty());
+        drain(&mut empty, &caps, true, &mut log);
+        assert_eq!(log, [send(0, "```\n```")]);
     }
 
     #[test]

@@ -401,3 +401,20 @@ async fn a_deleted_message_is_continued_in_a_new_one() -> Result<(), AdapterErro
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_opening_with_a_code_fence_waits_for_its_first_line() -> Result<(), AdapterError> {
+    let fake = Fake::new(100, true);
+    let mut stream = stream(&fake, ReplyState::new(None));
+    stream.push("```rust\n");
+    stream.pump().await?;
+    assert!(
+        fake.calls().is_empty(),
+        "an empty block was sent: {:?}",
+        fake.calls()
+    );
+    stream.push("fn main() {}\n");
+    stream.pump().await?;
+    assert_eq!(fake.calls(), ["send ```rust\nfn main() {}"]);
+    Ok(())
+}

@@ -6,7 +6,9 @@
 //! splitter cut never ends inside one.
 //!
 //! The visible text is never longer than the Markdown (markers are dropped, bullets swap one
-//! character for one), so a part within the length limit as Markdown is within it as shown.
+//! character for one), so a part within the length limit as Markdown is within it as shown;
+//! the one exception is an empty code block, shown as `(empty)` (at most four units more
+//! than its fences, for a block left unclosed).
 
 use crate::reply::markdown::{escaped_len, inline_spans, SpanKind};
 
@@ -59,7 +61,16 @@ fn closes(ticks: usize, line: &str) -> bool {
     line.len() - body.len() <= 3 && run >= ticks && body[run..].trim().is_empty()
 }
 
+/// What an empty code block shows: Telegram refuses a message whose only entity is an
+/// empty `<pre>` ("message text is empty") and would show nothing of it anyway.
+const EMPTY_BLOCK: &str = "(empty)";
+
 fn code_block(info: &str, code: &str, out: &mut String) {
+    let code = if code.trim().is_empty() {
+        EMPTY_BLOCK
+    } else {
+        code
+    };
     // The first word of the info string names the language; only a safe class name is used.
     let lang: String = info
         .split_whitespace()
@@ -260,6 +271,15 @@ mod tests {
              • one\n  • two\n<blockquote>quoted\nmore</blockquote>\n———"
         );
         assert_eq!(to_html("```\n**not bold**\n```"), "<pre>**not bold**</pre>");
+        assert_eq!(
+            to_html("```\n```"),
+            "<pre>(empty)</pre>",
+            "never an empty message"
+        );
+        assert_eq!(
+            to_html("```sh\n  \n```"),
+            "<pre><code class=\"language-sh\">(empty)</code></pre>"
+        );
         assert_eq!(
             to_html("```py\nunclosed while streaming"),
             "<pre><code class=\"language-py\">unclosed while streaming</code></pre>"

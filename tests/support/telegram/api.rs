@@ -163,10 +163,17 @@ fn check_text(params: &Value) -> Result<(String, String, Option<String>), String
     Ok((raw, visible, mode))
 }
 
+/// Refuses a call as Telegram would, and records it for [`super::FakeTelegram::refused`].
+fn refuse(state: &State, method: &str, description: &str) -> Response<Full<Bytes>> {
+    let refusal = (method.to_string(), description.to_string());
+    state.lock().refused.push(refusal);
+    error(400, description)
+}
+
 fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let (raw, text, parse_mode) = match check_text(params) {
         Ok(checked) => checked,
-        Err(description) => return error(400, &description),
+        Err(description) => return refuse(state, "sendmessage", &description),
     };
     let chat = int(params, "chat_id");
     let thread = opt_int(params, "message_thread_id");
@@ -190,12 +197,17 @@ fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
 fn edit_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let (raw, text, parse_mode) = match check_text(params) {
         Ok(checked) => checked,
-        Err(description) => return error(400, &description),
+        Err(description) => return refuse(state, "editmessagetext", &description),
     };
     let (chat, id) = (int(params, "chat_id"), int(params, "message_id"));
     let mut inner = state.lock();
     let Some(sent) = inner.sent.iter_mut().find(|m| m.chat == chat && m.id == id) else {
-        return error(400, "Bad Request: message to edit not found");
+        drop(inner);
+        return refuse(
+            state,
+            "editmessagetext",
+            "Bad Request: message to edit not found",
+        );
     };
     if sent.raw == raw && sent.parse_mode == parse_mode {
         return error(
@@ -214,7 +226,7 @@ fn edit_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
 fn send_draft(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let (_, text, _) = match check_text(params) {
         Ok(checked) => checked,
-        Err(description) => return error(400, &description),
+        Err(description) => return refuse(state, "sendmessagedraft", &description),
     };
     let chat = int(params, "chat_id");
     let draft_id = int(params, "draft_id");

@@ -111,6 +111,8 @@ struct Inner {
     failed: HashMap<String, usize>,
     /// file_id → (file_path, contents, whether getFile gives its size).
     files: HashMap<String, (String, Vec<u8>, bool)>,
+    /// Every call the fake itself refused (not injected failures): (method, description).
+    refused: Vec<(String, String)>,
 }
 
 struct State {
@@ -269,6 +271,12 @@ impl FakeTelegram {
             .lock()
             .sent
             .retain(|m| (m.chat, m.id) != (chat, id));
+    }
+
+    /// The calls the fake refused as Telegram would (bad HTML, empty text, unknown
+    /// message …), as (lower-case method, description); injected failures are not in it.
+    pub fn refused(&self) -> Vec<(String, String)> {
+        self.state.lock().refused.clone()
     }
 
     /// The bot's messages in a chat, in the order sent.
