@@ -12,7 +12,7 @@ use clawpen::adapters::InboundSink;
 use serde_json::json;
 use support::{eventually, REPLY_TIMEOUT};
 use telegram_fake::bridge::{key, logged, Tg};
-use telegram_fake::chat_json;
+use telegram_fake::{chat_json, Failure};
 
 /// Whether a line at warn level names the update and says `what` (the tests of this
 /// binary share one log, and each fake numbers its updates from 1).
@@ -164,5 +164,28 @@ async fn no_reply_sends_an_empty_message() {
         .filter(|(_, why)| why.contains("text is empty"))
         .collect();
     assert!(empty.is_empty(), "empty messages were sent: {empty:?}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_chats_refused_draft_leaves_drafts_on_for_the_others() {
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 60;
+        telegram.allowed_users = vec![460, 461];
+    })
+    .await;
+    let refusal = "Forbidden: bot was blocked by the user";
+    t.fake
+        .fail("sendMessageDraft", [Failure::Error(403, refusal.into())]);
+    let text = "A reply long enough to stream as a draft in a few steps.";
+    t.fake.dm(460, text);
+    t.reply(460, 1, text).await;
+    assert_eq!(t.fake.failed("sendMessageDraft"), 1);
+    t.fake.dm(461, text);
+    t.reply(461, 1, text).await;
+    assert!(
+        !t.fake.drafts(461).is_empty(),
+        "one chat's refusal turned drafts off for everyone"
+    );
     t.stop().await;
 }

@@ -56,7 +56,8 @@ pub struct TelegramAdapter {
     pub(super) me: OnceLock<Identity>,
     /// Allowlists, owner and pairing (shared code; user and chat ids as text).
     pub(super) gate: Gate,
-    /// Set when the server refused a draft for good: replies then stream by edits.
+    /// Set when the server has no `sendMessageDraft` (a 404): replies then stream by edits
+    /// in every chat. Refusals of one chat's draft never set it.
     drafts_refused: AtomicBool,
 }
 
@@ -259,7 +260,14 @@ impl TelegramAdapter {
             text,
             parse_mode: mode,
         };
-        api::call(&self.bot, payload).await.map(|_| ())
+        match api::call(&self.bot, payload).await {
+            // teloxide reads a 404 "Not Found" as a bad token; the token worked for getMe,
+            // so here it means the server has no drafts.
+            Err(RequestError::Api(ApiError::InvalidToken)) => Err(RequestError::Api(
+                ApiError::Unknown("Not Found: method not found".into()),
+            )),
+            other => other.map(|_| ()),
+        }
     }
 }
 
@@ -383,12 +391,11 @@ impl Adapter for TelegramAdapter {
         self.pacer.wait(Some(target.chat)).await;
         let draft = |body, mode| self.send_draft(target, draft_id, body, mode);
         let result = api::html_or_plain(conversation, text, draft).await;
-        if matches!(
-            result,
-            Err(AdapterError::NotFound(_) | AdapterError::Rejected(_))
-        ) {
-            // The server has no drafts (or not for this bot): stop offering them, so later
-            // replies stream by edits from the start instead of failing a draft first.
+        if matches!(&result, Err(AdapterError::NotFound(why)) if api::is_unknown_method(why)) {
+            // The server has no drafts at all: stop offering them, so later replies stream
+            // by edits from the start instead of failing a draft first. Any other refusal
+            // (a user who blocked the bot, a text refused) concerns this chat or this text
+            // only: that reply falls back to edits, and other chats keep their drafts.
             self.drafts_refused.store(true, Ordering::Relaxed);
         }
         self.noted(target.chat, result)

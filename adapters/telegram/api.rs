@@ -212,6 +212,13 @@ pub fn adapter_error(error: RequestError) -> AdapterError {
     }
 }
 
+/// Whether a [`AdapterError::NotFound`] text is the server's answer to a method it does not
+/// have (`404 Not Found`, or `Not Found: method not found`), rather than a missing chat or
+/// message or a user who blocked the bot.
+pub fn is_unknown_method(text: &str) -> bool {
+    text.starts_with("Not Found")
+}
+
 /// Bot API answers that mean the server, not the request, had a problem.
 fn is_server_error(text: &str) -> bool {
     [
