@@ -189,3 +189,43 @@ async fn one_chats_refused_draft_leaves_drafts_on_for_the_others() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_past_the_cap_ends_the_reply_and_the_chat_is_told_later() {
+    let chat = -470;
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 50;
+        config.max_rate_wait_secs = 1;
+        telegram.allowed_chats = vec![chat];
+    })
+    .await;
+    // Telegram has answered with waits of hours; here 3 s against a cap of 1 s.
+    t.fake.fail("editMessageText", [Failure::RetryAfter(3)]);
+    let words: Vec<String> = (1..=40).map(|n| format!("w{n}")).collect();
+    let text = words.join(" ");
+    let (_, asked) = t
+        .fake
+        .send(t.fake.message(chat, 101, &format!("@ClawBot {text}")));
+    let fake = &t.fake;
+    let told = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(chat)
+            .iter()
+            .any(|m| m.text.contains("was not delivered"))
+    })
+    .await;
+    let shown = fake.messages(chat);
+    assert!(told, "the chat was never told: {shown:#?}");
+    assert_eq!(shown.len(), 2, "{shown:#?}");
+    assert_ne!(shown[0].text, text, "the reply was not cut short");
+    assert!(
+        shown[1].text.contains("pause for 3 seconds"),
+        "{}",
+        shown[1].text
+    );
+    assert_eq!(shown[1].reply_to, Some(asked));
+    assert_eq!(fake.failed("editMessageText"), 1);
+    // The conversation goes on.
+    t.fake.send(t.fake.message(chat, 101, "@ClawBot again"));
+    t.reply(chat, 3, "again").await;
+    t.stop().await;
+}

@@ -100,6 +100,13 @@ impl ReplyStream {
         }
     }
 
+    /// Gives up on an operation when the platform asks for a longer wait than `wait` (see
+    /// [`Backoff::max_rate_wait`]); the error is then returned, to end the reply.
+    pub fn max_rate_wait(mut self, wait: Duration) -> Self {
+        self.backoff.max_rate_wait = wait;
+        self
+    }
+
     /// Has `hook` record every message the platform accepts, before the next is sent.
     pub fn on_sent(mut self, hook: OnSent) -> Self {
         self.on_sent = Some(hook);

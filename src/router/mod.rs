@@ -53,6 +53,8 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// How long a turn may go without any sign of life from its box.
     pub turn_stall: Duration,
+    /// The longest rate-limit wait a reply's delivery sits out (see `delivery`).
+    pub max_rate_wait: Duration,
 }
 
 /// What one conversation is doing, for `clawpen status`.
