@@ -229,3 +229,18 @@ async fn a_rate_limit_past_the_cap_ends_the_reply_and_the_chat_is_told_later() {
     t.reply(chat, 3, "again").await;
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_admin_is_admitted_by_the_groups_id_in_allowed_users() {
+    let chat = -480;
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![chat]).await;
+    // An anonymous admin writes as the group: `from` is Telegram's placeholder bot.
+    let mut message = t.fake.message(chat, 0, "@ClawBot what is new?");
+    message["from"] = json!({"id": 1_087_968_824i64, "is_bot": true, "first_name": "Group",
+        "username": "GroupAnonymousBot"});
+    message["sender_chat"] = json!({"id": chat, "type": "supergroup", "title": "Group"});
+    t.fake.send(message);
+    t.reply(chat, 1, "what is new?").await;
+    assert_eq!(t.boxes().await, [key(chat)]);
+    t.stop().await;
+}

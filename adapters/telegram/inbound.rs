@@ -72,12 +72,21 @@ pub fn is_service(raw: &serde_json::Value) -> bool {
 
 /// Translates one message. `trigger` is the configured trigger word, if any.
 pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Translated {
-    let Some(from) = &message.from else {
-        return Translated::Skip("no sender");
-    };
-    if from.id == me.id {
+    if message.from.as_ref().is_some_and(|from| from.id == me.id) {
         return Translated::Skip("the bot's own message");
     }
+    // An anonymous group admin (or a channel) writes as a chat: `from` is then only a
+    // placeholder bot, and the chat's id is the sender that allowlists name.
+    let (sender_id, sender_name) = match (&message.sender_chat, &message.from) {
+        (Some(chat), _) => (
+            chat.id.to_string(),
+            chat.title
+                .clone()
+                .unwrap_or_else(|| "anonymous admin".into()),
+        ),
+        (None, Some(from)) => (from.id.to_string(), display_name(from)),
+        (None, None) => return Translated::Skip("no sender"),
+    };
     let mut text = message
         .text
         .as_deref()
@@ -116,8 +125,8 @@ pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Tra
     let inbound = Inbound {
         id: message.message_id.to_string(),
         conversation,
-        sender_id: from.id.to_string(),
-        sender_name: display_name(from),
+        sender_id,
+        sender_name,
         text: strip_leading_mention(&text, &me.username).to_string(),
         attachments,
         reply_to: message
@@ -391,6 +400,19 @@ mod tests {
             translate(&message(private(), extra), &me(), None),
             Translated::Unusable(_)
         ));
+    }
+
+    #[test]
+    fn an_anonymous_admin_speaks_as_the_group() {
+        let extra = json!({"text": "@ClawBot status?",
+            "from": {"id": 1_087_968_824, "is_bot": true, "first_name": "Group",
+                "username": "GroupAnonymousBot"},
+            "sender_chat": {"id": -100_123, "type": "supergroup", "title": "Team"}});
+        let i = inbound(translate(&message(group(), extra), &me(), None));
+        assert_eq!(
+            (i.sender_id.as_str(), i.sender_name.as_str()),
+            ("-100123", "Team")
+        );
     }
 
     #[test]

@@ -98,6 +98,10 @@ pub struct Message {
     /// Its sender; absent in channels, and a placeholder user for anonymous admins.
     #[serde(default, deserialize_with = "lenient")]
     pub from: Option<User>,
+    /// The chat it was sent on behalf of: the group itself for an anonymous admin, or a
+    /// channel (whose `from` is then a placeholder bot).
+    #[serde(default, deserialize_with = "lenient")]
+    pub sender_chat: Option<Chat>,
     /// The forum topic or reply thread it belongs to.
     #[serde(default, deserialize_with = "lenient")]
     pub message_thread_id: Option<i64>,
@@ -168,6 +172,9 @@ pub struct Chat {
     /// `private`, `group`, `supergroup` or `channel`.
     #[serde(default, rename = "type", deserialize_with = "lenient")]
     pub kind: String,
+    /// The title of a group or channel.
+    #[serde(default, deserialize_with = "lenient")]
+    pub title: Option<String>,
 }
 
 impl Chat {
