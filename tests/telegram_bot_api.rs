@@ -244,3 +244,29 @@ async fn an_anonymous_admin_is_admitted_by_the_groups_id_in_allowed_users() {
     assert_eq!(t.boxes().await, [key(chat)]);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_set_elsewhere_is_named_in_the_log_and_in_status() {
+    let t = Tg::start(|_, telegram| telegram.allowed_users = vec![490]).await;
+    t.fake.dm(490, "first");
+    t.reply(490, 1, "first").await;
+    // Another deployment of the same bot registers a webhook: polls now get 409s.
+    t.fake
+        .set_webhook_elsewhere(Some("https://other.example/hook"));
+    let router = &t.bridge.router;
+    let named = eventually(REPLY_TIMEOUT, || async {
+        (router.adapter_troubles().iter()).any(|l| l.starts_with("telegram: a webhook is set"))
+    })
+    .await;
+    assert!(named, "status shows {:?}", router.adapter_troubles());
+    let warned = logged()
+        .lines()
+        .any(|l| l.contains(" WARN ") && l.contains("cannot receive updates: a webhook is set"));
+    assert!(warned, "no actionable warning in the log");
+    // Once the other deployment removes it, polling and replies resume by themselves.
+    t.fake.dm(490, "second");
+    t.fake.set_webhook_elsewhere(None);
+    t.reply(490, 2, "second").await;
+    assert!(router.adapter_troubles().is_empty());
+    t.stop().await;
+}

@@ -2,7 +2,7 @@
 //! formatted as HTML; receiving is in [`super::poll`] and [`super::webhook`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -56,6 +56,9 @@ pub struct TelegramAdapter {
     pub(super) me: OnceLock<Identity>,
     /// Allowlists, owner and pairing (shared code; user and chat ids as text).
     pub(super) gate: Gate,
+    /// Why receiving does not work now (a webhook conflict), for `clawpen status`; set and
+    /// cleared by the poll loop. A std mutex: held only to read or replace the text.
+    trouble: Mutex<Option<&'static str>>,
     /// Set when the server has no `sendMessageDraft` (a 404): replies then stream by edits
     /// in every chat. Refusals of one chat's draft never set it.
     drafts_refused: AtomicBool,
@@ -118,6 +121,7 @@ impl TelegramAdapter {
             me: OnceLock::new(),
             gate: Gate::new(PLATFORM, &rules),
             drafts_refused: AtomicBool::new(false),
+            trouble: Mutex::new(None),
         }))
     }
 
@@ -125,6 +129,11 @@ impl TelegramAdapter {
     /// allowlist configured and no owner yet); `None` before `run` has started or after.
     pub fn pairing_code(&self) -> Option<String> {
         self.gate.pairing_code()
+    }
+
+    /// Records why receiving does not work now (`None`: it works again).
+    pub(super) fn set_trouble(&self, trouble: Option<&'static str>) {
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = trouble;
     }
 
     /// Notes a failed write to `chat`: after a 429, every write to the chat waits as long
@@ -399,6 +408,11 @@ impl Adapter for TelegramAdapter {
             self.drafts_refused.store(true, Ordering::Relaxed);
         }
         self.noted(target.chat, result)
+    }
+
+    fn trouble(&self) -> Option<String> {
+        let trouble = *self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        trouble.map(str::to_string)
     }
 
     async fn fetch_attachment(

@@ -212,6 +212,35 @@ pub fn adapter_error(error: RequestError) -> AdapterError {
     }
 }
 
+/// Why `getUpdates` was refused with 409 Conflict, in words for the operator: another
+/// deployment set a webhook for the bot, or another program polls it. Neither goes away by
+/// retrying, and clawpen does not fight over the bot (removing the other's webhook would
+/// only take the bot from it), so it says what to do and keeps polling.
+pub fn conflict(error: &RequestError) -> Option<&'static str> {
+    let text = match error {
+        RequestError::Api(ApiError::CantGetUpdates) => return Some(WEBHOOK_CONFLICT),
+        RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => return Some(POLL_CONFLICT),
+        RequestError::Api(ApiError::Unknown(text)) => text,
+        _ => return None,
+    };
+    if text.contains("webhook is active") {
+        Some(WEBHOOK_CONFLICT)
+    } else if text.contains("other getUpdates") {
+        Some(POLL_CONFLICT)
+    } else {
+        None
+    }
+}
+
+/// See [`conflict`].
+const WEBHOOK_CONFLICT: &str = "a webhook is set for this bot (by another deployment?), so \
+    Telegram refuses long polling (409 Conflict); stop the other deployment or remove its \
+    webhook (deleteWebhook), or give clawpen the webhook with telegram.webhook_url";
+
+/// See [`conflict`].
+const POLL_CONFLICT: &str = "another program polls this bot's updates, so Telegram ends \
+    clawpen's polls (409 Conflict); only one may: stop the other instance";
+
 /// Whether a [`AdapterError::NotFound`] text is the server's answer to a method it does not
 /// have (`404 Not Found`, or `Not Found: method not found`), rather than a missing chat or
 /// message or a user who blocked the bot.

@@ -72,6 +72,7 @@ pub(super) async fn run(
         let updates = match result {
             Ok(updates) => {
                 let before = polls.succeeded();
+                adapter.set_trouble(None);
                 if before > 0 {
                     tracing::info!(
                         adapter = PLATFORM,
@@ -87,10 +88,18 @@ pub(super) async fn run(
                 ));
             }
             Err(e) => {
+                let conflict = api::conflict(&e);
+                adapter.set_trouble(conflict);
                 let error = api::adapter_error(e);
                 let pause = polls.failed(&error).unwrap_or(POLL_BACKOFF.cap);
                 let count = polls.failures();
-                if worth_a_warning(count) {
+                if let (Some(why), true) = (conflict, worth_a_warning(count)) {
+                    tracing::warn!(
+                        adapter = PLATFORM,
+                        failures = count,
+                        "cannot receive updates: {why}"
+                    );
+                } else if worth_a_warning(count) {
                     tracing::warn!(adapter = PLATFORM, %error, failures = count, ?pause, "getUpdates failing; polling again shortly");
                 } else {
                     tracing::debug!(adapter = PLATFORM, %error, failures = count, ?pause, "getUpdates failed again");

@@ -343,6 +343,16 @@ impl Router {
             .collect()
     }
 
+    /// What keeps each adapter from working fully, as `platform: trouble` lines.
+    pub fn adapter_troubles(&self) -> Vec<String> {
+        let mut troubles: Vec<String> = (self.shared.adapters)
+            .iter()
+            .filter_map(|(platform, adapter)| Some(format!("{platform}: {}", adapter.trouble()?)))
+            .collect();
+        troubles.sort();
+        troubles
+    }
+
     /// Boxes alive now (slots in use).
     pub fn live_boxes(&self) -> usize {
         self.shared.config.max_boxes - self.shared.slots.available_permits()

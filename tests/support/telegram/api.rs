@@ -72,7 +72,20 @@ pub(super) async fn call(
             "supports_inline_queries": false, "can_connect_to_business": false,
             "has_main_web_app": false,
         })),
-        "setmycommands" | "deletewebhook" | "setwebhook" => ok(json!(true)),
+        "setmycommands" => ok(json!(true)),
+        "setwebhook" => {
+            state.lock().webhook = params["url"].as_str().map(str::to_string);
+            ok(json!(true))
+        }
+        "deletewebhook" => {
+            state.lock().webhook = None;
+            ok(json!(true))
+        }
+        "getupdates" if state.lock().webhook.is_some() => error(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook \
+             to delete the webhook first",
+        ),
         "getupdates" => get_updates(state, &params).await,
         "sendmessage" => send_message(state, &params),
         "editmessagetext" => edit_message(state, &params),

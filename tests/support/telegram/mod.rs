@@ -10,7 +10,12 @@
 //!   4096-unit limit on the visible text, and answer an unchanged edit with "message is not
 //!   modified". Every message, edit, draft, chat action and document is recorded with its
 //!   chat and thread.
-//! - `getFile` and `GET /file/bot<token>/<path>` serve files registered by the test.
+//! - `getFile` and `GET /file/bot<token>/<path>` serve files registered by the test, with
+//!   or without `file_size`.
+//! - `setWebhook` and `deleteWebhook` keep the bot's webhook; while one is set (here, or by
+//!   "another deployment"), `getUpdates` is refused with 409 Conflict.
+//! - A test can delete one of the bot's messages (edits of it are then refused as "message
+//!   to edit not found"); every call the fake refuses as Telegram would is recorded.
 //! - Any method can be made to fail on demand: 429 with `parameters.retry_after`, or any
 //!   error code and description.
 //!
@@ -111,6 +116,8 @@ struct Inner {
     failed: HashMap<String, usize>,
     /// file_id → (file_path, contents, whether getFile gives its size).
     files: HashMap<String, (String, Vec<u8>, bool)>,
+    /// The webhook URL set for the bot, if any: getUpdates is then refused with 409.
+    webhook: Option<String>,
     /// Every call the fake itself refused (not injected failures): (method, description).
     refused: Vec<(String, String)>,
 }
@@ -271,6 +278,12 @@ impl FakeTelegram {
             .lock()
             .sent
             .retain(|m| (m.chat, m.id) != (chat, id));
+    }
+
+    /// Another deployment of the bot sets (`Some`) or removes its webhook: while one is
+    /// set, getUpdates is refused with 409 Conflict, as Telegram does.
+    pub fn set_webhook_elsewhere(&self, url: Option<&str>) {
+        self.state.lock().webhook = url.map(str::to_string);
     }
 
     /// The calls the fake refused as Telegram would (bad HTML, empty text, unknown
