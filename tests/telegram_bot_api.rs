@@ -270,3 +270,23 @@ async fn a_webhook_set_elsewhere_is_named_in_the_log_and_in_status() {
     assert!(router.adapter_troubles().is_empty());
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formatting_telegram_would_drop_is_not_sent() {
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 1;
+        telegram.allowed_users = vec![495];
+    })
+    .await;
+    // 120 bold words (Telegram shows only the first 100 entities of a message) and code
+    // inside a link (which Telegram does not show as code).
+    let words: String = (1..=120).map(|n| format!("**b{n}** ")).collect();
+    let text = format!("{words}see [`cargo test`](https://doc.rust-lang.org)");
+    t.fake.dm(495, &text);
+    let shown_text = text.replace("**", "").replace('`', "");
+    let shown_text = shown_text.replace("[cargo test](https://doc.rust-lang.org)", "cargo test");
+    let shown = t.reply(495, 1, &shown_text).await;
+    assert_eq!(shown[0].ignored_entities, 0, "{}", shown[0].raw);
+    assert_eq!(shown[0].raw.matches("<b>").count(), 100);
+    t.stop().await;
+}

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::html::visible_html;
+use super::html::{ignored_entities as ignored_html_entities, visible_html};
 use super::{Document, Draft, Failure, Sent, State, BOT_ID, BOT_USERNAME};
 
 /// Telegram's message limit, in UTF-16 units of the visible text.
@@ -191,6 +191,7 @@ fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let chat = int(params, "chat_id");
     let thread = opt_int(params, "message_thread_id");
     let reply_to = params["reply_parameters"]["message_id"].as_i64();
+    let ignored_entities = ignored_entities(&raw, parse_mode.as_deref());
     let mut inner = state.lock();
     inner.next_message += 1;
     let sent = Sent {
@@ -202,6 +203,7 @@ fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
         parse_mode,
         reply_to,
         edits: 0,
+        ignored_entities,
     };
     inner.sent.push(sent.clone());
     ok(message_json(&sent))
@@ -229,6 +231,7 @@ fn edit_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
              markup are exactly the same as a current content and reply markup of the message",
         );
     }
+    sent.ignored_entities = ignored_entities(&raw, parse_mode.as_deref());
     sent.raw = raw;
     sent.text = text;
     sent.parse_mode = parse_mode;
@@ -312,4 +315,12 @@ fn opt_int(params: &Value, key: &str) -> Option<i64> {
 
 fn int(params: &Value, key: &str) -> i64 {
     opt_int(params, key).unwrap_or_default()
+}
+
+/// The formatting of a text that Telegram would not show (see [`super::Sent`]).
+fn ignored_entities(raw: &str, parse_mode: Option<&str>) -> usize {
+    match parse_mode {
+        Some("HTML") => ignored_html_entities(raw),
+        _ => 0,
+    }
 }

@@ -76,6 +76,8 @@ pub struct Sent {
     pub reply_to: Option<i64>,
     /// How many times it was edited.
     pub edits: usize,
+    /// Formatting Telegram would not show: entities past the 100th, code inside a link.
+    pub ignored_entities: usize,
 }
 
 /// A draft shown in a private chat.
