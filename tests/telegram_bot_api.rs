@@ -290,3 +290,35 @@ async fn formatting_telegram_would_drop_is_not_sent() {
     assert_eq!(shown[0].raw.matches("<b>").count(), 100);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_upgraded_to_a_supergroup_keeps_its_reply_and_its_allowlist_entry() {
+    let (old, new) = (-620, -100_620);
+    let t = Tg::start(|config, telegram| {
+        config.echo_delay_ms = 150;
+        telegram.allowed_chats = vec![old];
+    })
+    .await;
+    let words: Vec<String> = (1..=50).map(|n| format!("w{n}")).collect();
+    let text = words.join(" ");
+    t.fake
+        .send(t.fake.message(old, 101, &format!("@ClawBot {text}")));
+    let fake = &t.fake;
+    let started = eventually(REPLY_TIMEOUT, || async { !fake.messages(old).is_empty() }).await;
+    assert!(started, "the reply never started");
+    fake.migrate(old, new);
+    // The reply in progress follows the group to its new id.
+    let followed = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(new).iter().any(|m| m.text == text)
+    })
+    .await;
+    assert!(followed, "the reply was dropped: {:#?}", fake.messages(new));
+    // Members of the supergroup are admitted by the old id's allowlist entry.
+    t.fake.send(t.fake.message(new, 101, "@ClawBot again"));
+    t.reply(new, 2, "again").await;
+    let named = logged()
+        .lines()
+        .any(|l| l.contains(" WARN ") && l.contains("new=-100620") && l.contains("supergroup"));
+    assert!(named, "the operator was not told the new id");
+    t.stop().await;
+}

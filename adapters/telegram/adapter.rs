@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{self, SendMessageDraft};
 use super::config::TelegramConfig;
 use super::inbound::Identity;
+use super::migrate::{self, Migrations};
 use super::pace::{self, Pacer};
 use super::PLATFORM;
 use crate::access::{Gate, Rules};
@@ -56,6 +57,8 @@ pub struct TelegramAdapter {
     pub(super) me: OnceLock<Identity>,
     /// Allowlists, owner and pairing (shared code; user and chat ids as text).
     pub(super) gate: Gate,
+    /// Groups upgraded to supergroups: sends follow them (see [`super::migrate`]).
+    pub(super) migrations: Migrations,
     /// Why receiving does not work now (a webhook conflict), for `clawpen status`; set and
     /// cleared by the poll loop. A std mutex: held only to read or replace the text.
     trouble: Mutex<Option<&'static str>>,
@@ -122,6 +125,7 @@ impl TelegramAdapter {
             gate: Gate::new(PLATFORM, &rules),
             drafts_refused: AtomicBool::new(false),
             trouble: Mutex::new(None),
+            migrations: Migrations::default(),
         }))
     }
 
@@ -224,18 +228,39 @@ impl TelegramAdapter {
         mode: Option<ParseMode>,
         reply_to: Option<&MessageRef>,
     ) -> Result<Message, RequestError> {
-        let mut request = self.bot.send_message(ChatId(target.chat), text);
-        if let Some(mode) = mode {
-            request = request.parse_mode(mode);
+        let mut chat = self.migrations.route(target.chat);
+        loop {
+            let mut request = self.bot.send_message(ChatId(chat), text.clone());
+            if let Some(mode) = mode {
+                request = request.parse_mode(mode);
+            }
+            if let Some(thread) = target.thread_id() {
+                request = request.message_thread_id(thread);
+            }
+            if let Some(id) = reply_to.and_then(|r| r.0.parse().ok()) {
+                let reply = ReplyParameters::new(MessageId(id)).allow_sending_without_reply();
+                request = request.reply_parameters(reply);
+            }
+            match request.await {
+                // The group became a supergroup: the message goes there, once.
+                Err(RequestError::MigrateToChatId(to)) if to.0 != chat && chat == target.chat => {
+                    self.migrated(chat, to.0);
+                    chat = to.0;
+                }
+                other => return other,
+            }
         }
-        if let Some(thread) = target.thread_id() {
-            request = request.message_thread_id(thread);
+    }
+
+    /// Follows a group's upgrade to a supergroup from now on (not yet stored: the service
+    /// message Telegram sends to the group stores it when it arrives).
+    pub(super) fn migrated(&self, old: i64, new: i64) -> bool {
+        let news = self.migrations.learn(old, new);
+        if news {
+            let allowed = self.config.allowed_chats.contains(&old);
+            tracing::warn!(adapter = PLATFORM, old, new, allowed, "a group became a supergroup with a new id; its messages and replies follow it (add the new id to telegram.allowed_chats; the old one is honoured meanwhile)");
         }
-        if let Some(id) = reply_to.and_then(|r| r.0.parse().ok()) {
-            let reply = ReplyParameters::new(MessageId(id)).allow_sending_without_reply();
-            request = request.reply_parameters(reply);
-        }
-        request.await
+        news
     }
 
     async fn edit_message(
@@ -323,6 +348,9 @@ impl Adapter for TelegramAdapter {
         // Only `run` sets it, and only once per adapter.
         let _ = self.me.set(me);
         self.restore_access(&*sink).await;
+        if let Ok(Some(stored)) = sink.load_value(migrate::KEY).await {
+            self.migrations.restore(&stored);
+        }
         self.register_commands().await;
         if self.config.webhook_url.is_some() {
             super::webhook::serve(self, sink, shutdown).await
@@ -377,9 +405,10 @@ impl Adapter for TelegramAdapter {
             return Ok(());
         }
         self.pacer.wait(None).await;
-        let mut request = self
-            .bot
-            .send_chat_action(ChatId(target.chat), ChatAction::Typing);
+        let mut request = self.bot.send_chat_action(
+            ChatId(self.migrations.route(target.chat)),
+            ChatAction::Typing,
+        );
         if let Some(thread) = target.thread_id() {
             request = request.message_thread_id(thread);
         }
@@ -466,7 +495,9 @@ impl Adapter for TelegramAdapter {
         let send_document = || async {
             self.pacer.wait(Some(target.chat)).await;
             let document = InputFile::memory(file.data.clone()).file_name(file.name.clone());
-            let mut request = self.bot.send_document(ChatId(target.chat), document);
+            let mut request = self
+                .bot
+                .send_document(ChatId(self.migrations.route(target.chat)), document);
             if let Some(thread) = target.thread_id() {
                 request = request.message_thread_id(thread);
             }

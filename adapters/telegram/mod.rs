@@ -15,6 +15,7 @@
 //! - `wire`: the Bot API objects read from an update, as our own types that cannot panic.
 //! - `update`: one update, through access control to the sink.
 //! - `poll` and `webhook`: the two ways of receiving updates.
+//! - `migrate`: groups upgraded to supergroups, followed to their new id.
 //! - [`pace`]: per-chat and global pacing. Access control is [`crate::access`], commands
 //!   [`crate::command`], shared with every adapter.
 //! - `api`: Bot API payloads teloxide lacks, and error conversion.
@@ -24,6 +25,7 @@ mod api;
 pub mod config;
 pub mod format;
 mod inbound;
+mod migrate;
 pub mod pace;
 mod poll;
 pub mod registration;

@@ -7,7 +7,8 @@ use serde_json::Value;
 
 use super::adapter::TelegramAdapter;
 use super::inbound::{self, Translated};
-use super::wire::{self, Update};
+use super::migrate;
+use super::wire::{self, Message, Update};
 use super::PLATFORM;
 use crate::access::{Admission, Sender};
 use crate::command::{self, Handled};
@@ -49,6 +50,16 @@ impl TelegramAdapter {
                 return Ok(());
             }
         };
+        if let Some((old, new)) = upgrade(&message) {
+            // Followed from now on, and stored so a restart still follows it.
+            if self.migrated(old, new) {
+                let stored = self.migrations.to_text();
+                if let Err(e) = sink.save_value(migrate::KEY, &stored).await {
+                    tracing::warn!(adapter = PLATFORM, error = %e, "could not store a group's upgrade");
+                }
+            }
+            return Ok(());
+        }
         let Some(me) = self.me.get() else {
             return Ok(());
         };
@@ -78,7 +89,13 @@ impl TelegramAdapter {
                 Translated::Message(inbound, command) => (*inbound, command),
             };
         let private = message.chat.is_private();
-        let chat = message.chat.id.to_string();
+        // An allowlist entry naming a group before its upgrade admits the supergroup.
+        let id = message.chat.id;
+        let chat = match self.migrations.origin(id) {
+            Some(old) if !self.config.allowed_chats.contains(&id) => old,
+            _ => id,
+        };
+        let chat = chat.to_string();
         let sender = Sender {
             user: &inbound.sender_id,
             chat: &chat,
@@ -114,6 +131,15 @@ impl TelegramAdapter {
             None => String::new(),
         };
         format!("Mention @{username} or reply to me{trigger}.")
+    }
+}
+
+/// The upgrade of a group to a supergroup that a service message announces, as (old, new).
+fn upgrade(message: &Message) -> Option<(i64, i64)> {
+    match (message.migrate_to_chat_id, message.migrate_from_chat_id) {
+        (Some(new), _) => Some((message.chat.id, new)),
+        (None, Some(old)) => Some((old, message.chat.id)),
+        (None, None) => None,
     }
 }
 

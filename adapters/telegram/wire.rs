@@ -132,6 +132,12 @@ pub struct Message {
     /// A voice note.
     #[serde(default, deserialize_with = "lenient")]
     pub voice: Option<File>,
+    /// The group became this supergroup (a service message in the old group).
+    #[serde(default, deserialize_with = "lenient")]
+    pub migrate_to_chat_id: Option<i64>,
+    /// The supergroup was this group (a service message in the new supergroup).
+    #[serde(default, deserialize_with = "lenient")]
+    pub migrate_from_chat_id: Option<i64>,
     /// A music file.
     #[serde(default, deserialize_with = "lenient")]
     pub audio: Option<File>,

@@ -65,6 +65,21 @@ pub(super) async fn call(
     params: Value,
     files: Vec<(String, String, Vec<u8>)>,
 ) -> Response<Full<Bytes>> {
+    let writes = [
+        "sendmessage",
+        "editmessagetext",
+        "sendchataction",
+        "senddocument",
+    ];
+    let migrated = state.lock().migrated.get(&int(&params, "chat_id")).copied();
+    if let (true, Some(to)) = (writes.contains(&method), migrated) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"ok": false, "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": to}}),
+        );
+    }
     match method {
         "getme" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "Claw", "username": BOT_USERNAME,

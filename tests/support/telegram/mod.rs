@@ -118,6 +118,9 @@ struct Inner {
     failed: HashMap<String, usize>,
     /// file_id → (file_path, contents, whether getFile gives its size).
     files: HashMap<String, (String, Vec<u8>, bool)>,
+    /// Groups upgraded to supergroups: old id → new id. Writes to an old id are refused
+    /// with `parameters.migrate_to_chat_id`.
+    migrated: HashMap<i64, i64>,
     /// The webhook URL set for the bot, if any: getUpdates is then refused with 409.
     webhook: Option<String>,
     /// Every call the fake itself refused (not injected failures): (method, description).
@@ -280,6 +283,20 @@ impl FakeTelegram {
             .lock()
             .sent
             .retain(|m| (m.chat, m.id) != (chat, id));
+    }
+
+    /// Upgrades group `old` to supergroup `new`, as Telegram does: a service message to each
+    /// (`migrate_to_chat_id` in the old, `migrate_from_chat_id` in the new), and every later
+    /// write to the old id is refused with 400 and `parameters.migrate_to_chat_id`.
+    pub fn migrate(&self, old: i64, new: i64) {
+        self.state.lock().migrated.insert(old, new);
+        let service = |chat: i64, field: &str, id: i64| {
+            json!({"message_id": self.next_message_id(), "date": 1_700_000_000,
+                "chat": chat_json(chat), "from": {"id": 7, "is_bot": false, "first_name": "Admin"},
+                field: id})
+        };
+        self.send(service(old, "migrate_to_chat_id", new));
+        self.send(service(new, "migrate_from_chat_id", old));
     }
 
     /// Another deployment of the bot sets (`Some`) or removes its webhook: while one is
