@@ -14,6 +14,10 @@
 //!   the text, and [`EditThrottle`] says when an edit may go. Time is always passed in.
 //! - On a platform with drafts (`caps.has_drafts`), the growing part is shown as a draft
 //!   instead of a sent-then-edited message, and sent as a real message once it is final.
+//! - A growing part is first sent, drafted or edited only once it shows something
+//!   ([`markdown::has_visible_text`]): never an empty message, never a lone code fence. At
+//!   the end of a turn whatever text there is goes out, for the adapter to render visibly.
+//! - A part whose message the platform lost ([`ReplyState::lost`]) is sent again.
 //! - A part never ends inside an inline Markdown span ([`markdown`]) while there is any other
 //!   place to cut, because adapters format each part on its own.
 

@@ -6,6 +6,11 @@
 //! throttle, since its caller has agent output to read meanwhile; it says when to come back
 //! instead. Only [`ReplyStream::finish`] waits, to deliver the end of the reply.
 //!
+//! A message the platform lost under a reply (someone deleted it: an edit meets
+//! [`AdapterError::NotFound`]) is sent again as a new message and the reply goes on there.
+//! A part is first shown only once it has visible text (see [`crate::reply`]). A rate limit
+//! longer than the stream's `max_rate_wait` is returned, for the caller to end the reply.
+//!
 //! The capabilities are the adapter's for this conversation ([`Adapter::capabilities_for`]):
 //! a platform may offer drafts in private chats only. Drafts are throttled like edits and
 //! shown again before the platform lets them lapse; if the platform refuses a draft for good,
