@@ -157,6 +157,9 @@ async fn no_reply_sends_an_empty_message() {
     // A reply that is one empty code block still shows something.
     t.fake.send(t.fake.message(chat, 101, "@ClawBot ```\n```"));
     t.reply(chat, 2, "(empty)").await;
+    // Markdown that formats to nothing (an empty quote) goes as the plain text it is.
+    t.fake.send(t.fake.message(chat, 101, "@ClawBot >"));
+    t.reply(chat, 3, ">").await;
     let empty: Vec<_> = t
         .fake
         .refused()

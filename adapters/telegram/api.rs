@@ -272,7 +272,9 @@ pub const OWN_BACKOFF: Backoff = Backoff {
 };
 
 /// Runs a formatted call, and once more as plain text if Telegram could not parse the HTML:
-/// the user then sees the Markdown as written, which loses nothing.
+/// the user then sees the Markdown as written, which loses nothing. Markdown that would
+/// show nothing once formatted (an empty quote, a lone heading marker) goes as plain text
+/// from the start, since Telegram refuses an empty message.
 pub async fn html_or_plain<T, F, Fut>(
     conversation: &ConversationKey,
     markdown: &str,
@@ -282,7 +284,13 @@ where
     F: Fn(String, Option<ParseMode>) -> Fut,
     Fut: std::future::Future<Output = Result<T, RequestError>>,
 {
-    match call(format::to_html(markdown), Some(ParseMode::Html)).await {
+    let html = format::to_html(markdown);
+    if !shows_text(&html) && !markdown.trim().is_empty() {
+        return call(markdown.to_string(), None)
+            .await
+            .map_err(adapter_error);
+    }
+    match call(html, Some(ParseMode::Html)).await {
         Err(e) if is_parse_error(&e) => {
             tracing::warn!(adapter = PLATFORM, %conversation, error = %e, "Telegram refused the formatting; sending plain text");
             call(markdown.to_string(), None).await
@@ -292,9 +300,34 @@ where
     .map_err(adapter_error)
 }
 
+/// Whether our own HTML (tags from `format`, text escaped) shows anything outside its tags.
+fn shows_text(html: &str) -> bool {
+    let mut in_tag = false;
+    html.chars().any(|c| {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag && !c.is_whitespace() => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_that_shows_nothing_is_noticed() {
+        for empty in ["", "<blockquote></blockquote>", "<b> </b>\n"] {
+            assert!(!shows_text(empty), "{empty:?}");
+        }
+        for shown in ["x", "<b>&lt;</b>", "<pre>(empty)</pre>"] {
+            assert!(shows_text(shown), "{shown:?}");
+        }
+        assert!(!shows_text(&format::to_html("> ")));
+    }
 
     #[test]
     fn errors_map_to_what_the_driver_retries() {
