@@ -251,6 +251,12 @@ pub trait Adapter: Send + Sync {
         Err(AdapterError::Unsupported("upload"))
     }
 
+    /// What keeps this adapter from working fully, in words for the operator (shown by
+    /// `clawpen status` and `clawpen doctor`); `None` when nothing does.
+    fn trouble(&self) -> Option<String> {
+        None
+    }
+
     /// The reply of a turn is complete and fully delivered.
     async fn finished(&self, _conversation: &ConversationKey) -> Result<(), AdapterError> {
         Ok(())

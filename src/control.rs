@@ -48,6 +48,9 @@ pub struct StatusReply {
     /// nothing does.
     #[serde(default)]
     pub degraded: Option<String>,
+    /// What keeps an adapter from working fully (`telegram: a webhook is set …`).
+    #[serde(default)]
+    pub adapters: Vec<String>,
 }
 
 // The chat side of the socket is the terminal adapter's; these names stay here for the
@@ -131,6 +134,7 @@ async fn handle(
                 live_boxes: router.live_boxes(),
                 max_boxes,
                 degraded: router.store().trouble(),
+                adapters: router.adapter_troubles(),
             };
             let mut line = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
             line.push(b'\n');

@@ -155,6 +155,7 @@ impl Bridge {
             max_boxes: config.max_boxes,
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
+            max_rate_wait: Duration::from_secs(config.max_rate_wait_secs),
         };
         let tunnel = Tunnel::new(config).with_metrics(metrics.clone());
         let router = Router::new(

@@ -195,6 +195,25 @@ fn emphasis(line: &str, at: usize) -> Option<Span> {
     None
 }
 
+/// Characters that are markup more often than text: a part made only of these (and fence
+/// lines and whitespace) may render as nothing at all.
+const MARKUP: &str = "*_~`>#|";
+
+/// Whether a part of a reply shows something once formatted: a character outside fence
+/// lines that is neither whitespace nor markup. A part that opens with a code fence (just
+/// ```` ```rust ````) renders as an empty block, which platforms refuse or show as nothing,
+/// so the first send of a streamed part waits for visible text. Errs towards "not visible":
+/// holding a send a moment too long costs nothing, sending an empty message costs the reply.
+pub fn has_visible_text(part: &str) -> bool {
+    part.lines()
+        .filter(|line| {
+            let body = line.trim_start();
+            !(body.starts_with("```") || body.starts_with("~~~"))
+        })
+        .flat_map(str::chars)
+        .any(|c| !c.is_whitespace() && !MARKUP.contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +224,25 @@ mod tests {
             .into_iter()
             .map(|s| (s.kind, &line[s.outer]))
             .collect()
+    }
+
+    #[test]
+    fn fences_markers_and_blanks_are_not_visible_text() {
+        for blank in [
+            "",
+            "  \n",
+            "```rust\n",
+            "```\n```",
+            "**",
+            "> ",
+            "# ",
+            "```\n\n```\n",
+        ] {
+            assert!(!has_visible_text(blank), "{blank:?}");
+        }
+        for shown in ["a", "```\nx\n```", "- ", "😀", "```sh\n$ ls"] {
+            assert!(has_visible_text(shown), "{shown:?}");
+        }
     }
 
     #[test]

@@ -14,6 +14,10 @@
 //!   the text, and [`EditThrottle`] says when an edit may go. Time is always passed in.
 //! - On a platform with drafts (`caps.has_drafts`), the growing part is shown as a draft
 //!   instead of a sent-then-edited message, and sent as a real message once it is final.
+//! - A growing part is first sent, drafted or edited only once it shows something
+//!   ([`markdown::has_visible_text`]): never an empty message, never a lone code fence. At
+//!   the end of a turn whatever text there is goes out, for the adapter to render visibly.
+//! - A part whose message the platform lost ([`ReplyState::lost`]) is sent again.
 //! - A part never ends inside an inline Markdown span ([`markdown`]) while there is any other
 //!   place to cut, because adapters format each part on its own.
 
@@ -186,13 +190,17 @@ impl ReplyState {
             .enumerate()
             .find(|(_, p)| p.message.is_none())
         {
-            if p.sealed || finished || (caps.can_edit && !caps.has_drafts) {
+            // A growing part is shown only once it shows something: a platform refuses an
+            // empty message, and a reply that opens with a code fence would otherwise be
+            // nothing but an empty block until its first line of code arrives.
+            let visible = p.sealed || finished || markdown::has_visible_text(&p.text);
+            if visible && (p.sealed || finished || (caps.can_edit && !caps.has_drafts)) {
                 return Some(Op::Send {
                     part,
                     text: p.text.clone(),
                 });
             }
-            if caps.has_drafts && p.drafted != p.text {
+            if visible && caps.has_drafts && p.drafted != p.text {
                 return Some(Op::Draft {
                     part,
                     text: p.text.clone(),
@@ -206,11 +214,16 @@ impl ReplyState {
             .iter()
             .enumerate()
             .find_map(|(part, p)| match &p.message {
-                Some(message) if p.shown != p.text => Some(Op::Edit {
-                    part,
-                    message: message.clone(),
-                    text: p.text.clone(),
-                }),
+                Some(message)
+                    if p.shown != p.text
+                        && (finished || p.sealed || markdown::has_visible_text(&p.text)) =>
+                {
+                    Some(Op::Edit {
+                        part,
+                        message: message.clone(),
+                        text: p.text.clone(),
+                    })
+                }
                 _ => None,
             })
     }
@@ -236,6 +249,16 @@ impl ReplyState {
                     p.drafted.clone_from(text);
                 }
             }
+        }
+    }
+
+    /// The platform lost the message of part `part` (someone deleted it): it is sent again
+    /// as a new message, with the text it should show, and the reply goes on there.
+    pub fn lost(&mut self, part: usize) {
+        if let Some(p) = self.parts.get_mut(part) {
+            p.message = None;
+            p.shown.clear();
+            p.drafted.clear();
         }
     }
 
@@ -351,6 +374,36 @@ mod tests {
         ];
         assert_eq!(log, expected);
         assert!(state.parts[0].sealed && !state.parts[1].sealed);
+    }
+
+    #[test]
+    fn a_part_is_first_shown_once_it_has_visible_text() {
+        let (caps, mut state, mut log) = (caps(100, true), ReplyState::new(None), Vec::new());
+        state.push("```sh\n", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert!(log.is_empty(), "an empty code block went out: {log:?}");
+        state.push("ls\n```", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert_eq!(log, [send(0, "```sh\nls\n```")]);
+        // At the end, whatever the text is goes out: the adapter renders it visibly.
+        let (mut empty, mut log) = (ReplyState::new(None), Vec::new());
+        empty.push("```\n```", &caps);
+        drain(&mut empty, &caps, false, &mut log);
+        assert!(log.is_empty());
+        drain(&mut empty, &caps, true, &mut log);
+        assert_eq!(log, [send(0, "```\n```")]);
+    }
+
+    #[test]
+    fn a_lost_message_is_sent_again_with_the_parts_text() {
+        let (caps, mut state, mut log) = (caps(100, true), ReplyState::new(None), Vec::new());
+        state.push("Hello", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        state.lost(0);
+        state.push(" again", &caps);
+        drain(&mut state, &caps, false, &mut log);
+        assert_eq!(log, [send(0, "Hello"), send(0, "Hello again")]);
+        assert_eq!(state.parts[0].message, Some(MessageRef("m1".into())));
     }
 
     #[test]

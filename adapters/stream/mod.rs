@@ -6,6 +6,11 @@
 //! throttle, since its caller has agent output to read meanwhile; it says when to come back
 //! instead. Only [`ReplyStream::finish`] waits, to deliver the end of the reply.
 //!
+//! A message the platform lost under a reply (someone deleted it: an edit meets
+//! [`AdapterError::NotFound`]) is sent again as a new message and the reply goes on there.
+//! A part is first shown only once it has visible text (see [`crate::reply`]). A rate limit
+//! longer than the stream's `max_rate_wait` is returned, for the caller to end the reply.
+//!
 //! The capabilities are the adapter's for this conversation ([`Adapter::capabilities_for`]):
 //! a platform may offer drafts in private chats only. Drafts are throttled like edits and
 //! shown again before the platform lets them lapse; if the platform refuses a draft for good,
@@ -38,9 +43,7 @@ use crate::{Adapter, AdapterError, Capabilities, ConversationKey};
 
 mod retry;
 
-pub use retry::Backoff;
-
-use retry::retry;
+pub use retry::{retry, Attempts, Backoff};
 
 /// Draft ids stay at or below this, so that a platform's 32-bit integer holds any of them.
 pub const MAX_DRAFT_ID: u64 = i32::MAX as u64;
@@ -100,6 +103,13 @@ impl ReplyStream {
             drafted_at: None,
             on_sent: None,
         }
+    }
+
+    /// Gives up on an operation when the platform asks for a longer wait than `wait` (see
+    /// [`Backoff::max_rate_wait`]); the error is then returned, to end the reply.
+    pub fn max_rate_wait(mut self, wait: Duration) -> Self {
+        self.backoff.max_rate_wait = wait;
+        self
     }
 
     /// Has `hook` record every message the platform accepts, before the next is sent.
@@ -208,10 +218,23 @@ impl ReplyStream {
                 let send = move || adapter.send(conversation, text, reply_to);
                 Some(retry(backoff, conversation, send).await?)
             }
-            Op::Edit { message, text, .. } => {
+            Op::Edit {
+                part,
+                message,
+                text,
+            } => {
                 let edit = move || adapter.edit(conversation, message, text);
-                retry(backoff, conversation, edit).await?;
-                None
+                match retry(backoff, conversation, edit).await {
+                    Ok(()) => None,
+                    Err(AdapterError::NotFound(error)) => {
+                        // Someone deleted the message: the rest of the reply must not go
+                        // with it, so its part goes out again as a new message.
+                        tracing::info!(%conversation, %message, %error, "a reply's message is gone; continuing in a new one");
+                        self.state.lost(*part);
+                        return Ok(());
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             Op::Draft { part, text } => {
                 let id = self.draft_id(*part);

@@ -375,3 +375,46 @@ async fn each_accepted_message_is_recorded_before_the_next_is_sent() -> Result<(
     }
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_message_is_continued_in_a_new_one() -> Result<(), AdapterError> {
+    let fake = Fake::new(100, true);
+    let mut stream = stream(&fake, ReplyState::new(None));
+    stream.push("Hello");
+    stream.pump().await?;
+    lock(&fake.chat).clear(); // the user deleted the bot's message
+    stream.push(" again");
+    stream.finish().await?;
+    assert_eq!(
+        fake.chat(),
+        ["Hello again"],
+        "the rest of the reply was lost"
+    );
+    assert_eq!(
+        fake.calls(),
+        [
+            "send Hello",
+            "edit Hello again",
+            "send Hello again",
+            "finished"
+        ]
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_opening_with_a_code_fence_waits_for_its_first_line() -> Result<(), AdapterError> {
+    let fake = Fake::new(100, true);
+    let mut stream = stream(&fake, ReplyState::new(None));
+    stream.push("```rust\n");
+    stream.pump().await?;
+    assert!(
+        fake.calls().is_empty(),
+        "an empty block was sent: {:?}",
+        fake.calls()
+    );
+    stream.push("fn main() {}\n");
+    stream.pump().await?;
+    assert_eq!(fake.calls(), ["send ```rust\nfn main() {}"]);
+    Ok(())
+}

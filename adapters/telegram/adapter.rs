@@ -2,7 +2,7 @@
 //! formatted as HTML; receiving is in [`super::poll`] and [`super::webhook`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,9 +21,11 @@ use tokio_util::sync::CancellationToken;
 use super::api::{self, SendMessageDraft};
 use super::config::TelegramConfig;
 use super::inbound::Identity;
-use super::pace::Pacer;
+use super::migrate::{self, Migrations};
+use super::pace::{self, Pacer};
 use super::PLATFORM;
 use crate::access::{Gate, Rules};
+use crate::stream::{retry, Attempts, Backoff};
 use crate::{
     Adapter, AdapterError, Attachment, Capabilities, ConversationKey, InboundSink, LengthUnit,
     MessageRef, Upload,
@@ -35,14 +37,15 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 /// Telegram shows "typing…" for about five seconds; renewing a little sooner keeps it on.
 const TYPING_INTERVAL: Duration = Duration::from_secs(4);
 
-/// The gap between edits in a private chat (Telegram: about one message a second).
-const PRIVATE_EDIT_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The gap between edits in a group (Telegram: twenty messages a minute).
-const GROUP_EDIT_INTERVAL: Duration = Duration::from_secs(3);
-
-/// The longest wait before getMe is tried again while Telegram cannot be reached.
-const MAX_START_BACKOFF: Duration = Duration::from_secs(60);
+/// How getMe is retried while Telegram cannot be reached at start: for ever (until
+/// shutdown), at most a minute apart.
+const START_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    factor: 2,
+    cap: Duration::from_secs(60),
+    max_attempts: u32::MAX,
+    max_rate_wait: Duration::MAX,
+};
 
 /// A Telegram bot as a clawpen adapter. Cheap to share: hold it in an `Arc`.
 pub struct TelegramAdapter {
@@ -54,7 +57,13 @@ pub struct TelegramAdapter {
     pub(super) me: OnceLock<Identity>,
     /// Allowlists, owner and pairing (shared code; user and chat ids as text).
     pub(super) gate: Gate,
-    /// Set when the server refused a draft for good: replies then stream by edits.
+    /// Groups upgraded to supergroups: sends follow them (see [`super::migrate`]).
+    pub(super) migrations: Migrations,
+    /// Why receiving does not work now (a webhook conflict), for `clawpen status`; set and
+    /// cleared by the poll loop. A std mutex: held only to read or replace the text.
+    trouble: Mutex<Option<&'static str>>,
+    /// Set when the server has no `sendMessageDraft` (a 404): replies then stream by edits
+    /// in every chat. Refusals of one chat's draft never set it.
     drafts_refused: AtomicBool,
 }
 
@@ -115,6 +124,8 @@ impl TelegramAdapter {
             me: OnceLock::new(),
             gate: Gate::new(PLATFORM, &rules),
             drafts_refused: AtomicBool::new(false),
+            trouble: Mutex::new(None),
+            migrations: Migrations::default(),
         }))
     }
 
@@ -122,6 +133,11 @@ impl TelegramAdapter {
     /// allowlist configured and no owner yet); `None` before `run` has started or after.
     pub fn pairing_code(&self) -> Option<String> {
         self.gate.pairing_code()
+    }
+
+    /// Records why receiving does not work now (`None`: it works again).
+    pub(super) fn set_trouble(&self, trouble: Option<&'static str>) {
+        *self.trouble.lock().unwrap_or_else(PoisonError::into_inner) = trouble;
     }
 
     /// Notes a failed write to `chat`: after a 429, every write to the chat waits as long
@@ -139,7 +155,7 @@ impl TelegramAdapter {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<Option<Identity>, AdapterError> {
-        let mut wait = Duration::from_secs(1);
+        let mut attempts = Attempts::new(START_BACKOFF);
         loop {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
@@ -148,9 +164,10 @@ impl TelegramAdapter {
             let error = match result {
                 Ok(me) => {
                     return Ok(Some(Identity {
-                        id: me.user.id.0,
+                        // User ids fit in 52 bits (Bot API); a bigger one matches nobody.
+                        id: i64::try_from(me.user.id.0).unwrap_or(-1),
                         username: me.user.username.clone().unwrap_or_default(),
-                    }))
+                    }));
                 }
                 Err(RequestError::Api(ApiError::InvalidToken)) => {
                     return Err(AdapterError::Rejected(
@@ -159,16 +176,14 @@ impl TelegramAdapter {
                 }
                 Err(e) => api::adapter_error(e),
             };
-            let pause = match &error {
-                AdapterError::RateLimited { retry_after } => *retry_after,
-                _ => wait,
+            let Some(pause) = attempts.failed(&error) else {
+                return Err(error);
             };
             tracing::warn!(adapter = PLATFORM, %error, ?pause, "cannot reach Telegram yet");
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(None),
                 _ = tokio::time::sleep(pause) => {}
             }
-            wait = (wait * 2).min(MAX_START_BACKOFF);
         }
     }
 
@@ -192,28 +207,17 @@ impl TelegramAdapter {
         }
     }
 
-    /// Sends the adapter's own short answer (help, status, a refusal), retrying a rate
-    /// limit a few times; it is dropped, with a log line, if Telegram keeps refusing.
+    /// Sends the adapter's own short answer (help, status, a refusal), retried as
+    /// [`api::OWN_BACKOFF`] says; it is dropped, with a log line, if Telegram keeps refusing.
     pub(super) async fn notice(
         &self,
         conversation: &ConversationKey,
         text: &str,
         reply_to: Option<&MessageRef>,
     ) {
-        for attempt in 1..=3 {
-            match self.send(conversation, text, reply_to).await {
-                Ok(_) => return,
-                Err(AdapterError::RateLimited { retry_after }) if attempt < 3 => {
-                    tokio::time::sleep(retry_after.min(Duration::from_secs(30))).await;
-                }
-                Err(AdapterError::Transport(_)) if attempt < 3 => {
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-                Err(error) => {
-                    tracing::warn!(adapter = PLATFORM, %conversation, %error, "could not send a notice");
-                    return;
-                }
-            }
+        let send = || self.send(conversation, text, reply_to);
+        if let Err(error) = retry(&api::OWN_BACKOFF, conversation, send).await {
+            tracing::warn!(adapter = PLATFORM, %conversation, %error, "could not send a notice");
         }
     }
 
@@ -224,18 +228,39 @@ impl TelegramAdapter {
         mode: Option<ParseMode>,
         reply_to: Option<&MessageRef>,
     ) -> Result<Message, RequestError> {
-        let mut request = self.bot.send_message(ChatId(target.chat), text);
-        if let Some(mode) = mode {
-            request = request.parse_mode(mode);
+        let mut chat = self.migrations.route(target.chat);
+        loop {
+            let mut request = self.bot.send_message(ChatId(chat), text.clone());
+            if let Some(mode) = mode {
+                request = request.parse_mode(mode);
+            }
+            if let Some(thread) = target.thread_id() {
+                request = request.message_thread_id(thread);
+            }
+            if let Some(id) = reply_to.and_then(|r| r.0.parse().ok()) {
+                let reply = ReplyParameters::new(MessageId(id)).allow_sending_without_reply();
+                request = request.reply_parameters(reply);
+            }
+            match request.await {
+                // The group became a supergroup: the message goes there, once.
+                Err(RequestError::MigrateToChatId(to)) if to.0 != chat && chat == target.chat => {
+                    self.migrated(chat, to.0);
+                    chat = to.0;
+                }
+                other => return other,
+            }
         }
-        if let Some(thread) = target.thread_id() {
-            request = request.message_thread_id(thread);
+    }
+
+    /// Follows a group's upgrade to a supergroup from now on (not yet stored: the service
+    /// message Telegram sends to the group stores it when it arrives).
+    pub(super) fn migrated(&self, old: i64, new: i64) -> bool {
+        let news = self.migrations.learn(old, new);
+        if news {
+            let allowed = self.config.allowed_chats.contains(&old);
+            tracing::warn!(adapter = PLATFORM, old, new, allowed, "a group became a supergroup with a new id; its messages and replies follow it (add the new id to telegram.allowed_chats; the old one is honoured meanwhile)");
         }
-        if let Some(id) = reply_to.and_then(|r| r.0.parse().ok()) {
-            let reply = ReplyParameters::new(MessageId(id)).allow_sending_without_reply();
-            request = request.reply_parameters(reply);
-        }
-        request.await
+        news
     }
 
     async fn edit_message(
@@ -269,7 +294,14 @@ impl TelegramAdapter {
             text,
             parse_mode: mode,
         };
-        api::call(&self.bot, payload).await.map(|_| ())
+        match api::call(&self.bot, payload).await {
+            // teloxide reads a 404 "Not Found" as a bad token; the token worked for getMe,
+            // so here it means the server has no drafts.
+            Err(RequestError::Api(ApiError::InvalidToken)) => Err(RequestError::Api(
+                ApiError::Unknown("Not Found: method not found".into()),
+            )),
+            other => other.map(|_| ()),
+        }
     }
 }
 
@@ -286,7 +318,7 @@ impl Adapter for TelegramAdapter {
             can_edit: true,
             has_drafts: false,
             has_threads: true,
-            min_edit_interval: GROUP_EDIT_INTERVAL,
+            min_edit_interval: pace::GROUP_RATE.interval(),
             typing_interval: Some(TYPING_INTERVAL),
         }
     }
@@ -299,7 +331,7 @@ impl Adapter for TelegramAdapter {
         }
         Capabilities {
             has_drafts: self.config.drafts && !self.drafts_refused.load(Ordering::Relaxed),
-            min_edit_interval: PRIVATE_EDIT_INTERVAL,
+            min_edit_interval: pace::PRIVATE_RATE.interval(),
             ..base
         }
     }
@@ -316,6 +348,9 @@ impl Adapter for TelegramAdapter {
         // Only `run` sets it, and only once per adapter.
         let _ = self.me.set(me);
         self.restore_access(&*sink).await;
+        if let Ok(Some(stored)) = sink.load_value(migrate::KEY).await {
+            self.migrations.restore(&stored);
+        }
         self.register_commands().await;
         if self.config.webhook_url.is_some() {
             super::webhook::serve(self, sink, shutdown).await
@@ -370,9 +405,10 @@ impl Adapter for TelegramAdapter {
             return Ok(());
         }
         self.pacer.wait(None).await;
-        let mut request = self
-            .bot
-            .send_chat_action(ChatId(target.chat), ChatAction::Typing);
+        let mut request = self.bot.send_chat_action(
+            ChatId(self.migrations.route(target.chat)),
+            ChatAction::Typing,
+        );
         if let Some(thread) = target.thread_id() {
             request = request.message_thread_id(thread);
         }
@@ -393,15 +429,19 @@ impl Adapter for TelegramAdapter {
         self.pacer.wait(Some(target.chat)).await;
         let draft = |body, mode| self.send_draft(target, draft_id, body, mode);
         let result = api::html_or_plain(conversation, text, draft).await;
-        if matches!(
-            result,
-            Err(AdapterError::NotFound(_) | AdapterError::Rejected(_))
-        ) {
-            // The server has no drafts (or not for this bot): stop offering them, so later
-            // replies stream by edits from the start instead of failing a draft first.
+        if matches!(&result, Err(AdapterError::NotFound(why)) if api::is_unknown_method(why)) {
+            // The server has no drafts at all: stop offering them, so later replies stream
+            // by edits from the start instead of failing a draft first. Any other refusal
+            // (a user who blocked the bot, a text refused) concerns this chat or this text
+            // only: that reply falls back to edits, and other chats keep their drafts.
             self.drafts_refused.store(true, Ordering::Relaxed);
         }
         self.noted(target.chat, result)
+    }
+
+    fn trouble(&self) -> Option<String> {
+        let trouble = *self.trouble.lock().unwrap_or_else(PoisonError::into_inner);
+        trouble.map(str::to_string)
     }
 
     async fn fetch_attachment(
@@ -423,9 +463,12 @@ impl Adapter for TelegramAdapter {
             let id = FileId(attachment.platform_ref.clone());
             self.bot.get_file(id).await.map_err(api::adapter_error)
         };
-        let file = api::patiently("getFile", get_file).await?;
-        if u64::from(file.meta.size) > max_bytes {
-            return Err(too_large(file.meta.size.into()));
+        let file = retry(&api::OWN_BACKOFF, &"getFile", get_file).await?;
+        // teloxide fills a size Telegram left out with u32::MAX: that means unknown, and
+        // the limit is then kept while downloading.
+        let size = Some(u64::from(file.meta.size)).filter(|s| *s != u64::from(u32::MAX));
+        if let Some(size) = size.filter(|s| *s > max_bytes) {
+            return Err(too_large(size));
         }
         let mut data = Vec::new();
         let mut stream = self.bot.download_file_stream(&file.path);
@@ -452,14 +495,16 @@ impl Adapter for TelegramAdapter {
         let send_document = || async {
             self.pacer.wait(Some(target.chat)).await;
             let document = InputFile::memory(file.data.clone()).file_name(file.name.clone());
-            let mut request = self.bot.send_document(ChatId(target.chat), document);
+            let mut request = self
+                .bot
+                .send_document(ChatId(self.migrations.route(target.chat)), document);
             if let Some(thread) = target.thread_id() {
                 request = request.message_thread_id(thread);
             }
             let result = request.await.map_err(api::adapter_error);
             self.noted(target.chat, result)
         };
-        let sent = api::patiently("sendDocument", send_document).await?;
+        let sent = retry(&api::OWN_BACKOFF, &"sendDocument", send_document).await?;
         Ok(MessageRef(sent.id.0.to_string()))
     }
 }

@@ -15,6 +15,7 @@ use teloxide::{ApiError, Bot, RequestError};
 
 use super::config::TelegramConfig;
 use super::{format, PLATFORM};
+use crate::stream::Backoff;
 use crate::{AdapterError, ConversationKey};
 
 /// Added to the long-poll timeout for the HTTP client's: the server answers an empty poll
@@ -180,9 +181,10 @@ pub fn is_not_modified(error: &RequestError) -> bool {
     }
 }
 
-/// Converts a teloxide error at the border: rate limits keep their delay, so the shared
-/// driver waits exactly as long as Telegram asked; network trouble may be retried; anything
-/// Telegram refused is final.
+/// Converts a teloxide error at the border, and so declares which of Telegram's errors are
+/// retryable (the shared [`Backoff`] decides how): rate limits keep their delay, so the
+/// retry waits exactly as long as Telegram asked; network trouble and server errors may be
+/// retried; anything Telegram refused is final.
 pub fn adapter_error(error: RequestError) -> AdapterError {
     match error {
         RequestError::RetryAfter(seconds) => AdapterError::RateLimited {
@@ -212,6 +214,42 @@ pub fn adapter_error(error: RequestError) -> AdapterError {
     }
 }
 
+/// Why `getUpdates` was refused with 409 Conflict, in words for the operator: another
+/// deployment set a webhook for the bot, or another program polls it. Neither goes away by
+/// retrying, and clawpen does not fight over the bot (removing the other's webhook would
+/// only take the bot from it), so it says what to do and keeps polling.
+pub fn conflict(error: &RequestError) -> Option<&'static str> {
+    let text = match error {
+        RequestError::Api(ApiError::CantGetUpdates) => return Some(WEBHOOK_CONFLICT),
+        RequestError::Api(ApiError::TerminatedByOtherGetUpdates) => return Some(POLL_CONFLICT),
+        RequestError::Api(ApiError::Unknown(text)) => text,
+        _ => return None,
+    };
+    if text.contains("webhook is active") {
+        Some(WEBHOOK_CONFLICT)
+    } else if text.contains("other getUpdates") {
+        Some(POLL_CONFLICT)
+    } else {
+        None
+    }
+}
+
+/// See [`conflict`].
+const WEBHOOK_CONFLICT: &str = "a webhook is set for this bot (by another deployment?), so \
+    Telegram refuses long polling (409 Conflict); stop the other deployment or remove its \
+    webhook (deleteWebhook), or give clawpen the webhook with telegram.webhook_url";
+
+/// See [`conflict`].
+const POLL_CONFLICT: &str = "another program polls this bot's updates, so Telegram ends \
+    clawpen's polls (409 Conflict); only one may: stop the other instance";
+
+/// Whether a [`AdapterError::NotFound`] text is the server's answer to a method it does not
+/// have (`404 Not Found`, or `Not Found: method not found`), rather than a missing chat or
+/// message or a user who blocked the bot.
+pub fn is_unknown_method(text: &str) -> bool {
+    text.starts_with("Not Found")
+}
+
 /// Bot API answers that mean the server, not the request, had a problem.
 fn is_server_error(text: &str) -> bool {
     [
@@ -224,43 +262,21 @@ fn is_server_error(text: &str) -> bool {
     .any(|s| text.contains(s))
 }
 
-/// Attempts of an operation the shared driver does not retry (uploads, downloads, setup).
-const OWN_ATTEMPTS: u32 = 4;
-
-/// The longest rate-limit wait such an operation sits out; past it, it fails.
-const MAX_OWN_WAIT: Duration = Duration::from_secs(60);
-
-/// Runs an operation that nothing else retries, sitting out rate limits (up to
-/// [`MAX_OWN_WAIT`]) and brief network trouble, [`OWN_ATTEMPTS`] times at most.
-pub async fn patiently<T, F, Fut>(what: &str, call: F) -> Result<T, AdapterError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, AdapterError>>,
-{
-    let mut attempt = 1;
-    loop {
-        let error = match call().await {
-            Ok(done) => return Ok(done),
-            Err(error) => error,
-        };
-        let wait = match &error {
-            AdapterError::RateLimited { retry_after } if *retry_after <= MAX_OWN_WAIT => {
-                *retry_after
-            }
-            AdapterError::Transport(_) => Duration::from_secs(u64::from(attempt)),
-            _ => return Err(error),
-        };
-        if attempt >= OWN_ATTEMPTS {
-            return Err(error);
-        }
-        tracing::debug!(adapter = PLATFORM, what, %error, ?wait, "retrying");
-        tokio::time::sleep(wait).await;
-        attempt += 1;
-    }
-}
+/// How the adapter's own operations are retried (notices, uploads, downloads, setting the
+/// webhook): a few attempts within seconds, and rate limits of up to a minute waited out;
+/// past that they fail, since nothing waits on them as a reply does.
+pub const OWN_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(1),
+    factor: 2,
+    cap: Duration::from_secs(8),
+    max_attempts: 4,
+    max_rate_wait: Duration::from_secs(60),
+};
 
 /// Runs a formatted call, and once more as plain text if Telegram could not parse the HTML:
-/// the user then sees the Markdown as written, which loses nothing.
+/// the user then sees the Markdown as written, which loses nothing. Markdown that would
+/// show nothing once formatted (an empty quote, a lone heading marker) goes as plain text
+/// from the start, since Telegram refuses an empty message.
 pub async fn html_or_plain<T, F, Fut>(
     conversation: &ConversationKey,
     markdown: &str,
@@ -270,7 +286,13 @@ where
     F: Fn(String, Option<ParseMode>) -> Fut,
     Fut: std::future::Future<Output = Result<T, RequestError>>,
 {
-    match call(format::to_html(markdown), Some(ParseMode::Html)).await {
+    let html = format::to_html(markdown);
+    if !shows_text(&html) && !markdown.trim().is_empty() {
+        return call(markdown.to_string(), None)
+            .await
+            .map_err(adapter_error);
+    }
+    match call(html, Some(ParseMode::Html)).await {
         Err(e) if is_parse_error(&e) => {
             tracing::warn!(adapter = PLATFORM, %conversation, error = %e, "Telegram refused the formatting; sending plain text");
             call(markdown.to_string(), None).await
@@ -280,9 +302,34 @@ where
     .map_err(adapter_error)
 }
 
+/// Whether our own HTML (tags from `format`, text escaped) shows anything outside its tags.
+fn shows_text(html: &str) -> bool {
+    let mut in_tag = false;
+    html.chars().any(|c| {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag && !c.is_whitespace() => return true,
+            _ => {}
+        }
+        false
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn html_that_shows_nothing_is_noticed() {
+        for empty in ["", "<blockquote></blockquote>", "<b> </b>\n"] {
+            assert!(!shows_text(empty), "{empty:?}");
+        }
+        for shown in ["x", "<b>&lt;</b>", "<pre>(empty)</pre>"] {
+            assert!(shows_text(shown), "{shown:?}");
+        }
+        assert!(!shows_text(&format::to_html("> ")));
+    }
 
     #[test]
     fn errors_map_to_what_the_driver_retries() {

@@ -37,7 +37,9 @@ pub struct TelegramConfig {
     pub token: Option<String>,
     /// The Bot API server: the public one, a local `telegram-bot-api`, or a test server.
     pub api_url: String,
-    /// User ids allowed to talk to the bot anywhere.
+    /// User ids allowed to talk to the bot anywhere. A message sent on behalf of a chat (an
+    /// anonymous group admin, whose sender is the group; a channel) counts as that chat's
+    /// id, so a group's own id here admits its anonymous admins.
     pub allowed_users: Vec<i64>,
     /// Chat ids (groups) whose members may all talk to the bot there.
     pub allowed_chats: Vec<i64>,

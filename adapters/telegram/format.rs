@@ -6,12 +6,59 @@
 //! splitter cut never ends inside one.
 //!
 //! The visible text is never longer than the Markdown (markers are dropped, bullets swap one
-//! character for one), so a part within the length limit as Markdown is within it as shown.
+//! character for one), so a part within the length limit as Markdown is within it as shown;
+//! the one exception is an empty code block, shown as `(empty)` (at most four units more
+//! than its fences, for a block left unclosed).
 
 use crate::reply::markdown::{escaped_len, inline_spans, SpanKind};
 
-/// Renders a reply part (or all of a reply) as Telegram HTML.
+/// The most entities (formatted spans, links, code blocks) Telegram applies in one message;
+/// it ignores the rest.
+pub const MAX_ENTITIES: usize = 100;
+
+/// Renders a reply part (or all of a reply) as Telegram HTML, with at most
+/// [`MAX_ENTITIES`] entities: past them the text goes on plain, on purpose, rather than
+/// with formatting Telegram would drop at random places.
 pub fn to_html(markdown: &str) -> String {
+    limit_entities(&render(markdown), MAX_ENTITIES)
+}
+
+/// Keeps the first `max` entities of our own HTML (tags from [`render`], text escaped) and
+/// drops the tags of the others, keeping their text. A `<code class=…>` right inside a
+/// `<pre>` is part of that block's entity, as Telegram counts it.
+fn limit_entities(html: &str, max: usize) -> String {
+    let mut out = String::with_capacity(html.len());
+    // For each open tag: whether it was kept.
+    let mut open: Vec<bool> = Vec::new();
+    let (mut kept, mut rest, mut after_pre) = (0, html, None);
+    while let Some(lt) = rest.find('<') {
+        out.push_str(&rest[..lt]);
+        let Some(gt) = rest[lt..].find('>') else {
+            break;
+        };
+        let tag = &rest[lt..lt + gt + 1];
+        rest = &rest[lt + gt + 1..];
+        let keep = if tag.starts_with("</") {
+            open.pop().unwrap_or(true)
+        } else if let (Some(pre_kept), true) = (after_pre, tag.starts_with("<code")) {
+            open.push(pre_kept);
+            pre_kept
+        } else {
+            let keep = kept < max;
+            kept += usize::from(keep);
+            open.push(keep);
+            keep
+        };
+        after_pre = (tag == "<pre>").then_some(keep);
+        if keep {
+            out.push_str(tag);
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn render(markdown: &str) -> String {
     let mut out = String::with_capacity(markdown.len() + markdown.len() / 8);
     let mut lines = markdown.split('\n').peekable();
     let mut first = true;
@@ -59,7 +106,16 @@ fn closes(ticks: usize, line: &str) -> bool {
     line.len() - body.len() <= 3 && run >= ticks && body[run..].trim().is_empty()
 }
 
+/// What an empty code block shows: Telegram refuses a message whose only entity is an
+/// empty `<pre>` ("message text is empty") and would show nothing of it anyway.
+const EMPTY_BLOCK: &str = "(empty)";
+
 fn code_block(info: &str, code: &str, out: &mut String) {
+    let code = if code.trim().is_empty() {
+        EMPTY_BLOCK
+    } else {
+        code
+    };
     // The first word of the info string names the language; only a safe class name is used.
     let lang: String = info
         .split_whitespace()
@@ -120,11 +176,22 @@ fn block_line(line: &str, out: &mut String) {
 
 /// Renders one line's inline Markdown.
 fn inline(line: &str, out: &mut String) {
+    inline_in(line, false, out);
+}
+
+/// Renders inline Markdown, inside a link's text if `in_link`: Telegram shows no code
+/// inside a link, so there a code span is plain text.
+fn inline_in(line: &str, in_link: bool, out: &mut String) {
     let mut pos = 0;
     for span in inline_spans(line) {
         text(&line[pos..span.outer.start], out);
         let inner = &line[span.inner.clone()];
         let tag = match span.kind {
+            SpanKind::Code if in_link => {
+                escape(inner, out);
+                pos = span.outer.end;
+                continue;
+            }
             SpanKind::Code => {
                 out.push_str("<code>");
                 escape(inner, out);
@@ -138,7 +205,7 @@ fn inline(line: &str, out: &mut String) {
                     out.push_str("<a href=\"");
                     escape_attr(url, out);
                     out.push_str("\">");
-                    inline(inner, out);
+                    inline_in(inner, true, out);
                     out.push_str("</a>");
                 } else {
                     text(&line[span.outer.clone()], out);
@@ -154,7 +221,7 @@ fn inline(line: &str, out: &mut String) {
         out.push('<');
         out.push_str(tag);
         out.push('>');
-        inline(inner, out);
+        inline_in(inner, in_link, out);
         out.push_str("</");
         out.push_str(tag);
         out.push('>');
@@ -261,8 +328,44 @@ mod tests {
         );
         assert_eq!(to_html("```\n**not bold**\n```"), "<pre>**not bold**</pre>");
         assert_eq!(
+            to_html("```\n```"),
+            "<pre>(empty)</pre>",
+            "never an empty message"
+        );
+        assert_eq!(
+            to_html("```sh\n  \n```"),
+            "<pre><code class=\"language-sh\">(empty)</code></pre>"
+        );
+        assert_eq!(
             to_html("```py\nunclosed while streaming"),
             "<pre><code class=\"language-py\">unclosed while streaming</code></pre>"
+        );
+    }
+
+    #[test]
+    fn past_a_hundred_entities_the_text_goes_on_plain() {
+        let md: String = (1..=120).map(|n| format!("**b{n}** ")).collect();
+        let html = to_html(&md);
+        assert_eq!(html.matches("<b>").count(), MAX_ENTITIES);
+        assert_eq!(html.matches("</b>").count(), MAX_ENTITIES);
+        assert!(html.ends_with("b101 b102 b103 b104 b105 b106 b107 b108 b109 b110 b111 b112 b113 b114 b115 b116 b117 b118 b119 b120 "));
+        let block = limit_entities(
+            "<b>x</b><pre><code class=\"language-rs\">y</code></pre><i>z</i>",
+            2,
+        );
+        assert_eq!(
+            block,
+            "<b>x</b><pre><code class=\"language-rs\">y</code></pre>z"
+        );
+        let nested = limit_entities("<b>a<i>b</i>c</b><s>d</s>", 1);
+        assert_eq!(nested, "<b>abc</b>d");
+    }
+
+    #[test]
+    fn link_text_has_no_code_inside() {
+        assert_eq!(
+            to_html("see [`cargo test`](https://doc.rust-lang.org) and `x`"),
+            "see <a href=\"https://doc.rust-lang.org\">cargo test</a> and <code>x</code>"
         );
     }
 

@@ -1,9 +1,11 @@
 //! A Telegram message as the router sees it: its conversation, whether the bot was
 //! addressed, its text and files, and the command it holds (parsed by the shared
 //! [`crate::command`], with Telegram's `/name@bot` rule). No I/O here.
+//!
+//! The message is our own [`wire::Message`], read from the raw update, so whatever the
+//! Bot API adds (a new entity type, a new media kind) never hides its text or files.
 
-use teloxide::types::{Message, MessageEntityKind, User};
-
+use super::wire::{self, Message, User};
 use super::PLATFORM;
 use crate::command::{self, Command, Parsed};
 use crate::{Attachment, ConversationKey, Inbound, MessageRef};
@@ -12,7 +14,7 @@ use crate::{Attachment, ConversationKey, Inbound, MessageRef};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     /// The bot's user id.
-    pub id: u64,
+    pub id: i64,
     /// Its @username, without the @.
     pub username: String,
 }
@@ -22,30 +24,82 @@ pub struct Identity {
 pub enum Translated {
     /// For the bridge (addressed or not), with the command it holds, if any.
     Message(Box<Inbound>, Option<Command>),
-    /// Nothing the bridge reads (a sticker, a service message, the bot's own).
+    /// Nothing the bridge reads and nothing the sender expects an answer to (a service
+    /// message, the bot's own).
     Skip(&'static str),
+    /// A message someone sent with nothing the bridge can use (a sticker, a poll, a kind
+    /// of content newer than this code): skipped, but the operator should hear of it.
+    Unusable(&'static str),
+}
+
+/// Fields of a message that make it a service message (someone joined, a title changed, a
+/// message was pinned …) rather than something a person said.
+const SERVICE_FIELDS: &[&str] = &[
+    "new_chat_members",
+    "left_chat_member",
+    "new_chat_title",
+    "new_chat_photo",
+    "delete_chat_photo",
+    "group_chat_created",
+    "supergroup_chat_created",
+    "channel_chat_created",
+    "message_auto_delete_timer_changed",
+    "migrate_to_chat_id",
+    "migrate_from_chat_id",
+    "pinned_message",
+    "forum_topic_created",
+    "forum_topic_edited",
+    "forum_topic_closed",
+    "forum_topic_reopened",
+    "general_forum_topic_hidden",
+    "general_forum_topic_unhidden",
+    "video_chat_scheduled",
+    "video_chat_started",
+    "video_chat_ended",
+    "video_chat_participants_invited",
+    "boost_added",
+    "chat_background_set",
+    "users_shared",
+    "chat_shared",
+    "write_access_allowed",
+    "proximity_alert_triggered",
+];
+
+/// Whether the raw message is a service message (see [`SERVICE_FIELDS`]).
+pub fn is_service(raw: &serde_json::Value) -> bool {
+    SERVICE_FIELDS.iter().any(|f| raw.get(f).is_some())
 }
 
 /// Translates one message. `trigger` is the configured trigger word, if any.
 pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Translated {
-    let Some(from) = &message.from else {
-        return Translated::Skip("no sender");
-    };
-    if from.id.0 == me.id {
+    if message.from.as_ref().is_some_and(|from| from.id == me.id) {
         return Translated::Skip("the bot's own message");
     }
+    // An anonymous group admin (or a channel) writes as a chat: `from` is then only a
+    // placeholder bot, and the chat's id is the sender that allowlists name.
+    let (sender_id, sender_name) = match (&message.sender_chat, &message.from) {
+        (Some(chat), _) => (
+            chat.id.to_string(),
+            chat.title
+                .clone()
+                .unwrap_or_else(|| "anonymous admin".into()),
+        ),
+        (None, Some(from)) => (from.id.to_string(), display_name(from)),
+        (None, None) => return Translated::Skip("no sender"),
+    };
     let mut text = message
-        .text()
-        .or_else(|| message.caption())
+        .text
+        .as_deref()
+        .or(message.caption.as_deref())
         .unwrap_or_default()
         .to_string();
     let attachments = attachments(message);
     if text.trim().is_empty() && attachments.is_empty() {
-        return Translated::Skip("no text and no file");
+        return Translated::Unusable("no text and no file the bridge can read");
     }
-    let mut conversation = ConversationKey::new(PLATFORM, message.chat.id.0.to_string());
-    if let (true, Some(thread)) = (message.is_topic_message, message.thread_id) {
-        conversation = conversation.with_thread(thread.0 .0.to_string());
+    let mut conversation = ConversationKey::new(PLATFORM, message.chat.id.to_string());
+    if let (true, Some(thread)) = (message.is_topic_message, message.message_thread_id) {
+        conversation = conversation.with_thread(thread.to_string());
     }
     let private = message.chat.is_private();
     let (command, for_us) = match command::parse(&text, Some(&me.username)) {
@@ -59,26 +113,28 @@ pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Tra
         Parsed::Text => (None, false),
     };
     let replied_to_bot = message
-        .reply_to_message()
+        .reply_to_message
+        .as_ref()
         .and_then(|m| m.from.as_ref())
-        .is_some_and(|u| u.id.0 == me.id);
+        .is_some_and(|u| u.id == me.id);
     let addressed = private
         || for_us
         || replied_to_bot
         || mentions(message, &text, me)
         || trigger.is_some_and(|t| contains_word(&text.to_lowercase(), &t.to_lowercase()));
     let inbound = Inbound {
-        id: message.id.0.to_string(),
+        id: message.message_id.to_string(),
         conversation,
-        sender_id: from.id.0.to_string(),
-        sender_name: display_name(from),
+        sender_id,
+        sender_name,
         text: strip_leading_mention(&text, &me.username).to_string(),
         attachments,
         reply_to: message
-            .reply_to_message()
-            .map(|m| MessageRef(m.id.0.to_string())),
+            .reply_to_message
+            .as_ref()
+            .map(|m| MessageRef(m.message_id.to_string())),
         addressed,
-        at: u64::try_from(message.date.timestamp()).unwrap_or(0),
+        at: u64::try_from(message.date).unwrap_or(0),
     };
     Translated::Message(Box::new(inbound), command)
 }
@@ -87,14 +143,9 @@ pub fn translate(message: &Message, me: &Identity, trigger: Option<&str>) -> Tra
 /// pointing at the bot's user (a mention of a bot without a username).
 fn mentions(message: &Message, text: &str, me: &Identity) -> bool {
     let handle = format!("@{}", me.username.to_lowercase());
-    let entities = message
+    let text_mention = message
         .entities()
-        .or_else(|| message.caption_entities())
-        .unwrap_or_default();
-    let text_mention = entities.iter().any(|e| match &e.kind {
-        MessageEntityKind::TextMention { user } => user.id.0 == me.id,
-        _ => false,
-    });
+        .any(|e| e.kind == "text_mention" && e.user.as_ref().is_some_and(|user| user.id == me.id));
     text_mention || (!me.username.is_empty() && contains_word(&text.to_lowercase(), &handle))
 }
 
@@ -131,68 +182,62 @@ fn display_name(user: &User) -> String {
         (Some(last), _) => format!("{} {last}", user.first_name),
         (None, _) if !user.first_name.is_empty() => user.first_name.clone(),
         (None, Some(username)) => username.clone(),
-        (None, None) => user.id.0.to_string(),
+        (None, None) => user.id.to_string(),
     }
 }
 
 /// The files of a message: the largest size of a photo, a document, a voice note, audio
-/// or video. Names are made up where Telegram has none.
+/// or video. Names are made up where Telegram has none; a size Telegram does not give is
+/// unknown, and the limit is then kept while downloading.
 fn attachments(message: &Message) -> Vec<Attachment> {
-    let file = |name: String, mime: Option<String>, meta: &teloxide::types::FileMeta| Attachment {
+    let file = |name: String, mime: Option<String>, file: &wire::File| Attachment {
         name,
         mime,
-        size: Some(meta.size.into()),
-        platform_ref: meta.id.0.clone(),
+        size: file.file_size,
+        platform_ref: file.file_id.clone(),
     };
     let mut found = Vec::new();
-    if let Some(photo) = message.photo().and_then(|sizes| {
-        sizes
-            .iter()
-            .max_by_key(|p| u64::from(p.width) * u64::from(p.height))
-    }) {
-        let name = format!("photo-{}.jpg", photo.file.unique_id.0);
-        found.push(file(name, Some("image/jpeg".into()), &photo.file));
+    let photo = message
+        .photo
+        .iter()
+        .filter_map(|p| p.0.as_ref())
+        .max_by_key(|p| p.width.saturating_mul(p.height));
+    if let Some(photo) = photo {
+        found.push(Attachment {
+            name: format!("photo-{}.jpg", photo.file_unique_id),
+            mime: Some("image/jpeg".into()),
+            size: photo.file_size,
+            platform_ref: photo.file_id.clone(),
+        });
     }
-    if let Some(doc) = message.document() {
+    if let Some(doc) = &message.document {
         let name = doc
             .file_name
             .clone()
-            .unwrap_or_else(|| format!("document-{}", doc.file.unique_id.0));
-        found.push(file(
-            name,
-            doc.mime_type.as_ref().map(ToString::to_string),
-            &doc.file,
-        ));
+            .unwrap_or_else(|| format!("document-{}", doc.file_unique_id));
+        found.push(file(name, doc.mime_type.clone(), doc));
     }
-    if let Some(voice) = message.voice() {
-        let name = format!("voice-{}.ogg", voice.file.unique_id.0);
+    if let Some(voice) = &message.voice {
+        let name = format!("voice-{}.ogg", voice.file_unique_id);
         let mime = voice
             .mime_type
-            .as_ref()
-            .map_or("audio/ogg".into(), ToString::to_string);
-        found.push(file(name, Some(mime), &voice.file));
+            .clone()
+            .unwrap_or_else(|| "audio/ogg".into());
+        found.push(file(name, Some(mime), voice));
     }
-    if let Some(audio) = message.audio() {
+    if let Some(audio) = &message.audio {
         let name = audio
             .file_name
             .clone()
-            .unwrap_or_else(|| format!("audio-{}", audio.file.unique_id.0));
-        found.push(file(
-            name,
-            audio.mime_type.as_ref().map(ToString::to_string),
-            &audio.file,
-        ));
+            .unwrap_or_else(|| format!("audio-{}", audio.file_unique_id));
+        found.push(file(name, audio.mime_type.clone(), audio));
     }
-    if let Some(video) = message.video() {
+    if let Some(video) = &message.video {
         let name = video
             .file_name
             .clone()
-            .unwrap_or_else(|| format!("video-{}.mp4", video.file.unique_id.0));
-        found.push(file(
-            name,
-            video.mime_type.as_ref().map(ToString::to_string),
-            &video.file,
-        ));
+            .unwrap_or_else(|| format!("video-{}.mp4", video.file_unique_id));
+        found.push(file(name, video.mime_type.clone(), video));
     }
     found
 }
@@ -342,13 +387,6 @@ mod tests {
         );
         let extra = json!({"document": {"file_id": "d", "file_unique_id": "ud", "file_name": "report.pdf",
             "mime_type": "application/pdf", "file_size": 3}});
-        let m = message(private(), extra.clone());
-        eprintln!(
-            "DOC {:?} {:?} {:?}",
-            m.document().is_some(),
-            attachments(&m),
-            m.text()
-        );
         let i = inbound(translate(&message(private(), extra), &me(), None));
         assert_eq!(i.attachments[0].name, "report.pdf");
         assert_eq!(i.attachments[0].mime.as_deref(), Some("application/pdf"));
@@ -360,7 +398,36 @@ mod tests {
             "width": 1, "height": 1, "is_animated": false, "is_video": false, "file_size": 1}});
         assert!(matches!(
             translate(&message(private(), extra), &me(), None),
-            Translated::Skip(_)
+            Translated::Unusable(_)
         ));
+    }
+
+    #[test]
+    fn an_anonymous_admin_speaks_as_the_group() {
+        let extra = json!({"text": "@ClawBot status?",
+            "from": {"id": 1_087_968_824, "is_bot": true, "first_name": "Group",
+                "username": "GroupAnonymousBot"},
+            "sender_chat": {"id": -100_123, "type": "supergroup", "title": "Team"}});
+        let i = inbound(translate(&message(group(), extra), &me(), None));
+        assert_eq!(
+            (i.sender_id.as_str(), i.sender_name.as_str()),
+            ("-100123", "Team")
+        );
+    }
+
+    #[test]
+    fn new_entity_types_and_missing_sizes_hide_nothing() {
+        // Bot API 9.5's `date_time`, unknown to teloxide 0.17, and an entity of a shape
+        // nobody documented: the text and the mention still count.
+        let extra = json!({"text": "@ClawBot meet at 10:00?", "entities": [
+            {"type": "mention", "offset": 0, "length": 8},
+            {"type": "date_time", "offset": 17, "length": 5, "unix_time": 1_700_000_000},
+            {"type": 7}]});
+        let i = inbound(translate(&message(group(), extra), &me(), None));
+        assert_eq!((i.text.as_str(), i.addressed), ("meet at 10:00?", true));
+        let extra = json!({"document": {"file_id": "d", "file_unique_id": "ud"}});
+        let i = inbound(translate(&message(private(), extra), &me(), None));
+        assert_eq!(i.attachments[0].size, None, "unknown, not u32::MAX");
+        assert_eq!(i.attachments[0].name, "document-ud");
     }
 }

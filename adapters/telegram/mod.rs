@@ -12,8 +12,10 @@
 //! - `adapter`: the [`TelegramAdapter`] and its outbound operations.
 //! - [`format`]: Markdown to Telegram HTML.
 //! - `inbound`: a Telegram message as an [`crate::Inbound`], and the command it holds.
+//! - `wire`: the Bot API objects read from an update, as our own types that cannot panic.
 //! - `update`: one update, through access control to the sink.
 //! - `poll` and `webhook`: the two ways of receiving updates.
+//! - `migrate`: groups upgraded to supergroups, followed to their new id.
 //! - [`pace`]: per-chat and global pacing. Access control is [`crate::access`], commands
 //!   [`crate::command`], shared with every adapter.
 //! - `api`: Bot API payloads teloxide lacks, and error conversion.
@@ -23,11 +25,13 @@ mod api;
 pub mod config;
 pub mod format;
 mod inbound;
+mod migrate;
 pub mod pace;
 mod poll;
 pub mod registration;
 mod update;
 mod webhook;
+mod wire;
 
 pub use adapter::{TelegramAdapter, MAX_MESSAGE_LEN};
 pub use config::{TelegramConfig, TelegramConfigError};

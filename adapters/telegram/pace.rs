@@ -1,6 +1,8 @@
 //! Pacing of writes to Telegram, so the bot stays under the limits Telegram documents
 //! instead of running into 429s: about one message per second in a chat, twenty a minute in
-//! a group, thirty a second in all. A 429 that still comes is honoured by the shared driver.
+//! a group, thirty a second in all, stated once as [`Rate`]s that the adapter's edit
+//! intervals follow too. A 429 that still comes holds the chat here (every write to it
+//! waits) and is retried by the shared [`crate::stream::Backoff`].
 //!
 //! Plain token buckets with the clock passed in; the [`Pacer`] holds one per chat and one
 //! for the bot, and tells a caller how long to wait before its write.
@@ -11,14 +13,54 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Writes per second to one private chat.
-const PRIVATE_RATE: f64 = 1.0;
+/// A rate of writes Telegram allows: `writes` per `per`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// How many writes…
+    pub writes: u32,
+    /// …in how long.
+    pub per: Duration,
+}
 
-/// Writes per second to one group (Telegram: twenty a minute).
-const GROUP_RATE: f64 = 20.0 / 60.0;
+impl Rate {
+    /// Writes per second.
+    pub fn per_sec(self) -> f64 {
+        f64::from(self.writes) / self.per.as_secs_f64()
+    }
 
-/// Writes per second in all chats together.
-const GLOBAL_RATE: f64 = 30.0;
+    /// The gap between two writes at this rate: how far apart a reply's edits go.
+    pub fn interval(self) -> Duration {
+        self.per / self.writes.max(1)
+    }
+}
+
+/// Telegram's limits, stated once: the pacer's buckets and the adapter's edit intervals
+/// both follow them. One private chat: about one message a second.
+pub const PRIVATE_RATE: Rate = Rate {
+    writes: 1,
+    per: Duration::from_secs(1),
+};
+
+/// One group: twenty messages a minute.
+pub const GROUP_RATE: Rate = Rate {
+    writes: 20,
+    per: Duration::from_secs(60),
+};
+
+/// All chats together: thirty messages a second.
+pub const GLOBAL_RATE: Rate = Rate {
+    writes: 30,
+    per: Duration::from_secs(1),
+};
+
+/// The rate of one chat: users have positive ids, groups and channels negative ones.
+pub fn chat_rate(chat: i64) -> Rate {
+    if chat > 0 {
+        PRIVATE_RATE
+    } else {
+        GROUP_RATE
+    }
+}
 
 /// Writes that may go at once after a quiet spell: a long reply's parts leave together.
 const CHAT_BURST: f64 = 3.0;
@@ -100,7 +142,11 @@ impl Pacer {
     /// A pacer with every bucket full at `now`.
     pub fn new(now: Instant) -> Self {
         Self {
-            global: Mutex::new(TokenBucket::new(GLOBAL_RATE, GLOBAL_RATE, now)),
+            global: Mutex::new(TokenBucket::new(
+                f64::from(GLOBAL_RATE.writes),
+                GLOBAL_RATE.per_sec(),
+                now,
+            )),
             chats: Mutex::new(HashMap::new()),
             held: Mutex::new(HashMap::new()),
         }
@@ -131,8 +177,7 @@ impl Pacer {
         if chats.len() >= CHATS_KEPT {
             chats.retain(|_, bucket| !bucket.is_full(now));
         }
-        // Users have positive ids, groups negative ones.
-        let rate = if chat > 0 { PRIVATE_RATE } else { GROUP_RATE };
+        let rate = chat_rate(chat).per_sec();
         let local = chats
             .entry(chat)
             .or_insert_with(|| TokenBucket::new(CHAT_BURST, rate, now))
@@ -222,6 +267,13 @@ mod tests {
             "other chats go on"
         );
         assert_eq!(pacer.held_until(9, t0 + secs(5.0)), None);
+    }
+
+    #[test]
+    fn rates_give_the_gaps_between_edits() {
+        assert_eq!(chat_rate(7).interval(), secs(1.0));
+        assert_eq!(chat_rate(-100).interval(), secs(3.0));
+        assert_eq!(GLOBAL_RATE.per_sec(), 30.0);
     }
 
     #[test]

@@ -16,18 +16,23 @@ use tokio_util::sync::CancellationToken;
 use super::adapter::TelegramAdapter;
 use super::api::{self, GetUpdatesRaw, ALLOWED_UPDATES};
 use super::PLATFORM;
+use crate::stream::{Attempts, Backoff};
 use crate::{AdapterError, InboundSink, SinkError};
 
 /// The store key of the next update id wanted.
 pub const OFFSET_KEY: &str = "telegram.offset";
 
-/// The longest pause between failing polls. Short on purpose: every message to the bot
-/// waits out this pause once Telegram is back, Bot API outages are mostly brief 5xx bursts,
-/// and one poll every few seconds is no load on Telegram.
-const MAX_BACKOFF: Duration = Duration::from_secs(3);
-
-/// The pause after the first failed poll; it doubles with each further failure.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// How failed polls (and failed attempts to store an update) are retried: for ever, with
+/// steps from 250 ms up to 3 s. A low cap on purpose: every message to the bot waits out
+/// this pause once Telegram is back, Bot API outages are mostly brief 5xx bursts, and one
+/// poll every few seconds is no load on Telegram.
+const POLL_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(250),
+    factor: 2,
+    cap: Duration::from_secs(3),
+    max_attempts: u32::MAX,
+    max_rate_wait: Duration::MAX,
+};
 
 /// While polls keep failing, one warning for the first failure and then one for every this
 /// many; the others are debug lines, so an hour's outage is a few lines, not thousands.
@@ -51,9 +56,9 @@ pub(super) async fn run(
         }
     };
     tracing::info!(adapter = PLATFORM, offset, "polling Telegram for updates");
-    let mut failures = Failures::default();
-    // Failed attempts to store an update, for that path's own backoff.
-    let mut store_failures = 0;
+    let mut polls = Attempts::new(POLL_BACKOFF);
+    // Failed attempts to store an update, under the same policy.
+    let mut stores = Attempts::new(POLL_BACKOFF);
     loop {
         let request = GetUpdatesRaw {
             offset,
@@ -66,7 +71,8 @@ pub(super) async fn run(
         };
         let updates = match result {
             Ok(updates) => {
-                let before = failures.recovered();
+                let before = polls.succeeded();
+                adapter.set_trouble(None);
                 if before > 0 {
                     tracing::info!(
                         adapter = PLATFORM,
@@ -82,10 +88,18 @@ pub(super) async fn run(
                 ));
             }
             Err(e) => {
-                let count = failures.failed();
+                let conflict = api::conflict(&e);
+                adapter.set_trouble(conflict);
                 let error = api::adapter_error(e);
-                let pause = pause_after(&error, count, jitter());
-                if Failures::worth_a_warning(count) {
+                let pause = polls.failed(&error).unwrap_or(POLL_BACKOFF.cap);
+                let count = polls.failures();
+                if let (Some(why), true) = (conflict, worth_a_warning(count)) {
+                    tracing::warn!(
+                        adapter = PLATFORM,
+                        failures = count,
+                        "cannot receive updates: {why}"
+                    );
+                } else if worth_a_warning(count) {
                     tracing::warn!(adapter = PLATFORM, %error, failures = count, ?pause, "getUpdates failing; polling again shortly");
                 } else {
                     tracing::debug!(adapter = PLATFORM, %error, failures = count, ?pause, "getUpdates failed again");
@@ -111,7 +125,7 @@ pub(super) async fn run(
             };
             match handled {
                 Ok(()) => {
-                    store_failures = 0;
+                    stores.succeeded();
                     offset = id + 1;
                     if let Err(e) = sink.save_value(OFFSET_KEY, &offset.to_string()).await {
                         // Telegram still moves on; a restart re-fetches what it holds, and
@@ -121,8 +135,8 @@ pub(super) async fn run(
                 }
                 Err(SinkError::ShuttingDown) => return Ok(()),
                 Err(e) => {
-                    store_failures += 1;
-                    let pause = backoff(store_failures, jitter());
+                    let error = AdapterError::Transport(e.to_string());
+                    let pause = stores.failed(&error).unwrap_or(POLL_BACKOFF.cap);
                     tracing::error!(adapter = PLATFORM, update_id = id, error = %e, ?pause, "could not store an update; fetching it again");
                     if sleep_or_stop(pause, &shutdown).await {
                         return Ok(());
@@ -134,53 +148,11 @@ pub(super) async fn run(
     }
 }
 
-/// Consecutive failed polls, and which of them are worth a warning.
-#[derive(Debug, Default)]
-struct Failures {
-    count: u32,
-}
-
-impl Failures {
-    /// Records one more failure; returns how many in a row there have been.
-    fn failed(&mut self) -> u32 {
-        self.count = self.count.saturating_add(1);
-        self.count
-    }
-
-    /// Records a successful poll; returns how many failures it ended (0: none).
-    fn recovered(&mut self) -> u32 {
-        std::mem::take(&mut self.count)
-    }
-
-    /// Whether the `count`th failure in a row is logged as a warning: the first, which
-    /// says the outage began, and every [`WARN_EVERY`]th, which says it goes on.
-    fn worth_a_warning(count: u32) -> bool {
-        count == 1 || count % WARN_EVERY == 0
-    }
-}
-
-/// How long to pause after the `failures`th failed poll: what a rate limit asked for,
-/// exactly, else the capped backoff.
-fn pause_after(error: &AdapterError, failures: u32, jitter: f64) -> Duration {
-    match error {
-        AdapterError::RateLimited { retry_after } => *retry_after,
-        _ => backoff(failures, jitter),
-    }
-}
-
-/// Exponential backoff from [`FIRST_BACKOFF`] capped at [`MAX_BACKOFF`], with "equal
-/// jitter": half of each step is fixed and half scaled by `jitter` (in `[0, 1)`), so that
-/// bridges failing together do not retry in step, yet none retries in a tight loop.
-fn backoff(failures: u32, jitter: f64) -> Duration {
-    let factor = 2u32.saturating_pow(failures.saturating_sub(1));
-    let step = FIRST_BACKOFF.saturating_mul(factor).min(MAX_BACKOFF);
-    step / 2 + (step / 2).mul_f64(jitter.clamp(0.0, 1.0))
-}
-
-/// A uniform random number in `[0, 1)`, for the backoff's jitter.
-fn jitter() -> f64 {
-    // The top 53 bits fill an f64's mantissa exactly.
-    (super::random_u64() >> 11) as f64 / (1u64 << 53) as f64
+/// Whether the `count`th failure in a row is logged as a warning: the first, which says
+/// the outage began, and every [`WARN_EVERY`]th, which says it goes on. (A rate limit is
+/// not counted, so it logs as the failure before it did.)
+fn worth_a_warning(count: u32) -> bool {
+    count <= 1 || count % WARN_EVERY == 0
 }
 
 /// Sleeps for `pause`; true if `shutdown` fired first.
@@ -196,40 +168,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_polls_back_off_to_a_low_cap_with_jitter() {
-        let steps: Vec<u128> = (1..=6).map(|n| backoff(n, 1.0).as_millis()).collect();
-        assert_eq!(steps, [250, 500, 1000, 2000, 3000, 3000]);
-        let floors: Vec<u128> = (1..=6).map(|n| backoff(n, 0.0).as_millis()).collect();
-        assert_eq!(floors, [125, 250, 500, 1000, 1500, 1500]);
-        assert_eq!(backoff(u32::MAX, 1.0), MAX_BACKOFF);
-        // Four failures in a row cost at most a few seconds in all.
-        let worst: Duration = (1..=4).map(|n| backoff(n, 1.0)).sum();
+    fn four_failed_polls_cost_seconds_not_a_minute() {
+        let worst: Duration = (1..=4).filter_map(|n| POLL_BACKOFF.step(n)).sum();
         assert!(worst <= Duration::from_secs(4), "{worst:?}");
-        for _ in 0..100 {
-            let j = jitter();
-            assert!((0.0..1.0).contains(&j), "{j}");
-        }
-    }
-
-    #[test]
-    fn a_rate_limit_is_waited_out_exactly_as_asked() {
+        assert_eq!(POLL_BACKOFF.step(u32::MAX - 1), Some(POLL_BACKOFF.cap));
+        let mut polls = Attempts::new(POLL_BACKOFF);
         let limited = AdapterError::RateLimited {
             retry_after: Duration::from_secs(9),
         };
-        assert_eq!(pause_after(&limited, 5, 0.5), Duration::from_secs(9));
-        let down = AdapterError::Transport("Bad Gateway".into());
-        assert_eq!(pause_after(&down, 1, 1.0), FIRST_BACKOFF);
+        assert_eq!(polls.failed(&limited), Some(Duration::from_secs(9)));
     }
 
     #[test]
     fn an_outage_is_logged_as_a_count_not_a_line_per_failure() {
-        let mut failures = Failures::default();
-        let warned: Vec<u32> = (0..45)
-            .map(|_| failures.failed())
-            .filter(|&n| Failures::worth_a_warning(n))
-            .collect();
+        let warned: Vec<u32> = (1..=45).filter(|&n| worth_a_warning(n)).collect();
         assert_eq!(warned, [1, 20, 40]);
-        assert_eq!(failures.recovered(), 45);
-        assert_eq!(failures.recovered(), 0, "a success resets the count");
     }
 }

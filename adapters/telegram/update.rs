@@ -4,10 +4,11 @@
 //! here is reading the update and saying how to address the bot.
 
 use serde_json::Value;
-use teloxide::types::{Update, UpdateKind};
 
 use super::adapter::TelegramAdapter;
 use super::inbound::{self, Translated};
+use super::migrate;
+use super::wire::{self, Message, Update};
 use super::PLATFORM;
 use crate::access::{Admission, Sender};
 use crate::command::{self, Handled};
@@ -15,48 +16,50 @@ use crate::{InboundSink, MessageRef, SinkError};
 
 impl TelegramAdapter {
     /// Handles one update. `Ok` means it may be confirmed to Telegram: it was stored by the
-    /// sink, answered by the adapter, or skipped for good. An error means it must be fetched
-    /// again (the sink could not store it).
+    /// sink, answered by the adapter, or skipped for good (logged). An error means it must
+    /// be fetched again (the sink could not store it). Whatever `value` holds, nothing here
+    /// can panic: it is read into the bridge's own [`wire`] types.
     pub(super) async fn handle_update(
         &self,
         sink: &dyn InboundSink,
         value: Value,
     ) -> Result<(), SinkError> {
         let update_id = value.get("update_id").and_then(Value::as_i64);
-        let kinds: Vec<String> = value
-            .as_object()
-            .map(|o| o.keys().filter(|k| *k != "update_id").cloned().collect())
-            .unwrap_or_default();
-        // From text, not from the `Value`: teloxide reads an update's kind as a borrowed
-        // key, which a `Value` cannot lend, and would take every update for unknown.
-        let update: Update = match serde_json::from_str(&value.to_string()) {
-            Ok(update) => update,
-            Err(error) => {
-                tracing::warn!(adapter = PLATFORM, ?update_id, ?kinds, %error, "skipping a malformed update");
-                return Ok(());
-            }
-        };
-        let message = match update.kind {
-            UpdateKind::Message(message) => message,
-            UpdateKind::Error(_) => {
-                tracing::warn!(
-                    adapter = PLATFORM,
-                    ?update_id,
-                    ?kinds,
-                    "skipping an update of an unknown kind or shape"
-                );
-                return Ok(());
-            }
-            _ => {
+        let message = match wire::read(&value) {
+            Update::Message(message) => message,
+            Update::Ignored(kind) => {
                 tracing::debug!(
                     adapter = PLATFORM,
                     ?update_id,
-                    ?kinds,
+                    kind,
                     "ignoring an update that is not a message"
                 );
                 return Ok(());
             }
+            Update::Unknown(kinds) => {
+                tracing::warn!(
+                    adapter = PLATFORM,
+                    ?update_id,
+                    ?kinds,
+                    "skipping an update of an unknown kind"
+                );
+                return Ok(());
+            }
+            Update::Malformed(error) => {
+                tracing::warn!(adapter = PLATFORM, ?update_id, %error, "skipping a malformed update");
+                return Ok(());
+            }
         };
+        if let Some((old, new)) = upgrade(&message) {
+            // Followed from now on, and stored so a restart still follows it.
+            if self.migrated(old, new) {
+                let stored = self.migrations.to_text();
+                if let Err(e) = sink.save_value(migrate::KEY, &stored).await {
+                    tracing::warn!(adapter = PLATFORM, error = %e, "could not store a group's upgrade");
+                }
+            }
+            return Ok(());
+        }
         let Some(me) = self.me.get() else {
             return Ok(());
         };
@@ -66,10 +69,33 @@ impl TelegramAdapter {
                     tracing::debug!(adapter = PLATFORM, ?update_id, why, "skipping a message");
                     return Ok(());
                 }
+                Translated::Unusable(_) if inbound::is_service(&value["message"]) => {
+                    tracing::debug!(adapter = PLATFORM, ?update_id, "skipping a service message");
+                    return Ok(());
+                }
+                Translated::Unusable(why) => {
+                    // Someone said something the bridge cannot read: the operator hears of
+                    // it, with what the message held.
+                    let fields = content_fields(&value["message"]);
+                    tracing::warn!(
+                        adapter = PLATFORM,
+                        ?update_id,
+                        why,
+                        ?fields,
+                        "skipping a message the bridge cannot use"
+                    );
+                    return Ok(());
+                }
                 Translated::Message(inbound, command) => (*inbound, command),
             };
         let private = message.chat.is_private();
-        let chat = message.chat.id.0.to_string();
+        // An allowlist entry naming a group before its upgrade admits the supergroup.
+        let id = message.chat.id;
+        let chat = match self.migrations.origin(id) {
+            Some(old) if !self.config.allowed_chats.contains(&id) => old,
+            _ => id,
+        };
+        let chat = chat.to_string();
         let sender = Sender {
             user: &inbound.sender_id,
             chat: &chat,
@@ -108,28 +134,36 @@ impl TelegramAdapter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-    use teloxide::types::{Update, UpdateKind};
-
-    /// Why `handle_update` parses from text: teloxide's update kinds cannot be read from a
-    /// `serde_json::Value`, which would make every update look unknown.
-    #[test]
-    fn updates_parse_from_text_but_not_from_a_value() {
-        let value = json!({"update_id": 1, "message": {
-            "message_id": 2, "date": 0, "text": "hi",
-            "chat": {"id": 5, "type": "private", "first_name": "Ann"},
-            "from": {"id": 5, "is_bot": false, "first_name": "Ann"}}});
-        let from_text: Result<Update, _> = serde_json::from_str(&value.to_string());
-        assert!(matches!(
-            from_text.map(|u| u.kind),
-            Ok(UpdateKind::Message(_))
-        ));
-        let from_value: Result<Update, _> = serde_json::from_value(value);
-        assert!(!matches!(
-            from_value.map(|u| u.kind),
-            Ok(UpdateKind::Message(_))
-        ));
+/// The upgrade of a group to a supergroup that a service message announces, as (old, new).
+fn upgrade(message: &Message) -> Option<(i64, i64)> {
+    match (message.migrate_to_chat_id, message.migrate_from_chat_id) {
+        (Some(new), _) => Some((message.chat.id, new)),
+        (None, Some(old)) => Some((old, message.chat.id)),
+        (None, None) => None,
     }
+}
+
+/// The fields of a raw message beyond its envelope (ids, sender, chat, date), to name
+/// in a log line what a skipped message held.
+fn content_fields(raw: &Value) -> Vec<String> {
+    const ENVELOPE: &[&str] = &[
+        "message_id",
+        "date",
+        "chat",
+        "from",
+        "sender_chat",
+        "message_thread_id",
+        "is_topic_message",
+        "reply_to_message",
+        "entities",
+        "caption_entities",
+    ];
+    raw.as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !ENVELOPE.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -81,7 +81,8 @@ pub(super) async fn serve(
             .max_connections(1);
         async move { request.await.map_err(super::api::adapter_error) }
     };
-    super::api::patiently("setWebhook", set_webhook).await?;
+    let own = &super::api::OWN_BACKOFF;
+    crate::stream::retry(own, &"setWebhook", set_webhook).await?;
     tracing::info!(adapter = PLATFORM, %addr, url = %url, "receiving Telegram updates by webhook");
     let endpoint = Arc::new(Endpoint {
         adapter: adapter.clone(),

@@ -183,6 +183,9 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
         healthy &= report(check.ok, &check.what, &check.detail);
     }
     let daemon = control::query_status(&config.control_socket()).await;
+    for trouble in daemon.iter().flat_map(|status| &status.adapters) {
+        healthy &= report(false, "adapter", trouble);
+    }
     let instance = if let Some(status) = &daemon {
         match &status.degraded {
             None => {

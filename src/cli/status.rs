@@ -16,6 +16,9 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         if let Some(degraded) = &status.degraded {
             println!("degraded: {degraded}");
         }
+        for trouble in &status.adapters {
+            println!("adapter {trouble}");
+        }
         if status.conversations.is_empty() {
             println!("no live conversations");
         }

@@ -16,6 +16,7 @@ pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_IDLE_TIMEOUT_SECS",
     "CLAWPEN_SHUTDOWN_GRACE_SECS",
     "CLAWPEN_TURN_STALL_SECS",
+    "CLAWPEN_MAX_RATE_WAIT_SECS",
     "CLAWPEN_PROVIDER",
     "CLAWPEN_MODEL",
     "ANTHROPIC_BASE_URL",
@@ -104,6 +105,11 @@ impl Config {
             &mut self.shutdown_grace_secs,
         )?;
         number(env, "CLAWPEN_TURN_STALL_SECS", &mut self.turn_stall_secs)?;
+        number(
+            env,
+            "CLAWPEN_MAX_RATE_WAIT_SECS",
+            &mut self.max_rate_wait_secs,
+        )?;
         number(env, "CLAWPEN_ECHO_DELAY_MS", &mut self.echo_delay_ms)?;
         if let Some(v) = get("CLAWPEN_INSTRUCTIONS") {
             self.instructions_file = Some(PathBuf::from(v));

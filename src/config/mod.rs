@@ -146,6 +146,10 @@ pub struct Config {
     /// Seconds a turn may go without any sign of life from its box before the box is
     /// considered hung and is killed.
     pub turn_stall_secs: u64,
+    /// The longest rate-limit wait (a platform's `retry_after`) a reply sits out; past it
+    /// the reply ends there, the log says so, and the user is told once the platform lets
+    /// the bot write again.
+    pub max_rate_wait_secs: u64,
     /// Limits of every box.
     #[serde(rename = "box")]
     pub limits: BoxLimits,
@@ -209,6 +213,7 @@ impl Default for Config {
             idle_timeout_secs: 15 * 60,
             shutdown_grace_secs: 30,
             turn_stall_secs: 120,
+            max_rate_wait_secs: 600,
             limits: BoxLimits::default(),
             metrics: MetricsSettings::default(),
             mount_allowlist: Vec::new(),

@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::stream::{OnSent, ReplyStream};
-use clawpen_adapters::{Adapter, ConversationKey, Upload};
+use clawpen_adapters::stream::{Attempts, Backoff, OnSent, ReplyStream};
+use clawpen_adapters::{Adapter, AdapterError, ConversationKey, Upload};
 use clawpen_domain::{ContainerId, TurnId};
 use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, Instant};
@@ -31,8 +31,15 @@ use super::Shared;
 /// they are bounded by the box's own output, which the actor reads at its pace.
 const SIDE_CAPACITY: usize = 64;
 
-/// How long a reply whose platform keeps failing waits before trying its end again.
-const FINISH_RETRY: Duration = Duration::from_secs(15);
+/// How a reply whose platform keeps failing tries its end again, once the stream's own
+/// retries gave up: for ever (the reply must arrive), at most a minute apart.
+const FINISH_BACKOFF: Backoff = Backoff {
+    base: Duration::from_secs(5),
+    factor: 2,
+    cap: Duration::from_secs(60),
+    max_attempts: u32::MAX,
+    max_rate_wait: Duration::MAX,
+};
 
 /// A reply's work, handed over by the actor and not yet taken by the task.
 struct Job {
@@ -47,6 +54,9 @@ struct Job {
     restart: bool,
     /// No more text comes: deliver all of it.
     finished: bool,
+    /// Delivery gave up on it (the platform asked for too long a wait): text still
+    /// pushed to it is dropped until it is finished.
+    ended: bool,
 }
 
 /// A side operation.
@@ -102,6 +112,7 @@ impl Outbox {
                 text: String::new(),
                 restart: false,
                 finished: false,
+                ended: false,
             })
         });
     }
@@ -236,8 +247,15 @@ impl Task {
                 continue;
             }
             if let Some(current) = self.current.as_mut() {
-                if let Err(e) = current.stream.pump().await {
-                    tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed; trying again later");
+                match current.stream.pump().await {
+                    Ok(()) => {}
+                    Err(AdapterError::RateLimited { retry_after }) => {
+                        self.give_up(retry_after).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(conversation = %self.key, error = %e, "delivering reply text failed; trying again later");
+                    }
                 }
             }
             if closed && self.current.is_none() && self.is_idle() {
@@ -261,6 +279,16 @@ impl Task {
     /// none is current), and takes the side operations.
     fn take(&mut self) -> (Vec<Side>, bool) {
         let mut pending = self.outbox.lock();
+        // A reply delivery gave up on: its text goes nowhere, and it is dropped once complete.
+        while let Some(job) = pending.replies.front_mut().filter(|job| job.ended) {
+            job.text.clear();
+            job.restart = false;
+            if !job.finished {
+                let side = pending.side.drain(..).collect();
+                return (side, pending.closed);
+            }
+            pending.replies.pop_front();
+        }
         if self.current.is_none() {
             if let Some(job) = pending.replies.front_mut() {
                 let start = job.start.take().unwrap_or_default();
@@ -288,7 +316,8 @@ impl Task {
     }
 
     fn stream(&self, turn: Option<TurnId>, start: ReplyState) -> ReplyStream {
-        let stream = ReplyStream::new(self.adapter.clone(), self.key.clone(), start);
+        let stream = ReplyStream::new(self.adapter.clone(), self.key.clone(), start)
+            .max_rate_wait(self.shared.config.max_rate_wait);
         let Some(turn) = turn else {
             return stream;
         };
@@ -315,33 +344,85 @@ impl Task {
         let Some(mut current) = self.current.take() else {
             return;
         };
-        let mut failures = 0u32;
+        let mut attempts = Attempts::new(FINISH_BACKOFF);
         loop {
-            match current.stream.finish().await {
+            let error = match current.stream.finish().await {
                 Ok(()) => break,
-                Err(e) if e.is_retryable() => {
-                    failures += 1;
-                    if failures == 1 || failures.is_power_of_two() {
-                        tracing::warn!(conversation = %self.key, error = %e, failures, "the end of a reply could not be delivered yet; retrying");
+                Err(e) => e,
+            };
+            if let AdapterError::RateLimited { retry_after } = error {
+                // Past `max_rate_wait`: the stream waits out any shorter limit itself.
+                self.current = Some(current);
+                self.give_up(retry_after).await;
+                return;
+            }
+            match attempts.failed(&error) {
+                Some(wait) => {
+                    let failures = attempts.failures();
+                    if failures <= 1 || failures.is_power_of_two() {
+                        tracing::warn!(conversation = %self.key, %error, failures, "the end of a reply could not be delivered yet; retrying");
                     }
-                    sleep(FINISH_RETRY).await;
+                    sleep(wait).await;
                 }
-                Err(e) => {
-                    tracing::warn!(conversation = %self.key, error = %e, "the platform refused the end of a reply");
+                None => {
+                    tracing::warn!(conversation = %self.key, %error, "the platform refused the end of a reply");
                     break;
                 }
             }
         }
-        if let Some(turn) = current.turn {
-            let key = self.key.clone();
-            if let Err(e) = self
-                .shared
-                .store
-                .blocking(move |s| s.delivered(&key, &turn))
-                .await
-            {
-                tracing::error!(conversation = %self.key, error = %e, "could not record a delivered reply; a restart shows its end again");
+        self.forget(current.turn).await;
+    }
+
+    /// Ends the current reply where it is, because the platform asked for a wait longer
+    /// than `max_rate_wait` (Telegram has asked for hours): says so in the log, forgets the
+    /// reply's delivery record, and once the platform lets the bot write again tells the
+    /// chat that the reply was cut short. The conversation goes on meanwhile; later
+    /// replies wait here, as the platform would refuse them anyway.
+    async fn give_up(&mut self, retry_after: Duration) {
+        let Some(current) = self.current.take() else {
+            return;
+        };
+        let until = Instant::now() + retry_after;
+        let cap = self.shared.config.max_rate_wait;
+        tracing::warn!(conversation = %self.key, ?retry_after, ?cap, "the platform asked for a longer wait than max_rate_wait; the reply ends here");
+        if !current.finished {
+            if let Some(job) = self.outbox.lock().replies.front_mut() {
+                job.ended = true;
             }
+        }
+        self.forget(current.turn).await;
+        tokio::select! {
+            _ = sleep_until(until) => {}
+            _ = self.shared.shutdown.cancelled() => {
+                tracing::info!(conversation = %self.key, "shutting down; the note about a cut reply is not sent");
+                return;
+            }
+        }
+        let reply_to = current.stream.state().reply_to.clone();
+        let mut note = ReplyStream::new(
+            self.adapter.clone(),
+            self.key.clone(),
+            ReplyState::new(reply_to),
+        );
+        note.push(&cut_short_note(retry_after));
+        if let Err(e) = note.deliver().await {
+            tracing::warn!(conversation = %self.key, error = %e, "could not tell the chat that a reply was cut short");
+        }
+    }
+
+    /// Forgets a turn's delivery record: its reply is delivered, or given up on.
+    async fn forget(&self, turn: Option<TurnId>) {
+        let Some(turn) = turn else {
+            return;
+        };
+        let key = self.key.clone();
+        if let Err(e) = self
+            .shared
+            .store
+            .blocking(move |s| s.delivered(&key, &turn))
+            .await
+        {
+            tracing::error!(conversation = %self.key, error = %e, "could not record a delivered reply; a restart shows its end again");
         }
     }
 
@@ -398,5 +479,29 @@ impl Task {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// What the chat is told when a reply was cut short by a rate limit past `max_rate_wait`.
+fn cut_short_note(retry_after: Duration) -> String {
+    let secs = retry_after.as_secs();
+    let wait = match secs {
+        0..=119 => format!("{secs} seconds"),
+        120..=7199 => format!("{} minutes", secs.div_ceil(60)),
+        _ => format!("{} hours {} minutes", secs / 3600, (secs % 3600) / 60),
+    };
+    format!("(The rest of the reply above was not delivered: the chat service asked the bot to pause for {wait}.)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cut_short_note_says_how_long_in_words() {
+        let note = |s| cut_short_note(Duration::from_secs(s));
+        assert!(note(90).contains("pause for 90 seconds"));
+        assert!(note(601).contains("pause for 11 minutes"));
+        assert!(note(13_938).contains("pause for 3 hours 52 minutes"));
     }
 }

@@ -55,6 +55,8 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// How long a turn may go without any sign of life from its box.
     pub turn_stall: Duration,
+    /// The longest rate-limit wait a reply's delivery sits out (see `delivery`).
+    pub max_rate_wait: Duration,
 }
 
 /// What one conversation is doing, for `clawpen status`.
@@ -395,6 +397,16 @@ impl Router {
             .values()
             .filter(|s| s.state == ConversationState::WaitingForSlot)
             .count()
+    }
+
+    /// What keeps each adapter from working fully, as `platform: trouble` lines.
+    pub fn adapter_troubles(&self) -> Vec<String> {
+        let mut troubles: Vec<String> = (self.shared.adapters)
+            .iter()
+            .filter_map(|(platform, adapter)| Some(format!("{platform}: {}", adapter.trouble()?)))
+            .collect();
+        troubles.sort();
+        troubles
     }
 
     /// Boxes alive now (slots in use).

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::html::visible_html;
+use super::html::{ignored_entities as ignored_html_entities, visible_html};
 use super::{Document, Draft, Failure, Sent, State, BOT_ID, BOT_USERNAME};
 
 /// Telegram's message limit, in UTF-16 units of the visible text.
@@ -65,6 +65,21 @@ pub(super) async fn call(
     params: Value,
     files: Vec<(String, String, Vec<u8>)>,
 ) -> Response<Full<Bytes>> {
+    let writes = [
+        "sendmessage",
+        "editmessagetext",
+        "sendchataction",
+        "senddocument",
+    ];
+    let migrated = state.lock().migrated.get(&int(&params, "chat_id")).copied();
+    if let (true, Some(to)) = (writes.contains(&method), migrated) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            json!({"ok": false, "error_code": 400,
+                "description": "Bad Request: group chat was upgraded to a supergroup chat",
+                "parameters": {"migrate_to_chat_id": to}}),
+        );
+    }
     match method {
         "getme" => ok(json!({
             "id": BOT_ID, "is_bot": true, "first_name": "Claw", "username": BOT_USERNAME,
@@ -72,7 +87,20 @@ pub(super) async fn call(
             "supports_inline_queries": false, "can_connect_to_business": false,
             "has_main_web_app": false,
         })),
-        "setmycommands" | "deletewebhook" | "setwebhook" => ok(json!(true)),
+        "setmycommands" => ok(json!(true)),
+        "setwebhook" => {
+            state.lock().webhook = params["url"].as_str().map(str::to_string);
+            ok(json!(true))
+        }
+        "deletewebhook" => {
+            state.lock().webhook = None;
+            ok(json!(true))
+        }
+        "getupdates" if state.lock().webhook.is_some() => error(
+            409,
+            "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook \
+             to delete the webhook first",
+        ),
         "getupdates" => get_updates(state, &params).await,
         "sendmessage" => send_message(state, &params),
         "editmessagetext" => edit_message(state, &params),
@@ -90,10 +118,14 @@ pub(super) async fn call(
         "getfile" => {
             let id = params["file_id"].as_str().unwrap_or_default();
             match state.lock().files.get(id) {
-                Some((path, data)) => ok(json!({
-                    "file_id": id, "file_unique_id": format!("u-{id}"),
-                    "file_size": data.len(), "file_path": path,
-                })),
+                Some((path, data, sized)) => {
+                    let mut file = json!({"file_id": id, "file_unique_id": format!("u-{id}"),
+                        "file_path": path});
+                    if *sized {
+                        file["file_size"] = json!(data.len());
+                    }
+                    ok(file)
+                }
                 None => error(400, "Bad Request: invalid file_id"),
             }
         }
@@ -104,8 +136,8 @@ pub(super) async fn call(
 /// A file registered with [`super::FakeTelegram::add_file`], found by its `file_path`.
 pub(super) fn file(state: &State, path: &str) -> Response<Full<Bytes>> {
     let inner = state.lock();
-    match inner.files.values().find(|(p, _)| *p == path) {
-        Some((_, data)) => {
+    match inner.files.values().find(|(p, _, _)| *p == path) {
+        Some((_, data, _)) => {
             let mut response = Response::new(Full::new(Bytes::from(data.clone())));
             *response.status_mut() = StatusCode::OK;
             response
@@ -159,14 +191,22 @@ fn check_text(params: &Value) -> Result<(String, String, Option<String>), String
     Ok((raw, visible, mode))
 }
 
+/// Refuses a call as Telegram would, and records it for [`super::FakeTelegram::refused`].
+fn refuse(state: &State, method: &str, description: &str) -> Response<Full<Bytes>> {
+    let refusal = (method.to_string(), description.to_string());
+    state.lock().refused.push(refusal);
+    error(400, description)
+}
+
 fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let (raw, text, parse_mode) = match check_text(params) {
         Ok(checked) => checked,
-        Err(description) => return error(400, &description),
+        Err(description) => return refuse(state, "sendmessage", &description),
     };
     let chat = int(params, "chat_id");
     let thread = opt_int(params, "message_thread_id");
     let reply_to = params["reply_parameters"]["message_id"].as_i64();
+    let ignored_entities = ignored_entities(&raw, parse_mode.as_deref());
     let mut inner = state.lock();
     inner.next_message += 1;
     let sent = Sent {
@@ -178,6 +218,7 @@ fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
         parse_mode,
         reply_to,
         edits: 0,
+        ignored_entities,
     };
     inner.sent.push(sent.clone());
     ok(message_json(&sent))
@@ -186,12 +227,17 @@ fn send_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
 fn edit_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let (raw, text, parse_mode) = match check_text(params) {
         Ok(checked) => checked,
-        Err(description) => return error(400, &description),
+        Err(description) => return refuse(state, "editmessagetext", &description),
     };
     let (chat, id) = (int(params, "chat_id"), int(params, "message_id"));
     let mut inner = state.lock();
     let Some(sent) = inner.sent.iter_mut().find(|m| m.chat == chat && m.id == id) else {
-        return error(400, "Bad Request: message to edit not found");
+        drop(inner);
+        return refuse(
+            state,
+            "editmessagetext",
+            "Bad Request: message to edit not found",
+        );
     };
     if sent.raw == raw && sent.parse_mode == parse_mode {
         return error(
@@ -200,6 +246,7 @@ fn edit_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
              markup are exactly the same as a current content and reply markup of the message",
         );
     }
+    sent.ignored_entities = ignored_entities(&raw, parse_mode.as_deref());
     sent.raw = raw;
     sent.text = text;
     sent.parse_mode = parse_mode;
@@ -210,7 +257,7 @@ fn edit_message(state: &State, params: &Value) -> Response<Full<Bytes>> {
 fn send_draft(state: &State, params: &Value) -> Response<Full<Bytes>> {
     let (_, text, _) = match check_text(params) {
         Ok(checked) => checked,
-        Err(description) => return error(400, &description),
+        Err(description) => return refuse(state, "sendmessagedraft", &description),
     };
     let chat = int(params, "chat_id");
     let draft_id = int(params, "draft_id");
@@ -283,4 +330,12 @@ fn opt_int(params: &Value, key: &str) -> Option<i64> {
 
 fn int(params: &Value, key: &str) -> i64 {
     opt_int(params, key).unwrap_or_default()
+}
+
+/// The formatting of a text that Telegram would not show (see [`super::Sent`]).
+fn ignored_entities(raw: &str, parse_mode: Option<&str>) -> usize {
+    match parse_mode {
+        Some("HTML") => ignored_html_entities(raw),
+        _ => 0,
+    }
 }

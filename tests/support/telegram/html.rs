@@ -79,3 +79,40 @@ pub fn visible_html(html: &str) -> Result<String, String> {
         None => Ok(out),
     }
 }
+
+/// Telegram applies at most this many entities to a message and ignores the rest.
+const MAX_ENTITIES: usize = 100;
+
+/// How many entities of an HTML text (checked by [`visible_html`]) Telegram ignores: those
+/// past the 100th (a `<code>` right inside `<pre>` is part of the block's entity), and code
+/// inside a link, which Telegram does not show as code.
+pub fn ignored_entities(html: &str) -> usize {
+    let (mut count, mut ignored, mut open, mut after_pre) = (0usize, 0usize, Vec::new(), false);
+    let mut rest = html;
+    while let Some(lt) = rest.find('<') {
+        let Some(gt) = rest[lt..].find('>') else {
+            break;
+        };
+        let tag = &rest[lt + 1..lt + gt];
+        rest = &rest[lt + gt + 1..];
+        if tag.starts_with('/') {
+            open.pop();
+            after_pre = false;
+            continue;
+        }
+        let name = tag
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if name == "code" && open.iter().any(|t: &String| t == "a") {
+            ignored += 1;
+        }
+        if !(name == "code" && after_pre) {
+            count += 1;
+        }
+        after_pre = name == "pre";
+        open.push(name);
+    }
+    ignored + count.saturating_sub(MAX_ENTITIES)
+}

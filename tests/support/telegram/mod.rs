@@ -10,7 +10,12 @@
 //!   4096-unit limit on the visible text, and answer an unchanged edit with "message is not
 //!   modified". Every message, edit, draft, chat action and document is recorded with its
 //!   chat and thread.
-//! - `getFile` and `GET /file/bot<token>/<path>` serve files registered by the test.
+//! - `getFile` and `GET /file/bot<token>/<path>` serve files registered by the test, with
+//!   or without `file_size`.
+//! - `setWebhook` and `deleteWebhook` keep the bot's webhook; while one is set (here, or by
+//!   "another deployment"), `getUpdates` is refused with 409 Conflict.
+//! - A test can delete one of the bot's messages (edits of it are then refused as "message
+//!   to edit not found"); every call the fake refuses as Telegram would is recorded.
 //! - Any method can be made to fail on demand: 429 with `parameters.retry_after`, or any
 //!   error code and description.
 //!
@@ -71,6 +76,8 @@ pub struct Sent {
     pub reply_to: Option<i64>,
     /// How many times it was edited.
     pub edits: usize,
+    /// Formatting Telegram would not show: entities past the 100th, code inside a link.
+    pub ignored_entities: usize,
 }
 
 /// A draft shown in a private chat.
@@ -109,8 +116,15 @@ struct Inner {
     failures: HashMap<String, VecDeque<Failure>>,
     /// Failures served so far, per lower-case method.
     failed: HashMap<String, usize>,
-    /// file_id → (file_path, contents).
-    files: HashMap<String, (String, Vec<u8>)>,
+    /// file_id → (file_path, contents, whether getFile gives its size).
+    files: HashMap<String, (String, Vec<u8>, bool)>,
+    /// Groups upgraded to supergroups: old id → new id. Writes to an old id are refused
+    /// with `parameters.migrate_to_chat_id`.
+    migrated: HashMap<i64, i64>,
+    /// The webhook URL set for the bot, if any: getUpdates is then refused with 409.
+    webhook: Option<String>,
+    /// Every call the fake itself refused (not injected failures): (method, description).
+    refused: Vec<(String, String)>,
 }
 
 struct State {
@@ -251,7 +265,50 @@ impl FakeTelegram {
         self.state
             .lock()
             .files
-            .insert(file_id.into(), (path.into(), data.to_vec()));
+            .insert(file_id.into(), (path.into(), data.to_vec(), true));
+    }
+
+    /// Registers a file whose getFile answer has no `file_size` (optional in the Bot API).
+    pub fn add_unsized_file(&self, file_id: &str, path: &str, data: &[u8]) {
+        self.state
+            .lock()
+            .files
+            .insert(file_id.into(), (path.into(), data.to_vec(), false));
+    }
+
+    /// A user deletes one of the bot's messages: later edits of it are refused with
+    /// "message to edit not found", as Telegram does.
+    pub fn delete_message(&self, chat: i64, id: i64) {
+        self.state
+            .lock()
+            .sent
+            .retain(|m| (m.chat, m.id) != (chat, id));
+    }
+
+    /// Upgrades group `old` to supergroup `new`, as Telegram does: a service message to each
+    /// (`migrate_to_chat_id` in the old, `migrate_from_chat_id` in the new), and every later
+    /// write to the old id is refused with 400 and `parameters.migrate_to_chat_id`.
+    pub fn migrate(&self, old: i64, new: i64) {
+        self.state.lock().migrated.insert(old, new);
+        let service = |chat: i64, field: &str, id: i64| {
+            json!({"message_id": self.next_message_id(), "date": 1_700_000_000,
+                "chat": chat_json(chat), "from": {"id": 7, "is_bot": false, "first_name": "Admin"},
+                field: id})
+        };
+        self.send(service(old, "migrate_to_chat_id", new));
+        self.send(service(new, "migrate_from_chat_id", old));
+    }
+
+    /// Another deployment of the bot sets (`Some`) or removes its webhook: while one is
+    /// set, getUpdates is refused with 409 Conflict, as Telegram does.
+    pub fn set_webhook_elsewhere(&self, url: Option<&str>) {
+        self.state.lock().webhook = url.map(str::to_string);
+    }
+
+    /// The calls the fake refused as Telegram would (bad HTML, empty text, unknown
+    /// message …), as (lower-case method, description); injected failures are not in it.
+    pub fn refused(&self) -> Vec<(String, String)> {
+        self.state.lock().refused.clone()
     }
 
     /// The bot's messages in a chat, in the order sent.
