@@ -156,6 +156,11 @@ impl Bridge {
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
             max_rate_wait: Duration::from_secs(config.max_rate_wait_secs),
+            models: config
+                .conversations
+                .iter()
+                .filter_map(|(key, own)| Some((key.clone(), own.model.clone()?)))
+                .collect(),
         };
         let tunnel = Tunnel::new(config).with_metrics(metrics.clone());
         let router = Router::new(

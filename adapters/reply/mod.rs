@@ -26,12 +26,14 @@ use serde::{Deserialize, Serialize};
 use crate::{Capabilities, MessageRef};
 
 pub mod markdown;
+mod snapshot;
 mod split;
 mod throttle;
 
 pub use split::{measure, split};
 pub use throttle::EditThrottle;
 
+pub use snapshot::{Snapshot, SnapshotPart};
 use split::{cut, Cut, Fence};
 
 /// Everything known about one turn's reply: the agent's text and the platform messages

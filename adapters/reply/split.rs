@@ -66,6 +66,16 @@ pub(super) struct Fence {
 }
 
 impl Fence {
+    /// A fence from its parts (see [`Fence::parts`]), as a snapshot recorded it.
+    pub(super) fn from_parts(ticks: usize, info: String) -> Self {
+        Self { ticks, info }
+    }
+
+    /// How many backticks open it, and its info string.
+    pub(super) fn parts(&self) -> (usize, &str) {
+        (self.ticks, &self.info)
+    }
+
     /// Parses an opening fence: up to three spaces, three or more backticks, an info string.
     fn open(line: &str) -> Option<Self> {
         let body = line.trim_start_matches(' ');

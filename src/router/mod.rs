@@ -5,7 +5,7 @@
 //! turn. A semaphore caps live boxes; tokio's semaphore is fair, so conversations waiting
 //! for a slot are served first come, first served.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -57,6 +57,9 @@ pub struct RouterConfig {
     pub turn_stall: Duration,
     /// The longest rate-limit wait a reply's delivery sits out (see `delivery`).
     pub max_rate_wait: Duration,
+    /// Conversations' own models (`[conversations."KEY"] model`), by conversation key text,
+    /// given to the agent with every turn; others use the box's default model.
+    pub models: BTreeMap<String, String>,
 }
 
 /// What one conversation is doing, for `clawpen status`.

@@ -11,7 +11,9 @@ use super::{encode, Store, StoreError};
 const TREE: &str = "conversations";
 
 /// What the daemon keeps about one conversation beyond its messages: when it was last
-/// active (to stop idle boxes and list conversations) and its chosen model.
+/// active (to stop idle boxes and list conversations). (Records of earlier releases also
+/// carry a `model` that nothing ever set; it is ignored. A conversation's own model is
+/// operator configuration, `[conversations."KEY"] model`.)
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConversationRecord {
     /// Which conversation this is.
@@ -20,9 +22,6 @@ pub struct ConversationRecord {
     pub created_at: u64,
     /// When a message last arrived or a turn last ran, in seconds since the Unix epoch.
     pub last_active: u64,
-    /// The model chosen for this conversation; `None`: the configured default.
-    #[serde(default)]
-    pub model: Option<String>,
 }
 
 impl ConversationRecord {
@@ -32,7 +31,6 @@ impl ConversationRecord {
             key,
             created_at: now,
             last_active: now,
-            model: None,
         }
     }
 }
@@ -182,13 +180,12 @@ mod tests {
             150
         );
 
-        let mut chosen = ConversationRecord::new(thread.clone(), 200);
-        chosen.model = Some("claude-sonnet".to_string());
+        let chosen = ConversationRecord::new(thread.clone(), 200);
         store.upsert_conversation(&chosen).unwrap();
-        // Touching keeps the settings.
+        // Touching keeps when it was first seen.
         assert_eq!(
-            store.touch_conversation(&thread, 300).unwrap().model,
-            chosen.model
+            store.touch_conversation(&thread, 300).unwrap().created_at,
+            200
         );
 
         let listed = store.conversations().unwrap();

@@ -8,6 +8,8 @@
 //! other's part. The record goes once the whole reply is shown.
 
 use clawpen_adapters::reply::ReplyState;
+
+use super::shown::ShownReply;
 use clawpen_domain::{ConversationKey, MessageRef, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
@@ -26,7 +28,7 @@ pub struct DeliveryRecord {
     pub turn: TurnId,
     /// What the platform showed at the last message it accepted (parts and their ids).
     #[serde(default)]
-    pub shown: Option<ReplyState>,
+    pub shown: Option<ShownReply>,
     /// The reply's whole text, once its turn finished; `None` while the turn runs (its text
     /// so far is then in the turn's record).
     #[serde(default)]
@@ -57,7 +59,7 @@ impl Store {
             .deliveries
             .transaction(|tree| {
                 let mut record = self.delivery_in(tree, conversation, turn, &key)?;
-                record.shown = Some(shown.clone());
+                record.shown = Some(ShownReply::from(shown));
                 record.reply_to = shown.reply_to.clone();
                 tree.insert(key.as_slice(), encode(&record).map_err(abort)?)?;
                 Ok(())
@@ -193,7 +195,10 @@ mod tests {
         let pending = store.pending_deliveries().unwrap();
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].final_text.as_deref(), Some("Hello, world"));
-        assert_eq!(pending[0].shown, Some(shown("Hello", "m1")));
+        assert_eq!(
+            pending[0].shown,
+            Some(ShownReply::from(&shown("Hello", "m1")))
+        );
         assert_eq!(store.turn(&chat).unwrap(), None, "the turn itself is over");
 
         store.delivered(&chat, &TurnId::from("t1")).unwrap();
@@ -206,6 +211,6 @@ mod tests {
         let (_dir, store, chat) = store_with_a_snapshot();
         assert!(store.pending_deliveries().unwrap().is_empty());
         let record = store.delivery(&chat, &TurnId::from("t1")).unwrap().unwrap();
-        assert_eq!(record.shown, Some(shown("Hel", "m1")));
+        assert_eq!(record.shown.map(ReplyState::from), Some(shown("Hel", "m1")));
     }
 }

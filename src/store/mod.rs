@@ -35,7 +35,6 @@
 
 use std::fmt;
 use std::io::Read;
-use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -50,14 +49,18 @@ mod delivery;
 mod error;
 mod health;
 mod inbound;
+mod shown;
 mod text;
 mod turn;
+#[cfg(test)]
+mod upgrade;
 
 pub use commit::Pending;
 pub use conversation::ConversationRecord;
 pub use delivery::DeliveryRecord;
 pub use error::StoreError;
 pub use inbound::{InboundState, InsertOutcome, StoredInbound};
+pub use shown::{ShownFence, ShownPart, ShownReply};
 pub use turn::TurnRecord;
 
 /// The on-disk format this build reads and writes. Bump it when a record's meaning changes
@@ -121,9 +124,7 @@ impl Store {
     ///
     /// Refuses, with an error naming the path, a store another process holds
     /// ([`StoreError::Locked`]), one whose files cannot be read ([`StoreError::Corrupt`]) and
-    /// one written in another format ([`StoreError::Incompatible`]). sled 0.34 panics on some
-    /// damaged files; that panic is caught and reported as corruption too (this needs
-    /// `panic = "unwind"`; under `panic = "abort"` the process exits instead).
+    /// one written in another format ([`StoreError::Incompatible`]).
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let (trees, instance_id) = open_trees(dir, Some(LOCK_WAIT))?;
         Ok(Store {
@@ -227,9 +228,9 @@ fn open_trees(
     let config = sled::Config::new().path(dir);
     let deadline = std::time::Instant::now() + lock_wait.unwrap_or_default();
     let db = loop {
-        match panic::catch_unwind(AssertUnwindSafe(|| config.open())) {
-            Ok(Ok(db)) => break db,
-            Ok(Err(error)) => match StoreError::opening(dir, error) {
+        match config.open() {
+            Ok(db) => break db,
+            Err(error) => match StoreError::opening(dir, error) {
                 // A store just closed in this process keeps its lock until sled's
                 // background thread has finished; another process keeps it for good.
                 StoreError::Locked { .. } if std::time::Instant::now() < deadline => {
@@ -237,17 +238,6 @@ fn open_trees(
                 }
                 other => return Err(other),
             },
-            Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".to_string());
-                return Err(StoreError::corrupt(
-                    dir,
-                    format!("sled failed reading it: {why}"),
-                ));
-            }
         }
     };
     let sled_err = |e| StoreError::from_sled(dir, e);

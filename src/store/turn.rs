@@ -1,6 +1,8 @@
 //! In-flight turns and the delivery state of their replies: what a restart resumes.
 
 use clawpen_adapters::reply::ReplyState;
+
+use super::shown::ShownReply;
 use clawpen_domain::{ContainerId, ConversationKey, MessageRef, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
@@ -41,7 +43,7 @@ pub struct TurnRecord {
     /// The reply as records written before chunked text kept it: its text and the parts
     /// shown. Read as the beginning of the text; never written by this version.
     #[serde(default, rename = "reply", skip_serializing_if = "Option::is_none")]
-    pub legacy: Option<ReplyState>,
+    pub legacy: Option<ShownReply>,
     /// When it started, in seconds since the Unix epoch.
     pub started_at: u64,
 }
@@ -74,7 +76,7 @@ impl TurnRecord {
     /// reply with nothing shown yet (answering the same message).
     pub fn shown_before_delivery_records(&self) -> ReplyState {
         match &self.legacy {
-            Some(reply) if !reply.parts.is_empty() => reply.clone(),
+            Some(reply) if !reply.parts.is_empty() => ReplyState::from(reply.clone()),
             _ => ReplyState::new(self.reply_to.clone()),
         }
     }

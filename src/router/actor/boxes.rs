@@ -1,6 +1,7 @@
 //! The box side of an actor: getting a box, re-attaching after a restart, and what
 //! happens when a box goes idle, stalls or dies.
 
+use clawpen_adapters::reply::ReplyState;
 use clawpen_protocol::{ToAgent, TurnMessage};
 use tokio::time::Instant;
 
@@ -95,7 +96,7 @@ impl Actor {
         // What the platform showed: the delivery record's snapshot; records written before
         // delivery had one of its own kept their parts in the turn record.
         let shown = match self.shared.store.delivery(&self.key, &record.turn) {
-            Ok(Some(delivery)) => delivery.shown,
+            Ok(Some(delivery)) => delivery.shown.map(ReplyState::from),
             Ok(None) => None,
             Err(e) => {
                 tracing::warn!(conversation = %self.key, error = %e, "unreadable delivery record; the reply is shown again in new messages");

@@ -384,6 +384,7 @@ impl Actor {
         let text = pending.final_text.unwrap_or_default();
         let shown = pending
             .shown
+            .map(ReplyState::from)
             .unwrap_or_else(|| ReplyState::new(pending.reply_to.clone()));
         tracing::info!(conversation = %self.key, turn = %pending.turn, "finishing the delivery of a reply");
         outbox.resume(Some(pending.turn), shown, &text);
@@ -524,16 +525,17 @@ impl Actor {
         saved
     }
 
-    /// The conversation's per-turn choices (its model override).
+    /// The conversation's per-turn choices: its own model, if the operator set one. (The
+    /// box's environment carries it too, as the default of turns the agent begins itself.)
     fn turn_options(&self) -> TurnOptions {
-        let model = self
-            .shared
-            .store
-            .conversation(&self.key)
-            .ok()
-            .flatten()
-            .and_then(|c| c.model);
-        TurnOptions { model }
+        TurnOptions {
+            model: self
+                .shared
+                .config
+                .models
+                .get(&self.key.to_string())
+                .cloned(),
+        }
     }
 
     /// Answer messages that could not reach a box with an error, and mark them done.
