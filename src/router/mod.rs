@@ -20,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 mod actor;
+mod clock;
 mod delivery;
 mod mailbox;
 mod turn;
 
 use actor::{Actor, Command, Start};
+pub use clock::{Clock, ManualClock};
 use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
 
@@ -53,6 +55,9 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// How long a turn may go without any sign of life from its box.
     pub turn_stall: Duration,
+    /// What the actors' timers (idle, stall, typing, retries) run on: tokio's clock, or in
+    /// tests a [`ManualClock`].
+    pub clock: Clock,
 }
 
 /// What one conversation is doing, for `clawpen status`.
