@@ -203,6 +203,50 @@ async fn a_box_removed_mid_turn_is_reported_as_removed_and_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_that_goes_silent_mid_turn_is_stopped_after_the_stall_timeout() {
+    // The default stall timeout (two minutes), on a clock the test moves.
+    let clock = ManualClock::new();
+    let model = FakeModel::start().await;
+    let t = TestBridge::start_on(clock.clock(), |c| model.serve(c)).await;
+    let (container, mut events, _hold) = reply_under_way(&t, &model, "frozen").await;
+    // Frozen, the agent sends nothing, not even its heartbeat.
+    let docker = t.bridge.router.sandbox().docker();
+    docker
+        .pause_container(container.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("pause: {e}"));
+    let stall = Duration::from_secs(t.config.turn_stall_secs);
+    // Past the stall timeout; moved again while no reply comes, in case a last heartbeat
+    // was on its way when the box froze and set the deadline back.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        clock.advance(stall);
+        match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+            Ok(Some(TerminalEvent::Finished)) => break,
+            Ok(Some(event)) => seen.push(event),
+            Ok(None) => panic!("reply stream closed after {seen:?}"),
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reply within {REPLY_TIMEOUT:?}: {seen:?}"
+            ),
+        }
+    }
+    let reply = final_text(&seen);
+    assert!(reply.starts_with(FIRST_PART.trim_end()), "{reply}");
+    assert!(
+        reply.contains(
+            "This turn failed: the agent did not answer for 120 s and its box was stopped."
+        ),
+        "{reply}"
+    );
+    assert_eq!(t.box_running("frozen").await, Some(false));
+    // The next message gets a fresh start of the same box.
+    assert_eq!(t.ask("frozen", "hello again").await, DEFAULT_TEXT);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_box_stdout_is_survived() {
     let t = TestBridge::start(|_| {}).await;
     assert_eq!(t.ask("noisy", "before").await, "before");

@@ -133,9 +133,8 @@ impl TestBridge {
             .map(|s| s.state)
     }
 
-    /// Whether a conversation's box runs now, as the engine says when asked about that
-    /// container (`None`: it has no box). Asked directly, not through the container list,
-    /// which may lag a `docker stop` that has already returned.
+    /// Whether a conversation's box runs now (`None`: it has no box), asked of the engine
+    /// about that one container, whose state it reads as `docker stop` left it.
     pub async fn box_running(&self, name: &str) -> Option<bool> {
         let sandbox = self.bridge.router.sandbox();
         let wanted = spec::container_name(sandbox.instance(), &Self::key(name));
