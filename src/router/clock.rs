@@ -7,7 +7,9 @@
 //! talk to a real Docker engine, and a paused runtime jumps to the next timer whenever every
 //! task waits on I/O, which fires idle and stall timers in the middle of an engine call.
 //!
-//! Only the actors read this clock; delivery (edit throttling, retry-after) keeps tokio's.
+//! Only the actors read this clock; delivery (edit throttling, retry-after) keeps tokio's,
+//! and the tunnel's limits their own wall clock ([`crate::tunnel::Clock`]: they count UTC
+//! days and never wait).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,11 +70,6 @@ impl ManualClock {
     /// Move the clock forward by `by`; every deadline it passes fires.
     pub fn advance(&self, by: Duration) {
         self.now.send_modify(|now| *now += by);
-    }
-
-    /// Now, on this clock.
-    pub fn now(&self) -> Instant {
-        *self.now.borrow()
     }
 }
 

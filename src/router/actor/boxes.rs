@@ -225,8 +225,9 @@ impl Actor {
         };
         tracing::info!(conversation = %self.key, r#box = %container, "stopping idle box");
         if let Err(e) = self.shared.sandbox.stop(&container).await {
-            // A failed stop (an engine under load gives up waiting for the exit) may leave
-            // the box running: it keeps its slot, and its session, until it is seen down.
+            // A failed stop (an engine that gave up waiting for the exit, or lost its
+            // connection) may leave the box running: it keeps its slot, and its session,
+            // until it is seen down.
             let down = matches!(
                 self.shared.sandbox.inspect(&container).await,
                 Ok(None | Some(BoxExit { running: false, .. }))
