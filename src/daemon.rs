@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{Component, ComponentError, Components, Job, StartError};
 use crate::config::Config;
 use crate::metrics::{self, AdapterLiveness, Metered, Metrics, Readiness};
-use crate::router::{RecoverError, Router, RouterConfig};
+use crate::router::{Clock, RecoverError, Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{Store, StoreError};
 use crate::tunnel::Tunnel;
@@ -129,6 +129,15 @@ impl Bridge {
         config: &Config,
         adapters: Vec<Arc<dyn Adapter>>,
     ) -> Result<Self, DaemonError> {
+        Self::start_on(config, adapters, Clock::default()).await
+    }
+
+    /// [`Bridge::start`], with the conversations' timers on `clock` (tests move a manual one).
+    pub async fn start_on(
+        config: &Config,
+        adapters: Vec<Arc<dyn Adapter>>,
+        clock: Clock,
+    ) -> Result<Self, DaemonError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::Control {
             path: config.data_dir.display().to_string(),
             source,
@@ -161,6 +170,7 @@ impl Bridge {
                 .iter()
                 .filter_map(|(key, own)| Some((key.clone(), own.model.clone()?)))
                 .collect(),
+            clock,
         };
         let tunnel = Tunnel::new(config).with_metrics(metrics.clone());
         let router = Router::new(

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clawpen::adapters::terminal::TerminalEvent;
 use clawpen::config::Secret;
+use clawpen::router::{Clock, ManualClock};
 use serde_json::{json, Value};
 use support::model::{FakeModel, Page, PageServer, Reply};
 use support::{eventually, TestBridge};
@@ -18,8 +19,17 @@ async fn anthropic_bridge(
     model: &FakeModel,
     tweak: impl FnOnce(&mut clawpen::config::Config),
 ) -> TestBridge {
+    anthropic_bridge_on(Clock::default(), model, tweak).await
+}
+
+/// [`anthropic_bridge`], its conversations' timers on `clock`.
+async fn anthropic_bridge_on(
+    clock: Clock,
+    model: &FakeModel,
+    tweak: impl FnOnce(&mut clawpen::config::Config),
+) -> TestBridge {
     let url = model.url();
-    TestBridge::start(move |c| {
+    TestBridge::start_on(clock, move |c| {
         c.provider = "anthropic".into();
         c.model = Some("claude-test".into());
         c.anthropic_base_url = url;
@@ -328,8 +338,9 @@ async fn history_survives_an_idle_stop_and_compaction_keeps_memory() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
         .unwrap_or_else(|e| panic!("{e}"));
-    let t = anthropic_bridge(&model, move |c| {
-        c.idle_timeout_secs = 2;
+    // Idle boxes stop when the test moves this clock past the idle timeout.
+    let clock = ManualClock::new();
+    let t = anthropic_bridge_on(clock.clock(), &model, move |c| {
         c.instructions_file = Some(path);
     })
     .await;
@@ -351,14 +362,17 @@ async fn history_survives_an_idle_stop_and_compaction_keeps_memory() {
         )
         .await;
     assert_ne!(code, 0, "the instructions file is writable from the box");
-    let container = t.container("memory").await;
-    let sandbox = t.bridge.router.sandbox().clone();
-    let stopped = eventually(Duration::from_secs(30), || {
-        let (sandbox, container) = (sandbox.clone(), container.clone());
-        async move { matches!(sandbox.inspect(&container).await, Ok(Some(exit)) if !exit.running) }
+    clock.advance(t.config.idle_timeout());
+    let freed = eventually(Duration::from_secs(30), || async {
+        t.bridge.router.live_boxes() == 0
     })
     .await;
-    assert!(stopped, "the idle box was not stopped");
+    assert!(freed, "the idle box still holds its slot");
+    assert_eq!(
+        t.box_running("memory").await,
+        Some(false),
+        "the idle box was not stopped"
+    );
 
     model.push_reply(Reply::text("Miso, of course."));
     assert_eq!(

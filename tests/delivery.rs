@@ -8,6 +8,7 @@ mod telegram_fake;
 
 use std::time::{Duration, Instant};
 
+use support::model::{FakeModel, Reply};
 use support::{eventually, REPLY_TIMEOUT};
 use telegram_fake::bridge::Tg;
 use telegram_fake::Failure;
@@ -50,17 +51,22 @@ async fn a_429_storm_on_edits_is_waited_out_and_the_whole_reply_arrives_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_the_turn_at_once_while_an_edit_waits_out_a_long_429() {
     let chat = -811;
+    // The answer's first part streams in small pieces (a message, then edits); then the
+    // model holds the rest, so the turn runs until it is stopped.
+    let model = FakeModel::start().await;
+    let rest = " and an end that is never shown";
+    let (reply, hold) = Reply::held(&long_text(), rest);
+    model.push_reply(reply.in_pieces_of(40));
     let t = Tg::start(|config, telegram| {
-        config.echo_delay_ms = 100;
+        model.serve(config);
         telegram.allowed_chats = vec![chat];
     })
     .await;
     t.fake.fail("editMessageText", [Failure::RetryAfter(15)]);
-    let (_, asked_id) = t.fake.send(t.fake.message(
-        chat,
-        101,
-        &format!("@ClawBot {}", long_text()),
-    ));
+    let (_, asked_id) = t
+        .fake
+        .send(t.fake.message(chat, 101, "@ClawBot tell me everything"));
+    hold.arrived().await;
     // The reply started and its first edit met the 429: delivery now waits 15 s.
     let held = eventually(REPLY_TIMEOUT, || async {
         t.fake.failed("editMessageText") == 1
@@ -95,6 +101,10 @@ async fn stop_ends_the_turn_at_once_while_an_edit_waits_out_a_long_429() {
     .await;
     let messages = t.fake.messages(chat);
     assert!(shown, "the stopped reply was never shown: {messages:#?}");
+    assert!(
+        messages.iter().all(|m| !m.text.contains(rest)),
+        "the turn ran to its end: {messages:#?}"
+    );
     let replies = messages.iter().filter(|m| m.reply_to == Some(asked_id));
     assert_eq!(
         replies.count(),

@@ -5,31 +5,63 @@ mod support;
 use std::time::Duration;
 
 use clawpen::adapters::terminal::TerminalEvent;
-use clawpen::sandbox::spec;
-use support::{eventually, final_text, next_reply, next_reply_events, TestBridge};
+use clawpen::router::{ConversationState, ManualClock};
+use clawpen::store::InboundState;
+use support::model::{FakeModel, Hold, Reply, DEFAULT_TEXT};
+use support::{eventually, final_text, next_reply, next_reply_events, TestBridge, REPLY_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ups_reach_the_running_box_in_order() {
-    let t = TestBridge::start(|c| c.echo_delay_ms = 40).await;
-    assert_eq!(t.ask("team", "warm up").await, "warm up");
+    let model = FakeModel::start().await;
+    let t = model_bridge(&model).await;
+    assert_eq!(t.ask("team", "warm up").await, DEFAULT_TEXT);
     let first_box = t.container("team").await;
 
-    let mut events = t.watch("team");
-    // About 30 chunks of echo, 40 ms apart: the turn runs for over a second.
-    let long = "this first message is long enough to stream for a while, ".repeat(8);
-    let long = long.trim_end();
-    t.say("team", long).await;
-    // Wait until the turn is visibly running, then send follow-ups.
-    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
-        Ok(Some(TerminalEvent::Send { .. })) => {}
-        other => panic!("expected the reply to start, got {other:?}"),
-    }
-    for text in ["second", "third", "fourth"] {
+    // The model holds its answer, so the turn runs while the follow-ups come.
+    let (_, mut events, hold) = reply_under_way(&t, &model, "team").await;
+    let follow_ups = ["second", "third", "fourth"];
+    for text in follow_ups {
         t.say("team", text).await;
     }
-    // One reply answers all four, in order, from the same box.
+    // The actor stores each as part of the running turn, then writes it to the box; the
+    // rest of the answer, released after that, reaches the box behind them on its stdin.
+    let key = TestBridge::key("team");
+    let in_turn = eventually(REPLY_TIMEOUT, || async {
+        let stored = t
+            .bridge
+            .router
+            .store()
+            .pending_inbound(&key)
+            .unwrap_or_default();
+        follow_ups.iter().all(|text| {
+            stored
+                .iter()
+                .any(|s| s.inbound.text == *text && matches!(s.state, InboundState::InTurn { .. }))
+        })
+    })
+    .await;
+    assert!(in_turn, "the follow-ups never joined the running turn");
+    let answer = "Second, third and fourth, noted.";
+    model.push_reply(Reply::text(answer));
+    hold.release();
+
+    // One reply answers all four: the agent asked the model again with the follow-ups,
+    // in order, from the same box.
     let reply = final_text(&next_reply_events(&mut events).await);
-    assert_eq!(reply, format!("{long}\n\nsecond\n\nthird\n\nfourth"));
+    assert!(reply.starts_with(&format!("{FIRST_PART}{REST}")), "{reply}");
+    assert!(reply.ends_with(answer), "{reply}");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 3, "{requests:#?}");
+    let asked = requests[2].body["messages"].to_string();
+    let since = asked
+        .find("New messages arrived")
+        .unwrap_or_else(|| panic!("no follow-ups in the last request: {asked}"));
+    let at = |text: &str| asked[since..].find(text);
+    assert!(
+        at("second") < at("third") && at("third") < at("fourth"),
+        "{asked}"
+    );
+    assert!(at("second").is_some(), "{asked}");
     assert_eq!(t.container("team").await, first_box);
     assert_eq!(
         t.bridge
@@ -46,7 +78,9 @@ async fn follow_ups_reach_the_running_box_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_box_stops_and_comes_back_with_its_workspace() {
-    let t = TestBridge::start(|c| c.idle_timeout_secs = 2).await;
+    // The default idle timeout (a quarter of an hour), on a clock the test moves.
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), |_| {}).await;
     assert_eq!(t.ask("sleepy", "remember this").await, "remember this");
     let container = t.container("sleepy").await;
     assert_eq!(
@@ -55,17 +89,18 @@ async fn an_idle_box_stops_and_comes_back_with_its_workspace() {
             .0,
         0
     );
-    let sandbox = t.bridge.router.sandbox().clone();
-    let stopped = eventually(Duration::from_secs(30), || {
-        let (sandbox, container) = (sandbox.clone(), container.clone());
-        async move { matches!(sandbox.inspect(&container).await, Ok(Some(exit)) if !exit.running) }
+    assert_eq!(t.box_running("sleepy").await, Some(true));
+    clock.advance(t.config.idle_timeout());
+    // Down when its slot is free: the slot is given up only once `docker stop` returned.
+    let freed = eventually(REPLY_TIMEOUT, || async {
+        t.bridge.router.live_boxes() == 0
     })
     .await;
-    assert!(stopped, "the idle box was not stopped");
+    assert!(freed, "the idle box still holds its slot");
     assert_eq!(
-        t.bridge.router.live_boxes(),
-        0,
-        "the stopped box still holds a slot"
+        t.box_running("sleepy").await,
+        Some(false),
+        "the idle box was not stopped"
     );
 
     assert_eq!(t.ask("sleepy", "wake up").await, "wake up");
@@ -79,36 +114,48 @@ async fn an_idle_box_stops_and_comes_back_with_its_workspace() {
     t.stop().await;
 }
 
-/// Starts conversation `name`'s box with a first answer, then a long reply (`line` six
-/// times) that is under way when this returns: its box, and the reply's events so far.
+/// The first part of a held answer, shown before the turn waits on the model.
+const FIRST_PART: &str = "Here is the first part of a long answer. ";
+
+/// What a held answer would show if it were released.
+const REST: &str = "And here is the rest of it, which the user never sees.";
+
+/// A bridge whose boxes ask `model`.
+async fn model_bridge(model: &FakeModel) -> TestBridge {
+    TestBridge::start(|c| model.serve(c)).await
+}
+
+/// Asks conversation `name` a question whose answer shows its first part and then waits
+/// on the model until the returned hold is released: the turn is running when this
+/// returns. Also returns the box, and the reply's events after its first message.
 async fn reply_under_way(
     t: &TestBridge,
+    model: &FakeModel,
     name: &str,
-    line: &str,
 ) -> (
     clawpen_domain::ContainerId,
     tokio::sync::mpsc::Receiver<TerminalEvent>,
+    Hold,
 ) {
-    assert_eq!(t.ask(name, "hi").await, "hi");
-    let container = t.container(name).await;
+    let (reply, hold) = Reply::held(FIRST_PART, REST);
+    model.push_reply(reply);
     let mut events = t.watch(name);
-    t.say(name, &line.repeat(6)).await;
-    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
-        Ok(Some(TerminalEvent::Send { .. })) => {}
+    t.say(name, "tell me everything").await;
+    hold.arrived().await;
+    match tokio::time::timeout(REPLY_TIMEOUT, events.recv()).await {
+        Ok(Some(TerminalEvent::Send { text, .. })) => {
+            assert!(FIRST_PART.starts_with(&text), "{text}");
+        }
         other => panic!("expected the reply to start, got {other:?}"),
     }
-    (container, events)
+    (t.container(name).await, events, hold)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() {
-    let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
-    let (container, mut events) = reply_under_way(
-        &t,
-        "fragile",
-        "a long message that will not make it to the end of its echo. ",
-    )
-    .await;
+    let model = FakeModel::start().await;
+    let t = model_bridge(&model).await;
+    let (container, mut events, _hold) = reply_under_way(&t, &model, "fragile").await;
     t.bridge
         .router
         .sandbox()
@@ -122,22 +169,19 @@ async fn a_box_killed_mid_turn_gives_a_clear_error_and_the_next_message_works() 
         "{reply}"
     );
     assert!(reply.contains("send your message again"), "{reply}");
+    assert!(!reply.contains(REST), "{reply}");
 
     let mut events = t.watch("fragile");
     t.say("fragile", "are you back?").await;
-    assert_eq!(next_reply(&mut events).await, "are you back?");
+    assert_eq!(next_reply(&mut events).await, DEFAULT_TEXT);
     t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_removed_mid_turn_is_reported_as_removed_and_comes_back() {
-    let t = TestBridge::start(|c| c.echo_delay_ms = 100).await;
-    let (container, mut events) = reply_under_way(
-        &t,
-        "doomed",
-        "a long message whose box is removed before its echo ends. ",
-    )
-    .await;
+    let model = FakeModel::start().await;
+    let t = model_bridge(&model).await;
+    let (container, mut events, _hold) = reply_under_way(&t, &model, "doomed").await;
     // What `docker rm -f` does: kill, then remove the container (its volume stays).
     t.bridge
         .router
@@ -154,7 +198,51 @@ async fn a_box_removed_mid_turn_is_reported_as_removed_and_comes_back() {
 
     let mut events = t.watch("doomed");
     t.say("doomed", "still there?").await;
-    assert_eq!(next_reply(&mut events).await, "still there?");
+    assert_eq!(next_reply(&mut events).await, DEFAULT_TEXT);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_that_goes_silent_mid_turn_is_stopped_after_the_stall_timeout() {
+    // The default stall timeout (two minutes), on a clock the test moves.
+    let clock = ManualClock::new();
+    let model = FakeModel::start().await;
+    let t = TestBridge::start_on(clock.clock(), |c| model.serve(c)).await;
+    let (container, mut events, _hold) = reply_under_way(&t, &model, "frozen").await;
+    // Frozen, the agent sends nothing, not even its heartbeat.
+    let docker = t.bridge.router.sandbox().docker();
+    docker
+        .pause_container(container.as_str())
+        .await
+        .unwrap_or_else(|e| panic!("pause: {e}"));
+    let stall = Duration::from_secs(t.config.turn_stall_secs);
+    // Past the stall timeout; moved again while no reply comes, in case a last heartbeat
+    // was on its way when the box froze and set the deadline back.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + REPLY_TIMEOUT;
+    loop {
+        clock.advance(stall);
+        match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+            Ok(Some(TerminalEvent::Finished)) => break,
+            Ok(Some(event)) => seen.push(event),
+            Ok(None) => panic!("reply stream closed after {seen:?}"),
+            Err(_) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no reply within {REPLY_TIMEOUT:?}: {seen:?}"
+            ),
+        }
+    }
+    let reply = final_text(&seen);
+    assert!(reply.starts_with(FIRST_PART.trim_end()), "{reply}");
+    assert!(
+        reply.contains(
+            "This turn failed: the agent did not answer for 120 s and its box was stopped."
+        ),
+        "{reply}"
+    );
+    assert_eq!(t.box_running("frozen").await, Some(false));
+    // The next message gets a fresh start of the same box.
+    assert_eq!(t.ask("frozen", "hello again").await, DEFAULT_TEXT);
     t.stop().await;
 }
 
@@ -205,55 +293,56 @@ async fn a_redelivered_message_is_handled_once() {
         Some(Accepted::Duplicate)
     );
     assert_eq!(next_reply(&mut events).await, "only once");
-    assert!(
-        tokio::time::timeout(Duration::from_secs(1), events.recv())
-            .await
-            .is_err(),
-        "a second reply came"
-    );
+    // Replies come in order: had the copy been run, in that turn or a turn of its own, the
+    // next reply would echo it too.
+    t.say("dedupe", "next").await;
+    assert_eq!(next_reply(&mut events).await, "next", "a second reply came");
     t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_box_cap_queues_conversations_fairly() {
-    let t = TestBridge::start(|c| {
-        c.max_boxes = 1;
-        c.idle_timeout_secs = 1;
-    })
-    .await;
+    // One slot, and idle boxes stop when the test moves the clock past the idle timeout.
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), |c| c.max_boxes = 1).await;
+    let idle = t.config.idle_timeout();
+    let waiting = |name: &'static str| {
+        let t = &t;
+        move || async move { t.state(name) == Some(ConversationState::WaitingForSlot) }
+    };
     let mut a = t.watch("first");
     let mut b = t.watch("second");
     let mut c = t.watch("third");
     t.say("first", "one").await;
-    t.say("second", "two").await;
-    t.say("third", "three").await;
-    let sandbox = t.bridge.router.sandbox().clone();
-    let running = |name: &str| {
-        let (sandbox, wanted) = (
-            sandbox.clone(),
-            spec::container_name(sandbox.instance(), &TestBridge::key(name)),
-        );
-        async move {
-            let boxes = sandbox.list().await.unwrap_or_default();
-            boxes.iter().find(|b| b.name == wanted).map(|b| b.running)
-        }
-    };
-    // Each waits for the box before it to go idle and be stopped, in the order they came.
     assert_eq!(next_reply(&mut a).await, "one");
+    // The first box holds the slot; the others queue for it, the second before the third.
+    t.say("second", "two").await;
+    assert!(eventually(REPLY_TIMEOUT, waiting("second")).await);
+    t.say("third", "three").await;
+    assert!(eventually(REPLY_TIMEOUT, waiting("third")).await);
+
+    // Each waits for the box before it to go idle and be stopped, in the order they came.
+    clock.advance(idle);
     assert_eq!(next_reply(&mut b).await, "two");
-    assert_eq!(running("first").await, Some(false), "two boxes ran at once");
     assert_eq!(
-        running("third").await,
-        None,
-        "the third got a box before the second"
-    );
-    assert_eq!(next_reply(&mut c).await, "three");
-    assert_eq!(
-        running("second").await,
+        t.box_running("first").await,
         Some(false),
         "two boxes ran at once"
     );
-    assert!(t.bridge.router.live_boxes() <= 1);
+    assert_eq!(
+        t.box_running("third").await,
+        None,
+        "the third got a box before the second"
+    );
+    assert_eq!(t.state("third"), Some(ConversationState::WaitingForSlot));
+    clock.advance(idle);
+    assert_eq!(next_reply(&mut c).await, "three");
+    assert_eq!(
+        t.box_running("second").await,
+        Some(false),
+        "two boxes ran at once"
+    );
+    assert_eq!(t.bridge.router.live_boxes(), 1);
     t.stop().await;
 }
 
@@ -306,26 +395,19 @@ async fn chatter_not_addressed_to_the_bot_is_context_for_the_next_turn() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_ends_the_running_turn() {
-    let t = TestBridge::start(|c| c.echo_delay_ms = 200).await;
-    let mut events = t.watch("stoppable");
-    t.say(
-        "stoppable",
-        "a very long message that would take many seconds to echo completely back",
-    )
-    .await;
-    match tokio::time::timeout(support::REPLY_TIMEOUT, events.recv()).await {
-        Ok(Some(TerminalEvent::Send { .. })) => {}
-        other => panic!("expected the reply to start, got {other:?}"),
-    }
+    let model = FakeModel::start().await;
+    let t = model_bridge(&model).await;
+    let (_, mut events, hold) = reply_under_way(&t, &model, "stoppable").await;
     t.say("stoppable", "/stop").await;
     let reply = final_text(&next_reply_events(&mut events).await);
+    assert!(reply.starts_with(FIRST_PART.trim_end()), "{reply}");
     assert!(reply.ends_with("(stopped)"), "{reply}");
-    assert!(
-        !reply.contains("completely back"),
-        "the turn ran to its end: {reply}"
-    );
+    assert!(!reply.contains(REST), "the turn ran to its end: {reply}");
+    // The box gave up its model call; released now, the rest has nowhere to go.
+    hold.abandoned().await;
+    hold.release();
     // The conversation goes on.
-    assert_eq!(t.ask("stoppable", "next").await, "next");
+    assert_eq!(t.ask("stoppable", "next").await, DEFAULT_TEXT);
     t.stop().await;
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clawpen::config::MountRule;
 use clawpen::sandbox::spec;
-use support::{next_reply, TestBridge};
+use support::{eventually, next_reply, TestBridge};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_conversations_get_two_boxes_and_cannot_see_each_other() {
@@ -176,7 +176,16 @@ async fn a_fork_bomb_stays_in_its_pids_limit_and_others_keep_talking() {
             .await
         }
     });
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Going off: the engine counts more than half of the box's pids in use.
+    let exploded = eventually(Duration::from_secs(30), || {
+        let (docker, bomber) = (docker.clone(), bomber.clone());
+        async move {
+            let (current, _) = pids_of(&docker, bomber.as_str()).await;
+            current.is_some_and(|c| c > 32)
+        }
+    })
+    .await;
+    assert!(exploded, "the bomb never went off");
     // Another conversation is answered meanwhile.
     assert_eq!(t.ask("bystander", "still here?").await, "still here?");
     // The engine's own accounting (cgroup v1 or v2 alike): the bomb hit its limit.

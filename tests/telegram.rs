@@ -12,20 +12,40 @@ use clawpen::adapters::telegram::TelegramAdapter;
 use clawpen::adapters::terminal::TerminalEvent;
 use clawpen::adapters::{Adapter, InboundSink, Upload};
 use serde_json::json;
+use support::model::{FakeModel, Reply};
 use support::{eventually, test_config, REPLY_TIMEOUT};
 use telegram_fake::bridge::{key, logged, telegram_config, Tg};
 use telegram_fake::{Failure, FakeTelegram, Sent, BOT_ID, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_chat_streams_a_draft_and_ends_with_the_agents_text() {
+    // The model holds the rest of its answer until the first part was seen as a draft.
+    let model = FakeModel::start().await;
+    let (first, rest) = (
+        "Hello there! This reply streams in pieces,",
+        " so drafts show it grow.",
+    );
+    let (reply, hold) = Reply::held(first, rest);
+    model.push_reply(reply);
     let t = Tg::start(|config, telegram| {
-        config.echo_delay_ms = 60;
+        model.serve(config);
         telegram.allowed_users = vec![100];
     })
     .await;
-    let text = "Hello there! This reply streams in several pieces, so drafts show it grow.";
-    t.fake.dm(100, text);
-    let shown = t.reply(100, 1, text).await;
+    t.fake.dm(100, "say hello");
+    hold.arrived().await;
+    let drafted = eventually(REPLY_TIMEOUT, || async {
+        t.fake.drafts(100).iter().any(|d| d.text == first)
+    })
+    .await;
+    assert!(
+        drafted,
+        "the first part was never a draft: {:?}",
+        t.fake.drafts(100)
+    );
+    hold.release();
+    let text = format!("{first}{rest}");
+    let shown = t.reply(100, 1, &text).await;
     assert_eq!(shown[0].reply_to, None, "no quoting in a private chat");
     let actions = t.fake.actions(100);
     assert!(
@@ -191,8 +211,17 @@ async fn a_long_reply_is_split_into_messages_that_keep_the_code_block_whole() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_on_send_and_edit_delay_the_reply_but_lose_and_repeat_nothing() {
     let chat = -400;
+    // The model holds the rest of its answer until the first part is shown, so the rest
+    // can only arrive as edits.
+    let model = FakeModel::start().await;
+    let (first, rest) = (
+        "This answer streams in pieces",
+        " while Telegram says slow down",
+    );
+    let (reply, hold) = Reply::held(first, rest);
+    model.push_reply(reply);
     let t = Tg::start(|config, telegram| {
-        config.echo_delay_ms = 150;
+        model.serve(config);
         telegram.allowed_chats = vec![chat];
     })
     .await;
@@ -201,9 +230,16 @@ async fn rate_limits_on_send_and_edit_delay_the_reply_but_lose_and_repeat_nothin
         "editMessageText",
         [Failure::RetryAfter(1), Failure::RetryAfter(1)],
     );
-    let text = "@ClawBot this answer streams in many small pieces while Telegram says slow down";
-    t.fake.send(t.fake.message(chat, 101, text));
-    let shown = t.reply(chat, 1, &text["@ClawBot ".len()..]).await;
+    t.fake
+        .send(t.fake.message(chat, 101, "@ClawBot answer slowly"));
+    hold.arrived().await;
+    let sent = eventually(REPLY_TIMEOUT, || async {
+        !t.fake.messages(chat).is_empty()
+    })
+    .await;
+    assert!(sent, "the first part was never shown");
+    hold.release();
+    let shown = t.reply(chat, 1, &format!("{first}{rest}")).await;
     assert!(shown[0].edits >= 1, "the reply was never edited");
     assert_eq!(t.fake.failed("sendMessage"), 1);
     assert!(t.fake.failed("editMessageText") >= 1, "no edit met the 429");

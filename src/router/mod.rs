@@ -21,11 +21,13 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 mod actor;
+mod clock;
 mod delivery;
 mod mailbox;
 mod turn;
 
 use actor::{Actor, Command, Start};
+pub use clock::{Clock, ManualClock};
 use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
 
@@ -60,6 +62,9 @@ pub struct RouterConfig {
     /// Conversations' own models (`[conversations."KEY"] model`), by conversation key text,
     /// given to the agent with every turn; others use the box's default model.
     pub models: BTreeMap<String, String>,
+    /// What the actors' timers (idle, stall, typing, retries) run on: tokio's clock, or in
+    /// tests a [`ManualClock`].
+    pub clock: Clock,
 }
 
 /// What one conversation is doing, for `clawpen status`.

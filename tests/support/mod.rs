@@ -16,6 +16,7 @@ use clawpen::adapters::{ConversationKey, InboundSink};
 use clawpen::config::Config;
 use clawpen::control::terminal_inbound;
 use clawpen::daemon::Bridge;
+use clawpen::router::{Clock, ConversationState};
 use clawpen::sandbox::spec;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -64,10 +65,16 @@ pub fn test_config(dir: &std::path::Path) -> Config {
 impl TestBridge {
     /// Start a bridge; `tweak` adjusts its config first.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> Self {
+        Self::start_on(Clock::default(), tweak).await
+    }
+
+    /// Start a bridge whose conversations' timers (idle stop, stall, typing, retries) run
+    /// on `clock`, usually a [`clawpen::router::ManualClock`] the test moves.
+    pub async fn start_on(clock: Clock, tweak: impl FnOnce(&mut Config)) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let bridge = Bridge::start(&config, Vec::new())
+        let bridge = Bridge::start_on(&config, Vec::new(), clock)
             .await
             .unwrap_or_else(|e| panic!("bridge start: {e}"));
         let instance = bridge.router.sandbox().instance().to_string();
@@ -114,6 +121,28 @@ impl TestBridge {
         let mut events = self.watch(name);
         self.say(name, text).await;
         next_reply(&mut events).await
+    }
+
+    /// What a conversation is doing now (`None`: it has no live actor).
+    pub fn state(&self, name: &str) -> Option<ConversationState> {
+        let key = Self::key(name).to_string();
+        let status = self.bridge.router.status();
+        status
+            .into_iter()
+            .find(|s| s.conversation == key)
+            .map(|s| s.state)
+    }
+
+    /// Whether a conversation's box runs now (`None`: it has no box), asked of the engine
+    /// about that one container, whose state it reads as `docker stop` left it.
+    pub async fn box_running(&self, name: &str) -> Option<bool> {
+        let sandbox = self.bridge.router.sandbox();
+        let wanted = spec::container_name(sandbox.instance(), &Self::key(name));
+        let id = clawpen_domain::ContainerId::from(wanted.as_str());
+        match sandbox.inspect(&id).await {
+            Ok(exit) => exit.map(|e| e.running),
+            Err(e) => panic!("inspect the box of {name}: {e}"),
+        }
     }
 
     /// The container id of a conversation's box.

@@ -1,15 +1,17 @@
 //! The box side of an actor: getting a box, re-attaching after a restart, and what
 //! happens when a box goes idle, stalls or dies.
 
+use std::future::Future;
+use std::task::Poll;
+
 use clawpen_adapters::reply::ReplyState;
 use clawpen_protocol::{ToAgent, TurnMessage};
-use tokio::time::Instant;
 
 use super::{Actor, Requests, Sequencer, Session, Turn};
 use crate::metrics::TurnFailure;
 use crate::router::turn::{box_gone_message, error_text, turn_message};
 use crate::router::ConversationState;
-use crate::sandbox::SandboxError;
+use crate::sandbox::{BoxExit, SandboxError};
 use crate::store::{InboundState, TurnRecord};
 
 impl Actor {
@@ -18,19 +20,29 @@ impl Actor {
         if self.session.is_some() {
             return Ok(());
         }
-        self.shared.set_status(
-            &self.key,
-            None,
-            ConversationState::WaitingForSlot,
-            self.queue.len(),
-        );
-        let permit = tokio::select! {
-            permit = self.shared.slots.clone().acquire_owned() => permit
-                .map_err(|_| SandboxError::Protocol("the box slots are closed".into()))?,
-            _ = self.shared.shutdown.cancelled() => {
-                return Err(SandboxError::Protocol("shutting down".into()));
+        // Its first poll puts the acquire in the semaphore's fair queue; only then is the
+        // conversation shown as waiting, so "waiting for a box slot" means its place is taken.
+        let acquire = self.shared.slots.clone().acquire_owned();
+        tokio::pin!(acquire);
+        let first = std::future::poll_fn(|cx| Poll::Ready(acquire.as_mut().poll(cx))).await;
+        let permit = match first {
+            Poll::Ready(permit) => permit,
+            Poll::Pending => {
+                self.shared.set_status(
+                    &self.key,
+                    None,
+                    ConversationState::WaitingForSlot,
+                    self.queue.len(),
+                );
+                tokio::select! {
+                    permit = &mut acquire => permit,
+                    _ = self.shared.shutdown.cancelled() => {
+                        return Err(SandboxError::Protocol("shutting down".into()));
+                    }
+                }
             }
-        };
+        }
+        .map_err(|_| SandboxError::Protocol("the box slots are closed".into()))?;
         let started = self.shared.sandbox.ensure_box(&self.key).await?;
         let mut conn = self.shared.sandbox.attach(&started.container).await?;
         // After a fresh start nothing was acknowledged. After a re-adopt the bridge has no
@@ -54,7 +66,7 @@ impl Actor {
             resync: false,
             requests: Requests::default(),
         });
-        self.last_activity = Instant::now();
+        self.last_activity = self.now();
         Ok(())
     }
 
@@ -115,7 +127,7 @@ impl Actor {
             .map(|s| turn_message(&s.inbound))
             .collect();
         let acked = record.last_acked;
-        self.turn = Some(Turn::new(record, messages, self.typing_start()));
+        self.turn = Some(Turn::new(record, messages, self.now(), self.typing_start()));
         if !alive {
             self.box_gone().await;
             return;
@@ -214,15 +226,26 @@ impl Actor {
     }
 
     pub(super) async fn idle_stop(&mut self) {
-        if let Some(session) = self.session.take() {
-            let container = session.conn.container.clone();
-            tracing::info!(conversation = %self.key, r#box = %container, "stopping idle box");
-            if let Err(e) = self.shared.sandbox.stop(&container).await {
-                tracing::warn!(conversation = %self.key, error = %e, "could not stop the idle box");
+        let Some(container) = self.session.as_ref().map(|s| s.conn.container.clone()) else {
+            return;
+        };
+        tracing::info!(conversation = %self.key, r#box = %container, "stopping idle box");
+        if let Err(e) = self.shared.sandbox.stop(&container).await {
+            // A failed stop (an engine that gave up waiting for the exit, or lost its
+            // connection) may leave the box running: it keeps its slot, and its session,
+            // until it is seen down.
+            let down = matches!(
+                self.shared.sandbox.inspect(&container).await,
+                Ok(None | Some(BoxExit { running: false, .. }))
+            );
+            if !down {
+                tracing::warn!(conversation = %self.key, error = %e, "could not stop the idle box; it keeps its slot and is stopped at its next idle deadline");
+                self.last_activity = self.now();
+                return;
             }
-            // Only now does the slot go to the next conversation: the cap counts boxes
-            // that run, and this one ran until `stop` returned.
-            drop(session);
         }
+        // Only now does the slot go to the next conversation: the cap counts boxes that
+        // run, and this one ran until `stop` returned.
+        self.session = None;
     }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use clawpen_adapters::reply::ReplyState;
 use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent};
-use tokio::time::Instant;
 
 use super::sequence::{AfterState, Verdict};
 use super::{Actor, Turn, FINISHED_KEPT};
@@ -18,9 +17,9 @@ use clawpen_domain::TurnId;
 
 impl Actor {
     pub(super) async fn on_output(&mut self, output: BoxOutput) {
-        self.last_activity = Instant::now();
+        self.last_activity = self.now();
         if let Some(turn) = self.turn.as_mut() {
-            turn.last_sign = Instant::now();
+            turn.last_sign = self.shared.config.clock.now();
         }
         match output {
             BoxOutput::Message(FromAgent::Event(event)) => self.on_event(event).await,
@@ -369,7 +368,7 @@ impl Actor {
         let wait = self.store_failed();
         if let Some(session) = self.session.as_mut() {
             session.seq.rewind(stored_seq);
-            session.replay_at = Some(Instant::now() + wait);
+            session.replay_at = Some(self.shared.config.clock.now() + wait);
         }
     }
 
@@ -415,7 +414,12 @@ impl Actor {
         tracing::debug!(conversation = %self.key, turn = id, "the agent started a turn");
         outbox.begin(Some(record.turn.clone()), ReplyState::new(None));
         self.shared.metrics.turn_started(&self.key);
-        self.turn = Some(Turn::new(record, Vec::new(), self.typing_start()));
+        self.turn = Some(Turn::new(
+            record,
+            Vec::new(),
+            self.now(),
+            self.typing_start(),
+        ));
     }
 
     /// The turn is over: its messages are answered and its reply's final text is kept with
@@ -457,7 +461,7 @@ impl Actor {
             }
             outbox.finish();
         }
-        self.last_activity = Instant::now();
+        self.last_activity = self.now();
         true
     }
 
@@ -467,7 +471,7 @@ impl Actor {
         };
         let interval = adapter.capabilities().typing_interval;
         if let Some(turn) = self.turn.as_mut() {
-            turn.next_typing = interval.map(|i| Instant::now() + i);
+            turn.next_typing = interval.map(|i| self.shared.config.clock.now() + i);
         }
         if let Some(outbox) = self.outbox() {
             outbox.side(Side::Typing);

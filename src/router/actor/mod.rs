@@ -14,7 +14,7 @@ use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
 use clawpen_domain::TurnId;
 use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 mod boxes;
 mod events;
@@ -124,6 +124,7 @@ impl Turn {
     fn new(
         mut record: TurnRecord,
         messages: Vec<TurnMessage>,
+        now: Instant,
         next_typing: Option<Instant>,
     ) -> Self {
         let progress = Progress::new(std::mem::take(&mut record.text), record.last_acked);
@@ -132,7 +133,7 @@ impl Turn {
             progress,
             commit: None,
             messages,
-            last_sign: Instant::now(),
+            last_sign: now,
             next_typing,
             stalled: None,
         }
@@ -189,6 +190,7 @@ impl Actor {
         shared: Arc<Shared>,
         mailbox: mpsc::Receiver<Command>,
     ) -> Self {
+        let last_activity = shared.config.clock.now();
         Self {
             key,
             shared,
@@ -198,7 +200,7 @@ impl Actor {
             queue: VecDeque::new(),
             context: VecDeque::new(),
             finished: VecDeque::new(),
-            last_activity: Instant::now(),
+            last_activity,
             outbox: None,
             store_failures: 0,
             retry_turn_at: None,
@@ -223,7 +225,7 @@ impl Actor {
         }
         loop {
             let shutting_down = self.shared.shutdown.is_cancelled();
-            let turn_due = self.retry_turn_at.is_none_or(|at| at <= Instant::now());
+            let turn_due = self.retry_turn_at.is_none_or(|at| at <= self.now());
             if self.turn.is_none() && !self.queue.is_empty() && !shutting_down && turn_due {
                 self.retry_turn_at = None;
                 self.start_turn().await;
@@ -270,7 +272,7 @@ impl Actor {
     /// The engine is out of reach: tell the user once, in plain words, and try again later,
     /// up to [`ENGINE_WAIT`]. False once that is over (the messages then fail).
     async fn wait_for_engine(&mut self, messages: &[Inbound]) -> bool {
-        let now = Instant::now();
+        let now = self.now();
         let first = self.engine_wait.is_none();
         let wait = self.engine_wait.get_or_insert(EngineWait {
             since: now,
@@ -329,7 +331,9 @@ impl Actor {
     }
 
     async fn wait(&mut self) -> Wake {
-        let far = Instant::now() + Duration::from_secs(86_400);
+        // The actor's timers run on the router's clock (a manual one in tests).
+        let clock = self.shared.config.clock.clone();
+        let far = clock.now() + Duration::from_secs(86_400);
         let typing_due = self.turn.as_ref().and_then(|t| t.next_typing);
         let stall_due = self
             .turn
@@ -347,13 +351,18 @@ impl Actor {
             command = self.mailbox.recv() => Wake::Command(command),
             output = recv_output(session) => Wake::Output(output),
             stored = wait_commit(commit) => Wake::Stored(stored),
-            _ = sleep_until(replay_due.unwrap_or(far)), if replay_due.is_some() => Wake::Replay,
-            _ = sleep_until(retry_turn.unwrap_or(far)), if retry_turn.is_some() => Wake::RetryTurn,
-            _ = sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
-            _ = sleep_until(stall_due.unwrap_or(far)), if stall_due.is_some() => Wake::Stall,
-            _ = sleep_until(idle_due.unwrap_or(far)), if idle_due.is_some() => Wake::Idle,
+            _ = clock.sleep_until(replay_due.unwrap_or(far)), if replay_due.is_some() => Wake::Replay,
+            _ = clock.sleep_until(retry_turn.unwrap_or(far)), if retry_turn.is_some() => Wake::RetryTurn,
+            _ = clock.sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
+            _ = clock.sleep_until(stall_due.unwrap_or(far)), if stall_due.is_some() => Wake::Stall,
+            _ = clock.sleep_until(idle_due.unwrap_or(far)), if idle_due.is_some() => Wake::Idle,
             _ = shutdown.cancelled(), if watch_shutdown => Wake::Shutdown,
         }
+    }
+
+    /// Now, on the router's clock: every deadline of the actor is computed from this.
+    fn now(&self) -> Instant {
+        self.shared.config.clock.now()
     }
 
     fn publish_status(&self) {
@@ -396,7 +405,7 @@ impl Actor {
             .adapter(&self.key)?
             .capabilities()
             .typing_interval
-            .map(|_| Instant::now())
+            .map(|_| self.now())
     }
 
     async fn start_turn(&mut self) {
@@ -467,7 +476,7 @@ impl Actor {
             // Stored messages stay pending; they start a turn once the store writes again.
             tracing::debug!(conversation = %self.key, error = %e, "the turn could not be stored");
             let wait = self.store_failed();
-            self.retry_turn_at = Some(Instant::now() + wait);
+            self.retry_turn_at = Some(self.now() + wait);
             self.queue.extend(messages);
             self.context.extend(context);
             return;
@@ -489,7 +498,8 @@ impl Actor {
             ReplyState::new(record.reply_to.clone()),
         );
         self.shared.metrics.turn_started(&self.key);
-        self.turn = Some(Turn::new(record, turn_messages, self.typing_start()));
+        let now = self.now();
+        self.turn = Some(Turn::new(record, turn_messages, now, self.typing_start()));
         self.send_to_box(&request).await;
     }
 
@@ -554,7 +564,7 @@ impl Actor {
     }
 
     async fn on_inbound(&mut self, message: Inbound) {
-        self.last_activity = Instant::now();
+        self.last_activity = self.now();
         let Some(turn) = self.turn.as_mut() else {
             self.queue.push_back(message);
             return;

@@ -11,7 +11,7 @@ use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 
 use super::server::{json_response, respond, stream_response, Body};
-use super::{lock, Kind, ModelState, Recorded, Reply, DEFAULT_TEXT};
+use super::{lock, Hold, Kind, ModelState, Recorded, Reply, DEFAULT_TEXT};
 
 /// Which wire format a request speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +97,7 @@ pub(super) async fn model_answer(
                 b"<html><body>502 Bad Gateway</body></html>\n\xc3".to_vec(),
             ],
             false,
+            None,
         ),
         Kind::Text(_) | Kind::Tools(_) | Kind::BrokenStream => {
             let answer = Answer {
@@ -105,6 +106,12 @@ pub(super) async fn model_answer(
                 reply: &reply,
                 include_usage,
             };
+            if let (false, Some((_, hold))) = (stream, &reply.hold) {
+                // Whole answers have no first part: all of it waits.
+                if !hold.hold(std::future::pending()).await {
+                    return error_response(wire, 500, None);
+                }
+            }
             match (wire, stream) {
                 (Wire::Anthropic, true) => answer.anthropic_stream(),
                 (Wire::Anthropic, false) => json_response(200, &answer.anthropic_message()),
@@ -177,6 +184,22 @@ fn chunks_of(text: &str, piece: Option<usize>) -> Vec<String> {
     chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
+/// A reply's text in chunks, and for a held reply the chunk its hold stops before: the
+/// first part and the rest are chunked apart, so the first part streams whole.
+fn text_chunks(text: &str, reply: &Reply) -> (Vec<String>, Option<(usize, Hold)>) {
+    let Some((first, hold)) = &reply.hold else {
+        return (chunks_of(text, reply.piece), None);
+    };
+    let split = text
+        .char_indices()
+        .nth(*first)
+        .map_or(text.len(), |(i, _)| i);
+    let mut chunks = chunks_of(&text[..split], reply.piece);
+    let at = chunks.len();
+    chunks.extend(chunks_of(&text[split..], reply.piece));
+    (chunks, Some((at, hold.clone())))
+}
+
 /// One scripted answer rendered in a wire format.
 struct Answer<'a> {
     n: usize,
@@ -206,15 +229,19 @@ impl Answer<'_> {
                 "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1}}}),
         )];
         let mut stop_reason = "end_turn";
+        let mut hold = None;
         match &reply.kind {
             Kind::Text(text) => {
-                events.extend(anthropic_text_block(0, &chunks_of(text, reply.piece)));
+                let (chunks, held) = text_chunks(text, reply);
+                // The block's start and a ping come before its first delta.
+                hold = held.map(|(at, h)| (events.len() + 2 + at, h));
+                events.extend(anthropic_text_block(0, &chunks));
             }
             Kind::BrokenStream => {
                 let mut block = anthropic_text_block(0, &chunks_of("This answer never ends", None));
                 block.truncate(3);
                 events.extend(block);
-                return stream_response("text/event-stream; charset=utf-8", events, true);
+                return stream_response("text/event-stream; charset=utf-8", events, true, None);
             }
             Kind::Tools(calls) => {
                 stop_reason = "tool_use";
@@ -247,7 +274,7 @@ impl Answer<'_> {
                 "usage": {"output_tokens": reply.output_tokens}}),
         ));
         events.push(sse_event("message_stop", &json!({"type": "message_stop"})));
-        stream_response("text/event-stream; charset=utf-8", events, false)
+        stream_response("text/event-stream; charset=utf-8", events, false, hold)
     }
 
     fn anthropic_message(&self) -> Value {
@@ -286,6 +313,7 @@ impl Answer<'_> {
 
     fn openai_stream(&self) -> Response<Body> {
         let mut events = Vec::new();
+        let mut hold = None;
         let finish = match &self.reply.kind {
             Kind::Tools(calls) => {
                 for (index, (name, input)) in calls.iter().enumerate() {
@@ -308,7 +336,9 @@ impl Answer<'_> {
             Kind::Text(text) => {
                 let first = json!({"role": "assistant", "content": ""});
                 events.push(sse_data(&self.openai_chunk(first, None)));
-                for piece in chunks_of(text, self.reply.piece) {
+                let (chunks, held) = text_chunks(text, self.reply);
+                hold = held.map(|(at, h)| (events.len() + at, h));
+                for piece in chunks {
                     events.push(sse_data(
                         &self.openai_chunk(json!({"content": piece}), None),
                     ));
@@ -318,7 +348,7 @@ impl Answer<'_> {
             _ => {
                 let first = json!({"role": "assistant", "content": "This answer"});
                 events.push(sse_data(&self.openai_chunk(first, None)));
-                return stream_response("text/event-stream", events, true);
+                return stream_response("text/event-stream", events, true, None);
             }
         };
         events.push(sse_data(&self.openai_chunk(json!({}), Some(finish))));
@@ -332,7 +362,7 @@ impl Answer<'_> {
             events.push(sse_data(&usage.to_string()));
         }
         events.push(sse_data("[DONE]"));
-        stream_response("text/event-stream", events, false)
+        stream_response("text/event-stream", events, false, hold)
     }
 
     fn openai_completion(&self) -> Value {

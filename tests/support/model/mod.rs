@@ -17,6 +17,10 @@
 //! with the vendor's JSON error body), a stream that breaks off, a stall, or garbage. With
 //! the queue empty the fake answers a short text. Every request is recorded.
 //!
+//! A [`Reply::held`] answer streams its first part, then waits until the test calls
+//! [`Hold::release`]; [`Hold::arrived`] tells the test that the first part went out. A test
+//! that needs a turn "still running" holds it instead of sleeping or slowing the echo.
+//!
 //! The HTTP plumbing both servers share is in `server`, the page server in `page`, and how the
 //! fake model answers a request, in each vendor's wire format, in `answer`.
 #![allow(
@@ -29,6 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::Value;
+use tokio::sync::watch;
 
 mod answer;
 mod page;
@@ -54,6 +59,76 @@ pub struct Reply {
     output_tokens: u64,
     /// The most characters of text in one streamed delta; `None`: four deltas.
     piece: Option<usize>,
+    /// Text only: after this many characters the answer waits for its hold's release.
+    hold: Option<(usize, Hold)>,
+}
+
+/// The test's side of a [`Reply::held`] answer.
+#[derive(Clone, Debug)]
+pub struct Hold {
+    state: Arc<HoldState>,
+}
+
+#[derive(Debug)]
+struct HoldState {
+    /// Set by the fake once the first part is out and the rest waits.
+    holding: watch::Sender<bool>,
+    /// Set by the test: the rest may go.
+    released: watch::Sender<bool>,
+    /// Set by the fake when the client went away while the rest waited.
+    abandoned: watch::Sender<bool>,
+}
+
+/// How long [`Hold::arrived`] and [`Hold::abandoned`] wait before failing the test.
+const HOLD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Hold {
+    fn new() -> Self {
+        Self {
+            state: Arc::new(HoldState {
+                holding: watch::channel(false).0,
+                released: watch::channel(false).0,
+                abandoned: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Wait until the request came and its first part was streamed (the rest now waits).
+    pub async fn arrived(&self) {
+        Self::wait_set(&self.state.holding, "the held answer was never asked for").await;
+    }
+
+    /// Let the rest of the answer stream.
+    pub fn release(&self) {
+        self.state.released.send_replace(true);
+    }
+
+    /// Wait until the client gave the held answer up (closed the connection unreleased).
+    pub async fn abandoned(&self) {
+        Self::wait_set(&self.state.abandoned, "the held answer was never given up").await;
+    }
+
+    async fn wait_set(flag: &watch::Sender<bool>, failure: &str) {
+        let mut flag = flag.subscribe();
+        let set = tokio::time::timeout(HOLD_TIMEOUT, flag.wait_for(|set| *set))
+            .await
+            .is_ok_and(|seen| seen.is_ok());
+        assert!(set, "{failure} within {HOLD_TIMEOUT:?}");
+    }
+
+    /// The fake's side: the first part is out; wait for the release. False when `gone`
+    /// (the client went away) came first.
+    async fn hold(&self, gone: impl std::future::Future<Output = ()>) -> bool {
+        self.state.holding.send_replace(true);
+        let mut released = self.state.released.subscribe();
+        tokio::select! {
+            _ = released.wait_for(|set| *set) => true,
+            () = gone => {
+                self.state.abandoned.send_replace(true);
+                false
+            }
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -76,12 +151,22 @@ impl Reply {
             input_tokens: 10,
             output_tokens: 5,
             piece: None,
+            hold: None,
         }
     }
 
     /// Text, streamed in several chunks.
     pub fn text(text: &str) -> Self {
         Self::of(Kind::Text(text.into()))
+    }
+
+    /// Text whose `first` part streams at once and whose `rest` waits for the returned
+    /// hold's [`Hold::release`]: a model call that is under way for as long as the test likes.
+    pub fn held(first: &str, rest: &str) -> (Self, Hold) {
+        let hold = Hold::new();
+        let mut reply = Self::text(&format!("{first}{rest}"));
+        reply.hold = Some((first.chars().count(), hold.clone()));
+        (reply, hold)
     }
 
     /// One tool call.
@@ -199,6 +284,14 @@ impl FakeModel {
     /// `http://127.0.0.1:PORT/v1`: an OpenAI base URL.
     pub fn openai_url(&self) -> String {
         format!("{}/v1", self.url())
+    }
+
+    /// Point a bridge's boxes at this fake, in Anthropic's wire format, with a key.
+    pub fn serve(&self, config: &mut clawpen::config::Config) {
+        config.provider = "anthropic".into();
+        config.model = Some("claude-test".into());
+        config.anthropic_base_url = self.url();
+        config.anthropic_api_key = Some(clawpen::config::Secret::new("sk-ant-test-key"));
     }
 
     /// Queue the answer to a coming request.

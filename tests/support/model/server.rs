@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
+use super::Hold;
+
 /// A response body: whole, or streamed frame by frame (and possibly broken off).
 pub(super) type Body = BoxBody<Bytes, std::io::Error>;
 
@@ -99,15 +101,22 @@ pub(super) fn json_response(status: u16, body: &Value) -> Response<Body> {
 }
 
 /// A streamed response: `frames` are written with a short pause between them; `broken`
-/// ends the body with an error, which makes hyper drop the connection mid-stream.
+/// ends the body with an error, which makes hyper drop the connection mid-stream; `hold`
+/// `(i, hold)` stops before frame `i` until the test releases it (or the client goes away).
 pub(super) fn stream_response(
     content_type: &str,
     frames: Vec<Vec<u8>>,
     broken: bool,
+    hold: Option<(usize, Hold)>,
 ) -> Response<Body> {
     let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(EVENT_BUFFER);
     tokio::spawn(async move {
-        for frame in frames {
+        for (i, frame) in frames.into_iter().enumerate() {
+            if let Some((_, hold)) = hold.as_ref().filter(|(at, _)| *at == i) {
+                if !hold.hold(tx.closed()).await {
+                    return;
+                }
+            }
             if tx.send(Ok(Frame::data(Bytes::from(frame)))).await.is_err() {
                 return;
             }

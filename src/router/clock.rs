@@ -1,0 +1,116 @@
+//! The time the conversation actors' timers run on: idle stops, stall detection, typing
+//! renewal, and the waits before a store write or an unreachable engine is tried again.
+//!
+//! The daemon uses tokio's clock. Tests give the router a [`ManualClock`] instead and move it
+//! by hand, so a test of "the box stops after its idle timeout" neither sleeps nor depends
+//! on how busy the machine is. tokio's paused time cannot do this for the router: the actors
+//! talk to a real Docker engine, and a paused runtime jumps to the next timer whenever every
+//! task waits on I/O, which fires idle and stall timers in the middle of an engine call.
+//!
+//! Only the actors read this clock; delivery (edit throttling, retry-after) keeps tokio's,
+//! and the tunnel's limits their own wall clock ([`crate::tunnel::Clock`]: they count UTC
+//! days and never wait).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Where the actors read the time and wait for deadlines; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    /// `None`: tokio's clock. `Some`: a manual clock's time; sleepers watch it move.
+    manual: Option<Arc<watch::Sender<Instant>>>,
+}
+
+impl Clock {
+    /// Now, on this clock.
+    pub fn now(&self) -> Instant {
+        match &self.manual {
+            None => Instant::now(),
+            Some(now) => *now.borrow(),
+        }
+    }
+
+    /// Wait until this clock reaches `deadline` (at once if it has).
+    pub async fn sleep_until(&self, deadline: Instant) {
+        match &self.manual {
+            None => tokio::time::sleep_until(deadline).await,
+            Some(now) => {
+                let mut moves = now.subscribe();
+                // The sender lives as long as this clock, so the wait ends only by the deadline.
+                let _ = moves.wait_for(|now| *now >= deadline).await;
+            }
+        }
+    }
+}
+
+/// A clock that stands still until the test moves it; hand [`ManualClock::clock`] to the
+/// router (`Bridge::start_on`).
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    now: Arc<watch::Sender<Instant>>,
+}
+
+impl ManualClock {
+    /// A clock at tokio's now, standing still.
+    pub fn new() -> Self {
+        let (now, _) = watch::channel(Instant::now());
+        Self { now: Arc::new(now) }
+    }
+
+    /// The router's view of this clock.
+    pub fn clock(&self) -> Clock {
+        Clock {
+            manual: Some(self.now.clone()),
+        }
+    }
+
+    /// Move the clock forward by `by`; every deadline it passes fires.
+    pub fn advance(&self, by: Duration) {
+        self.now.send_modify(|now| *now += by);
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_manual_clock_fires_a_deadline_only_once_moved_past_it() {
+        let manual = ManualClock::new();
+        let clock = manual.clock();
+        let deadline = clock.now() + Duration::from_secs(60);
+        manual.advance(Duration::from_secs(59));
+        assert_eq!(
+            clock.sleep_until(deadline).now_or_never(),
+            None,
+            "a second early"
+        );
+        manual.advance(Duration::from_secs(1));
+        assert_eq!(clock.sleep_until(deadline).now_or_never(), Some(()));
+        assert_eq!(clock.now(), deadline);
+    }
+
+    #[tokio::test]
+    async fn moving_the_clock_wakes_a_waiting_sleeper() {
+        let manual = ManualClock::new();
+        let clock = manual.clock();
+        let deadline = clock.now() + Duration::from_secs(600);
+        let sleeper = tokio::spawn(async move { clock.sleep_until(deadline).await });
+        manual.advance(Duration::from_secs(600));
+        // No real time passes: the move itself wakes it.
+        sleeper
+            .await
+            .unwrap_or_else(|e| panic!("the sleeper failed: {e}"));
+    }
+}
