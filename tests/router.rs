@@ -301,6 +301,29 @@ async fn a_redelivered_message_is_handled_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_stored_but_never_handed_to_its_actor_is_answered_when_sent_again() {
+    // What a failed flush on a full disk can leave: the message reached the store, the
+    // platform was told to send it again, and no actor holds it.
+    let t = TestBridge::start(|_| {}).await;
+    let mut events = t.watch("orphan");
+    let message = clawpen::control::terminal_inbound(&TestBridge::key("orphan"), "stored once");
+    t.bridge
+        .router
+        .store()
+        .insert_inbound(&message)
+        .unwrap_or_else(|e| panic!("{e}"));
+    use clawpen::adapters::{Accepted, InboundSink};
+    assert_eq!(
+        t.bridge.router.accept(message).await.ok(),
+        Some(Accepted::Duplicate)
+    );
+    assert_eq!(next_reply(&mut events).await, "stored once");
+    t.say("orphan", "next").await;
+    assert_eq!(next_reply(&mut events).await, "next", "answered twice");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_box_cap_queues_conversations_fairly() {
     // One slot, and idle boxes stop when the test moves the clock past the idle timeout.
     let clock = ManualClock::new();

@@ -338,6 +338,25 @@ impl Router {
         tx
     }
 
+    /// A message the platform sent again. Usually it was handed to its actor already and
+    /// nothing is done; but a store write that failed after the message reached sled (a
+    /// full disk: the flush failed, the data got out anyway) leaves it logged as pending
+    /// with no actor holding it, and only this copy can still get it answered. The actor
+    /// ignores a message it already holds.
+    async fn redeliver(&self, message: Inbound) {
+        if !message.addressed {
+            return;
+        }
+        let store = self.shared.store.clone();
+        let (key, id) = (message.conversation.clone(), message.id.clone());
+        let state = store.blocking(move |s| s.inbound_state(&key, &id)).await;
+        if matches!(state, Ok(Some(InboundState::Pending))) {
+            let key = message.conversation.clone();
+            self.dispatch(&key, Command::Inbound(Box::new(message)))
+                .await;
+        }
+    }
+
     /// Hand a command to a conversation's actor, starting one if needed.
     async fn dispatch(&self, key: &ConversationKey, mut command: Command) {
         loop {
@@ -488,7 +507,10 @@ impl InboundSink for Router {
             .await;
         self.shared.metrics.store_write("inbound", began.elapsed());
         match outcome {
-            Ok(InsertOutcome::Duplicate) => return Ok(Accepted::Duplicate),
+            Ok(InsertOutcome::Duplicate) => {
+                self.redeliver(message).await;
+                return Ok(Accepted::Duplicate);
+            }
             Ok(InsertOutcome::New) => {}
             Err(e) => return Err(SinkError::Store(e.to_string())),
         }

@@ -121,6 +121,34 @@ impl Store {
         Ok(outcome)
     }
 
+    /// The state of one logged message, if it is in the log.
+    pub fn inbound_state(
+        &self,
+        conversation: &ConversationKey,
+        id: &str,
+    ) -> Result<Option<InboundState>, StoreError> {
+        let prefix = conversation_prefix(conversation);
+        let inner = self.db()?;
+        let Some(seq) = inner
+            .inbound_ids
+            .get(id_key(&prefix, id))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        let Ok(seq) = <[u8; 8]>::try_from(seq.as_ref()) else {
+            return Ok(None);
+        };
+        let key = log_key(&prefix, u64::from_be_bytes(seq));
+        match inner.inbound.get(&key).map_err(|e| self.sled_err(e))? {
+            Some(bytes) => {
+                let stored: StoredInbound = self.decode(TREE, &key, &bytes)?;
+                Ok(Some(stored.state))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Changes the state of one logged message. Returns whether it was found (it may have
     /// been pruned). Flushed: recovery reads these states.
     pub fn set_inbound_state(

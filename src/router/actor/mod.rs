@@ -565,6 +565,16 @@ impl Actor {
 
     async fn on_inbound(&mut self, message: Inbound) {
         self.last_activity = self.now();
+        let held = self.queue.iter().any(|m| m.id == message.id)
+            || self
+                .turn
+                .as_ref()
+                .is_some_and(|t| t.record.inbound.contains(&message.id));
+        if held {
+            // Sent again by the platform while this actor holds it (see `Router::redeliver`).
+            tracing::debug!(conversation = %self.key, message = %message.id, "already holding this message");
+            return;
+        }
         let Some(turn) = self.turn.as_mut() else {
             self.queue.push_back(message);
             return;
