@@ -158,6 +158,10 @@ impl Adapter for Metered {
         self.count("upload", uploaded)
     }
 
+    fn trouble(&self) -> Option<String> {
+        self.inner.trouble()
+    }
+
     async fn finished(&self, conversation: &ConversationKey) -> Result<(), AdapterError> {
         let finished = self.inner.finished(conversation).await;
         self.count("finished", finished)

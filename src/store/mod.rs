@@ -25,6 +25,13 @@
 //! state, a cursor) is flushed before the call returns, so whatever the caller acknowledges
 //! next (the platform cursor, a message sent) never gets ahead of the disk. Every call
 //! blocks on disk I/O; async callers accept that short block or use `spawn_blocking`.
+//! The hot writes (accepting a message, a reply's progress, a turn's start and end) have
+//! `_unflushed` forms for [`Store::submit`]/[`Store::commit`] (`commit`): one thread applies
+//! whatever is queued and flushes once for all of it.
+//!
+//! Records of earlier releases read back: `upgrade` tests every entry of a store written
+//! by the last release; what the platform shows of a reply is the store's own
+//! [`ShownReply`] (`shown`), not the streaming code's type.
 //!
 //! What "flushed" guarantees is sled's: sled 0.34 makes a flush stable with
 //! `sync_file_range` (the written range reaches the device), which survives a crash of the
