@@ -389,31 +389,12 @@ async fn chatter_not_addressed_to_the_bot_is_context_for_the_next_turn() {
 
     // Context is durable: chatter, a restart, then a question.
     t.chatter("group", "bring an umbrella").await;
-    use clawpen::adapters::InboundSink;
-    let TestBridge {
-        dir: _dir,
-        config,
-        bridge,
-        cleanup: _cleanup,
-    } = t;
-    bridge.shutdown().await;
-    let bridge = clawpen::daemon::Bridge::start(&config, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut events = bridge.terminal.watch(&TestBridge::key("group"));
-    let question = clawpen::control::terminal_inbound(&TestBridge::key("group"), "anything else?");
-    bridge
-        .router
-        .accept(question)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let t = t.restart().await;
     assert_eq!(
-        next_reply(&mut events).await,
+        t.ask("group", "anything else?").await,
         "bring an umbrella\n\nanything else?"
     );
-    let sandbox = bridge.router.sandbox().clone();
-    bridge.shutdown().await;
-    let _ = sandbox.remove_all().await;
+    t.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,26 +435,7 @@ async fn a_box_whose_agent_speaks_version_1_answers_fresh_and_adopted() {
 
     // The bridge restarts and adopts the running box, which never sees a `Ready` again:
     // its events count only once its `State` says where they stand.
-    use clawpen::adapters::InboundSink;
-    let TestBridge {
-        dir: _dir,
-        config,
-        bridge,
-        cleanup: _cleanup,
-    } = t;
-    bridge.shutdown().await;
-    let bridge = clawpen::daemon::Bridge::start(&config, Vec::new())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut events = bridge.terminal.watch(&TestBridge::key("old"));
-    let question = clawpen::control::terminal_inbound(&TestBridge::key("old"), "again");
-    bridge
-        .router
-        .accept(question)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(next_reply(&mut events).await, "again");
-    let sandbox = bridge.router.sandbox().clone();
-    bridge.shutdown().await;
-    let _ = sandbox.remove_all().await;
+    let t = t.restart().await;
+    assert_eq!(t.ask("old", "again").await, "again");
+    t.stop().await;
 }

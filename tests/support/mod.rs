@@ -194,6 +194,27 @@ impl TestBridge {
         text
     }
 
+    /// Stop the bridge as a restart does, leaving its boxes running, and start it again on
+    /// the same data directory.
+    pub async fn restart(self) -> Self {
+        let Self {
+            dir,
+            config,
+            bridge,
+            cleanup,
+        } = self;
+        bridge.shutdown().await;
+        let bridge = Bridge::start(&config, Vec::new())
+            .await
+            .unwrap_or_else(|e| panic!("restart: {e}"));
+        Self {
+            dir,
+            config,
+            bridge,
+            cleanup,
+        }
+    }
+
     /// Stop the bridge and remove its boxes and volumes.
     pub async fn stop(self) {
         let sandbox = self.bridge.router.sandbox().clone();
