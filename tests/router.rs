@@ -301,6 +301,56 @@ async fn a_redelivered_message_is_handled_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_to_an_idle_box_waits_for_one_flush_before_the_box_has_it() {
+    // The actor of an idle, attached conversation stores the message and begins its turn
+    // in one commit; the router's own path would flush twice (the message, then the turn).
+    let model = FakeModel::start().await;
+    let t = model_bridge(&model).await;
+    assert_eq!(t.ask("warm", "warm up").await, DEFAULT_TEXT);
+    let store = t.bridge.router.store().clone();
+    // The warm-up's last writes (its finished delivery) are done, and the actor waits.
+    let settled = eventually(REPLY_TIMEOUT, || async {
+        t.state("warm") == Some(ConversationState::Idle)
+            && store.pending_deliveries().is_ok_and(|d| d.is_empty())
+    })
+    .await;
+    assert!(settled, "the warm-up turn never settled");
+    // Commits apply and flush in order: once this one is durable, so is every write
+    // before it (forgetting the delivered reply, above all).
+    store
+        .commit(|_| Ok(()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Held before its first word: the box has the turn once the model is asked.
+    let (reply, hold) = Reply::held("", REST);
+    model.push_reply(reply);
+    let mut events = t.watch("warm");
+    let before = store.flushes();
+    t.say("warm", "once more").await;
+    hold.arrived().await;
+    assert_eq!(
+        store.flushes() - before,
+        1,
+        "flushes between the message and its box"
+    );
+    let key = TestBridge::key("warm");
+    let stored = store.pending_inbound(&key).unwrap_or_default();
+    assert!(
+        stored.iter().any(
+            |s| s.inbound.text == "once more" && matches!(s.state, InboundState::InTurn { .. })
+        ),
+        "{stored:?}"
+    );
+    hold.release();
+    let reply = final_text(&next_reply_events(&mut events).await);
+    assert_eq!(reply, REST);
+    // The conversation goes on as before.
+    t.say("warm", "next").await;
+    assert_eq!(next_reply(&mut events).await, DEFAULT_TEXT);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_stored_but_never_handed_to_its_actor_is_answered_when_sent_again() {
     // What a failed flush on a full disk can leave: the message reached the store, the
     // platform was told to send it again, and no actor holds it.

@@ -119,6 +119,7 @@ impl ReplyState {
 
     /// Whether there is nothing to show: no non-whitespace text has arrived. A turn that
     /// finishes like this gets an error message from the caller instead of a reply.
+    #[cfg(test)]
     pub fn is_blank(&self) -> bool {
         self.parts.is_empty()
     }

@@ -199,6 +199,7 @@ impl Pacer {
     }
 
     /// How many chats have buckets (for tests of the bound).
+    #[cfg(test)]
     pub fn chats_tracked(&self) -> usize {
         lock(&self.chats).len()
     }

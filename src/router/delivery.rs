@@ -23,7 +23,7 @@ use clawpen_domain::{ContainerId, TurnId};
 use tokio::sync::Notify;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use super::turn::error_text;
+use super::turn::{error_text, FileError};
 use super::Shared;
 
 /// Side operations waiting for the task. Status lines and typing are dropped first when it
@@ -328,7 +328,7 @@ impl Task {
             Box::pin(async move {
                 let conversation = key.clone();
                 let saved = store
-                    .blocking(move |s| s.save_delivery(&conversation, &turn, &state))
+                    .commit(move |s| s.save_delivery_unflushed(&conversation, &turn, &state))
                     .await;
                 if let Err(e) = saved {
                     tracing::error!(conversation = %key, error = %e, "could not record a sent message; a restart may send it again");
@@ -419,7 +419,7 @@ impl Task {
         if let Err(e) = self
             .shared
             .store
-            .blocking(move |s| s.delivered(&key, &turn))
+            .commit(move |s| s.delivered_unflushed(&key, &turn))
             .await
         {
             tracing::error!(conversation = %self.key, error = %e, "could not record a delivered reply; a restart shows its end again");
@@ -463,22 +463,20 @@ impl Task {
     }
 
     /// Reads a file the agent named from its workspace and uploads it to the chat.
-    async fn upload(&self, container: &ContainerId, path: &str) -> Result<(), String> {
+    async fn upload(&self, container: &ContainerId, path: &str) -> Result<(), FileError> {
         let data = self
             .shared
             .sandbox
             .read_workspace_file(container, path)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let name = std::path::Path::new(path)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "file".into());
         self.adapter
             .upload(&self.key, &Upload { name, data })
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+            .await?;
+        Ok(())
     }
 }
 

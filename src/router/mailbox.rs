@@ -7,7 +7,8 @@
 //! mailbox registered in the same critical section, so no second actor can appear meanwhile.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use clawpen_adapters::ConversationKey;
 use tokio::sync::mpsc;
@@ -19,7 +20,14 @@ pub(crate) const MAILBOX_CAPACITY: usize = 64;
 /// The mailbox of every live actor, by conversation.
 pub(crate) struct Mailboxes<T> {
     /// A std mutex: held only to look up, insert or retire, never across an await.
-    map: Mutex<HashMap<ConversationKey, mpsc::Sender<T>>>,
+    map: Mutex<HashMap<ConversationKey, Entry<T>>>,
+}
+
+/// One live actor's mailbox, and whether it sits idle with its box attached, so a message
+/// can be handed to it to store and begin its turn in one step (see `Router::accept`).
+struct Entry<T> {
+    sender: mpsc::Sender<T>,
+    idle: Arc<AtomicBool>,
 }
 
 /// What became of an actor that asked to retire.
@@ -39,27 +47,44 @@ impl<T> Mailboxes<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConversationKey, mpsc::Sender<T>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConversationKey, Entry<T>>> {
         // A poisoned map only means a panic mid-update; the data is still usable.
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new mailbox for `key`, registered; the receiver is the new actor's.
-    pub(crate) fn open(&self, key: &ConversationKey) -> (mpsc::Sender<T>, mpsc::Receiver<T>) {
+    /// A new mailbox for `key`, registered; the receiver is the new actor's, and so is
+    /// `idle`, which it sets while it sits idle with its box attached.
+    pub(crate) fn open(
+        &self,
+        key: &ConversationKey,
+        idle: Arc<AtomicBool>,
+    ) -> (mpsc::Sender<T>, mpsc::Receiver<T>) {
         let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-        self.lock().insert(key.clone(), tx.clone());
+        let entry = Entry {
+            sender: tx.clone(),
+            idle,
+        };
+        self.lock().insert(key.clone(), entry);
         (tx, rx)
     }
 
     /// The live actor's sender, if any.
     pub(crate) fn get(&self, key: &ConversationKey) -> Option<mpsc::Sender<T>> {
-        self.lock().get(key).cloned()
+        self.lock().get(key).map(|e| e.sender.clone())
+    }
+
+    /// The live actor's sender, if it sits idle with its box attached right now.
+    pub(crate) fn idle(&self, key: &ConversationKey) -> Option<mpsc::Sender<T>> {
+        self.lock()
+            .get(key)
+            .filter(|e| e.idle.load(Ordering::Acquire))
+            .map(|e| e.sender.clone())
     }
 
     /// Forgets `sender` if it is still the one registered for `key` (its actor is gone).
     pub(crate) fn forget(&self, key: &ConversationKey, sender: &mpsc::Sender<T>) {
         let mut map = self.lock();
-        if map.get(key).is_some_and(|s| s.same_channel(sender)) {
+        if map.get(key).is_some_and(|e| e.sender.same_channel(sender)) {
             map.remove(key);
         }
     }
@@ -86,7 +111,15 @@ impl<T> Mailboxes<T> {
             return Retire::Gone;
         }
         let (tx, rx) = mpsc::channel(MAILBOX_CAPACITY);
-        map.insert(key.clone(), tx);
+        match map.get_mut(key) {
+            Some(entry) => entry.sender = tx,
+            None => {
+                // Not reached: a live actor's entry is removed only here. Without its flag,
+                // messages simply take the router's path.
+                let idle = Arc::default();
+                map.insert(key.clone(), Entry { sender: tx, idle });
+            }
+        }
         Retire::Stay(left, rx)
     }
 }
@@ -106,7 +139,7 @@ mod tests {
     #[tokio::test]
     async fn a_send_after_retiring_fails_so_the_dispatcher_looks_again() {
         let boxes = Mailboxes::<u32>::new();
-        let (_, mut rx) = boxes.open(&key());
+        let (_, mut rx) = boxes.open(&key(), Arc::default());
         // A dispatcher looked the actor up before it retired...
         let looked_up = boxes.get(&key()).unwrap();
         assert!(matches!(boxes.retire(&key(), &mut rx), Retire::Gone));
@@ -118,7 +151,7 @@ mod tests {
     #[tokio::test]
     async fn commands_that_arrived_while_retiring_keep_the_actor() {
         let boxes = Mailboxes::<u32>::new();
-        let (tx, mut rx) = boxes.open(&key());
+        let (tx, mut rx) = boxes.open(&key(), Arc::default());
         tx.send(1).await.unwrap();
         tx.send(2).await.unwrap();
         let Retire::Stay(left, mut fresh) = boxes.retire(&key(), &mut rx) else {

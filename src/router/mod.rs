@@ -15,7 +15,7 @@ use clawpen_adapters::{
     Accepted, Adapter, ConversationKey, Inbound, InboundSink, SinkError, StatusReport,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -35,6 +35,11 @@ use crate::metrics::Metrics;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, StoreError, TurnRecord};
 use crate::tunnel::Tunnel;
+
+/// How long an accept waits for an idle actor to take a message before storing it itself.
+/// An idle actor takes it at once; this only bounds the rare race in which the actor turned
+/// to something slow (stopping its idle box) just after it was found idle.
+const HAND_OFF_WAIT: Duration = Duration::from_millis(250);
 
 /// Why [`Router::recover`] could not reconcile with what the last run left.
 #[derive(Debug, thiserror::Error)]
@@ -326,14 +331,15 @@ impl Router {
     }
 
     fn spawn_actor(&self, key: ConversationKey, start: Start) -> mpsc::Sender<Command> {
-        let (tx, rx) = self.shared.actors.open(&key);
+        let idle = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = self.shared.actors.open(&key, idle.clone());
         self.shared
             .set_status(&key, None, ConversationState::Starting, start.queue.len());
         // Every line the actor logs carries its conversation and platform (as span fields in
         // JSON logs). At error level so that it is there whatever the log filter lets through.
         let span =
             tracing::error_span!("conversation", conversation = %key, platform = %key.platform);
-        let actor = Actor::new(key, self.shared.clone(), rx);
+        let actor = Actor::new(key, self.shared.clone(), rx, idle);
         self.shared.tracker.spawn(actor.run(start).instrument(span));
         tx
     }
@@ -354,6 +360,22 @@ impl Router {
             let key = message.conversation.clone();
             self.dispatch(&key, Command::Inbound(Box::new(message)))
                 .await;
+        }
+    }
+
+    /// Hands an addressed message to its conversation's actor if that sits idle with its
+    /// box attached: the actor stores it and begins its turn in one commit. `None` if no
+    /// actor is idle, or the one that was did not take the message within
+    /// [`HAND_OFF_WAIT`] (it became busy meanwhile): the caller stores it then, and the
+    /// actor, seeing that nobody waits for its answer any more, leaves it to the caller.
+    async fn hand_to_idle(&self, message: &Inbound) -> Option<Result<InsertOutcome, StoreError>> {
+        let sender = self.shared.actors.idle(&message.conversation)?;
+        let (done, outcome) = oneshot::channel();
+        let command = Command::Accept(Box::new(message.clone()), done);
+        sender.try_send(command).ok()?;
+        match tokio::time::timeout(HAND_OFF_WAIT, outcome).await {
+            Ok(Ok(outcome)) => Some(outcome),
+            Ok(Err(_)) | Err(_) => None,
         }
     }
 
@@ -382,6 +404,9 @@ impl Router {
                     }
                     // Nothing runs, so there is nothing to cancel.
                     Command::Cancel => return,
+                    // Only sent to an actor found idle (`hand_to_idle`); dropping it ends the
+                    // router's wait, and it stores the message itself.
+                    Command::Accept(..) => return,
                 },
             };
             match sender.send(command).await {
@@ -477,35 +502,41 @@ impl InboundSink for Router {
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Err(SinkError::ShuttingDown);
         }
-        // Hot path: one store commit (shared with whatever else is being stored) and a
-        // hand-off to the actor; nothing here waits for anything else.
-        let stored = message.clone();
         let began = std::time::Instant::now();
-        let outcome = self
-            .shared
-            .store
-            .commit(move |s| {
-                let outcome = s.insert_inbound_unflushed(&stored)?;
-                if outcome == InsertOutcome::New {
-                    if let Err(e) = s.touch_conversation(&stored.conversation, stored.at) {
-                        tracing::warn!(conversation = %stored.conversation, error = %e, "could not record the conversation");
-                    }
-                    if !stored.addressed {
-                        // Not for the bot: context for its next turn, never a turn of its own.
-                        let context = InboundState::Context;
-                        if let Err(e) = s.set_inbound_state_unflushed(
-                            &stored.conversation,
-                            &stored.id,
-                            context,
-                        ) {
-                            tracing::warn!(conversation = %stored.conversation, error = %e, "could not mark a message as context");
-                        }
-                    }
-                }
-                Ok(outcome)
-            })
-            .await;
+        // Hot path. An addressed message to an actor sitting idle with its box attached is
+        // stored by that actor, in the same commit as the turn it begins: one flush, not
+        // two, before the box has it. Otherwise one store commit (shared with whatever else
+        // is being stored) and a hand-off to the actor.
+        let handed = match message.addressed {
+            true => self.hand_to_idle(&message).await,
+            false => None,
+        };
+        let by_actor = handed.is_some();
+        let outcome = match handed {
+            Some(outcome) => outcome,
+            None => {
+                let stored = message.clone();
+                self.shared
+                    .store
+                    .commit(move |s| s.log_inbound_unflushed(&stored))
+                    .await
+            }
+        };
         self.shared.metrics.store_write("inbound", began.elapsed());
+        if by_actor {
+            return match outcome {
+                Ok(InsertOutcome::New) => {
+                    let metrics = &self.shared.metrics;
+                    metrics.accepted(&message.conversation, message.addressed);
+                    Ok(Accepted::Stored)
+                }
+                Ok(InsertOutcome::Duplicate) => {
+                    self.redeliver(message).await;
+                    Ok(Accepted::Duplicate)
+                }
+                Err(e) => Err(SinkError::Store(e.to_string())),
+            };
+        }
         match outcome {
             Ok(InsertOutcome::Duplicate) => {
                 self.redeliver(message).await;

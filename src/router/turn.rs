@@ -3,10 +3,22 @@
 use clawpen_domain::TurnId;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clawpen_adapters::Inbound;
+use clawpen_adapters::{AdapterError, Inbound};
 use clawpen_protocol::TurnMessage;
 
-use crate::sandbox::BoxExit;
+use crate::sandbox::{BoxExit, SandboxError};
+
+/// A file that could not be carried between a chat and a box's workspace: the platform's
+/// side or the box's failed; either says what went wrong in its own words.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FileError {
+    /// The platform would not give or take the file.
+    #[error(transparent)]
+    Chat(#[from] AdapterError),
+    /// The box's workspace would not take or give it.
+    #[error(transparent)]
+    Box(#[from] SandboxError),
+}
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {

@@ -38,6 +38,7 @@ impl ConversationRecord {
 impl Store {
     /// Stores a conversation's record, replacing the previous one. Flushed, because it
     /// carries settings the user chose.
+    #[cfg(test)]
     pub fn upsert_conversation(&self, record: &ConversationRecord) -> Result<(), StoreError> {
         let key = record.key.to_string();
         self.db()?

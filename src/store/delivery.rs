@@ -46,9 +46,10 @@ pub(super) fn delivery_key(conversation: &ConversationKey, turn: &TurnId) -> Vec
 }
 
 impl Store {
-    /// Records what the platform shows of a turn's reply now. Flushed before it returns: the
-    /// caller sends the next message only after, so no accepted message is forgotten.
-    pub fn save_delivery(
+    /// Records what the platform shows of a turn's reply now, without the flush: for a
+    /// commit, whose caller sends the next message only once it is durable, so no accepted
+    /// message is forgotten.
+    pub fn save_delivery_unflushed(
         &self,
         conversation: &ConversationKey,
         turn: &TurnId,
@@ -65,7 +66,7 @@ impl Store {
                 Ok(())
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()
+        Ok(())
     }
 
     /// The delivery record of one turn, if any.
@@ -100,8 +101,9 @@ impl Store {
         Ok(pending)
     }
 
-    /// The reply is fully shown: forget its delivery record. Flushed.
-    pub fn delivered(
+    /// The reply is fully shown: forget its delivery record. Without the flush, for a
+    /// commit.
+    pub fn delivered_unflushed(
         &self,
         conversation: &ConversationKey,
         turn: &TurnId,
@@ -110,7 +112,7 @@ impl Store {
             .deliveries
             .remove(delivery_key(conversation, turn))
             .map_err(|e| self.sled_err(e))?;
-        self.flush()
+        Ok(())
     }
 
     /// Inside a transaction: the record under `key`, or a new one.
@@ -168,7 +170,7 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let chat = ConversationKey::new("telegram", "1");
         store
-            .save_delivery(&chat, &TurnId::from("t1"), &shown("Hel", "m1"))
+            .save_delivery_unflushed(&chat, &TurnId::from("t1"), &shown("Hel", "m1"))
             .unwrap();
         (dir, store, chat)
     }
@@ -189,7 +191,7 @@ mod tests {
         store.complete_turn(&record).unwrap();
         // A send that was under way when the turn ended records its message afterwards.
         store
-            .save_delivery(&chat, &TurnId::from("t1"), &shown("Hello", "m1"))
+            .save_delivery_unflushed(&chat, &TurnId::from("t1"), &shown("Hello", "m1"))
             .unwrap();
 
         let pending = store.pending_deliveries().unwrap();
@@ -201,7 +203,9 @@ mod tests {
         );
         assert_eq!(store.turn(&chat).unwrap(), None, "the turn itself is over");
 
-        store.delivered(&chat, &TurnId::from("t1")).unwrap();
+        store
+            .delivered_unflushed(&chat, &TurnId::from("t1"))
+            .unwrap();
         assert!(store.pending_deliveries().unwrap().is_empty());
         assert_eq!(store.delivery(&chat, &TurnId::from("t1")).unwrap(), None);
     }

@@ -121,6 +121,29 @@ impl Store {
         Ok(outcome)
     }
 
+    /// Logs a message the platform delivered, without the flush (for a commit): inserts it
+    /// once (a redelivery is a `Duplicate` and changes nothing), notes the conversation's
+    /// activity, and marks a message the bot was not addressed in as context for its next
+    /// turn, never a turn of its own.
+    pub fn log_inbound_unflushed(&self, message: &Inbound) -> Result<InsertOutcome, StoreError> {
+        let outcome = self.insert_inbound_unflushed(message)?;
+        if outcome == InsertOutcome::Duplicate {
+            return Ok(outcome);
+        }
+        if let Err(e) = self.touch_conversation(&message.conversation, message.at) {
+            tracing::warn!(conversation = %message.conversation, error = %e, "could not record the conversation");
+        }
+        if !message.addressed {
+            let context = InboundState::Context;
+            if let Err(e) =
+                self.set_inbound_state_unflushed(&message.conversation, &message.id, context)
+            {
+                tracing::warn!(conversation = %message.conversation, error = %e, "could not mark a message as context");
+            }
+        }
+        Ok(outcome)
+    }
+
     /// The state of one logged message, if it is in the log.
     pub fn inbound_state(
         &self,

@@ -43,6 +43,7 @@
 use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use clawpen_domain::ConversationKey;
@@ -104,6 +105,8 @@ struct Inner {
     /// The group-commit thread's queue, started by the first commit (`None` if no thread
     /// could be started: commits then write directly).
     committer: OnceLock<Option<commit::Committer>>,
+    /// Flushes that succeeded since the store was opened.
+    flushes: AtomicU64,
 }
 
 /// The database and its trees; sled trees are themselves shared handles.
@@ -141,6 +144,7 @@ impl Store {
                 trees: RwLock::new(Some(Arc::new(trees))),
                 health: Mutex::new(health::Health::default()),
                 committer: OnceLock::new(),
+                flushes: AtomicU64::new(0),
             }),
         })
     }
@@ -173,11 +177,15 @@ impl Store {
     /// Writes everything stored so far to disk. The writes that recovery depends on already
     /// flush; this is for the rest (e.g. [`Store::touch_conversation`]) at shutdown.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db()?
-            .db
-            .flush()
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+        self.db()?.db.flush().map_err(|e| self.sled_err(e))?;
+        self.inner.flushes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// How many flushes succeeded since the store was opened: each is one wait for the
+    /// disk, which is what a message's way to its box is measured in.
+    pub fn flushes(&self) -> u64 {
+        self.inner.flushes.load(Ordering::Relaxed)
     }
 
     /// Converts a sled error of this store; an I/O error means the open database can no

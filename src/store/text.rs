@@ -6,7 +6,7 @@
 //! text where the chunk begins (below the previous end when text was withdrawn), and the
 //! text that follows. Reading folds the chunks in order. A chunk is keyed by the sequence
 //! number of the box event that made it, so the last one also says how far the bridge had
-//! acknowledged. The chunks go when the turn ends ([`Store::complete_turn`]).
+//! acknowledged. The chunks go when the turn ends ([`Store::complete_turn_unflushed`]).
 
 use clawpen_domain::{ConversationKey, TurnId};
 use serde::{Deserialize, Serialize};

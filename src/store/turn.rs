@@ -84,12 +84,14 @@ impl TurnRecord {
 
 impl Store {
     /// Stores a turn's record, replacing the conversation's previous one. Flushed.
+    #[cfg(test)]
     pub fn put_turn(&self, turn: &TurnRecord) -> Result<(), StoreError> {
         self.put_turn_unflushed(turn)?;
         self.flush()
     }
 
-    /// [`Store::put_turn`] without the flush, for a commit.
+    /// Stores a turn's record, replacing the conversation's previous one; without the
+    /// flush, for a commit.
     pub fn put_turn_unflushed(&self, turn: &TurnRecord) -> Result<(), StoreError> {
         let key = turn.conversation.to_string();
         self.db()?
@@ -118,16 +120,17 @@ impl Store {
             .map_err(|e| self.tx_err(e))
     }
 
-    /// Starts (or extends) a turn: stores its record and marks the messages `ids` as in it,
-    /// in one transaction, so that after a crash a message is either still pending (and
-    /// starts a turn again) or belongs to the stored turn (and is resumed with it), never
-    /// both nor neither. Flushed.
+    /// [`Store::begin_turn_unflushed`], flushed.
+    #[cfg(test)]
     pub fn begin_turn(&self, record: &TurnRecord, ids: &[String]) -> Result<(), StoreError> {
         self.begin_turn_unflushed(record, ids)?;
         self.flush()
     }
 
-    /// [`Store::begin_turn`] without the flush, for a commit.
+    /// Starts (or extends) a turn: stores its record and marks the messages `ids` as in it,
+    /// in one transaction, so that after a crash a message is either still pending (and
+    /// starts a turn again) or belongs to the stored turn (and is resumed with it), never
+    /// both nor neither. Without the flush, for a commit.
     pub fn begin_turn_unflushed(
         &self,
         record: &TurnRecord,
@@ -206,8 +209,9 @@ impl Store {
         Ok(record)
     }
 
-    /// Ends the conversation's stored turn, as [`Store::complete_turn`] does with the record
-    /// as stored. Returns the removed record, or `None` if there was no turn.
+    /// Ends the conversation's stored turn, as `complete_turn` does with the record as
+    /// stored. Returns the removed record, or `None` if there was no turn.
+    #[cfg(test)]
     pub fn finish_turn(
         &self,
         conversation: &ConversationKey,
@@ -219,18 +223,19 @@ impl Store {
         Ok(Some(record))
     }
 
-    /// Ends a turn whose final state is `record`: marks its inbound messages done, removes
-    /// the conversation's turn record (if it is this turn's) and its text chunks, and keeps
-    /// the reply's final text with its delivery record, all in one transaction, so a crash
-    /// leaves either a turn to resume or answered messages with a reply still to show, never
-    /// answered messages that get answered again, nor a finished reply that is never shown.
-    /// Flushed.
+    /// [`Store::complete_turn_unflushed`], flushed.
+    #[cfg(test)]
     pub fn complete_turn(&self, record: &TurnRecord) -> Result<(), StoreError> {
         self.complete_turn_unflushed(record)?;
         self.flush()
     }
 
-    /// [`Store::complete_turn`] without the flush, for a commit.
+    /// Ends a turn whose final state is `record`: marks its inbound messages done, removes
+    /// the conversation's turn record (if it is this turn's) and its text chunks, and keeps
+    /// the reply's final text with its delivery record, all in one transaction, so a crash
+    /// leaves either a turn to resume or answered messages with a reply still to show, never
+    /// answered messages that get answered again, nor a finished reply that is never shown.
+    /// Without the flush, for a commit.
     pub fn complete_turn_unflushed(&self, record: &TurnRecord) -> Result<(), StoreError> {
         let key = record.conversation.to_string();
         let prefix = conversation_prefix(&record.conversation);

@@ -5,17 +5,18 @@
 //! step is persisted before the box's event is acknowledged.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::{ConversationKey, Inbound, MessageRef};
+use clawpen_adapters::{ConversationKey, Inbound};
 use clawpen_domain::TurnId;
-use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use clawpen_protocol::{ToAgent, TurnMessage};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
+mod begin;
 mod boxes;
 mod events;
 mod progress;
@@ -28,26 +29,13 @@ use sequence::Sequencer;
 
 use super::delivery::{self, Outbox};
 use super::mailbox::Retire;
-use super::turn::{self, now_secs, turn_id, turn_message};
+use super::turn::turn_message;
 use super::{ConversationState, Shared};
-use crate::metrics::TurnFailure;
-use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
-use crate::store::{DeliveryRecord, InboundState, Pending, StoreError, TurnRecord};
-
-/// The largest attachment saved into a workspace.
-const MAX_ATTACHMENT: u64 = 20 << 20;
+use crate::sandbox::{BoxConn, BoxOutput};
+use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Pending, StoreError, TurnRecord};
 
 /// How many unaddressed messages are kept as context for the next turn.
 const CONTEXT_KEPT: usize = 50;
-
-/// How long messages wait for an unreachable engine before they fail.
-const ENGINE_WAIT: Duration = Duration::from_secs(600);
-
-/// The first wait before trying an unreachable engine again; it doubles with each try.
-const ENGINE_RETRY: Duration = Duration::from_millis(500);
-
-/// The longest wait between two tries of an unreachable engine.
-const ENGINE_RETRY_MAX: Duration = Duration::from_secs(15);
 
 /// The first wait after a store write failed; it doubles with each further failure.
 const STORE_RETRY: Duration = Duration::from_millis(500);
@@ -67,6 +55,13 @@ pub(crate) enum Command {
     Context(Box<Inbound>),
     /// End the running turn.
     Cancel,
+    /// An addressed message not stored yet, handed over because this actor was idle with
+    /// its box attached: store it (beginning its turn in the same commit when still idle)
+    /// and say how that went; nobody listening any more means the router stores it itself.
+    Accept(
+        Box<Inbound>,
+        oneshot::Sender<Result<InsertOutcome, StoreError>>,
+    ),
 }
 
 /// How an actor begins.
@@ -161,6 +156,9 @@ pub(crate) struct Actor {
     retry_turn_at: Option<Instant>,
     /// Set while the engine is out of reach and messages wait for it.
     engine_wait: Option<EngineWait>,
+    /// Set while the actor waits with nothing to do and its box attached: the router then
+    /// hands it addressed messages to store itself (see [`Command::Accept`]).
+    idle: Arc<AtomicBool>,
 }
 
 /// Messages waiting for an unreachable engine.
@@ -189,6 +187,7 @@ impl Actor {
         key: ConversationKey,
         shared: Arc<Shared>,
         mailbox: mpsc::Receiver<Command>,
+        idle: Arc<AtomicBool>,
     ) -> Self {
         let last_activity = shared.config.clock.now();
         Self {
@@ -205,6 +204,7 @@ impl Actor {
             store_failures: 0,
             retry_turn_at: None,
             engine_wait: None,
+            idle,
         }
     }
 
@@ -249,7 +249,10 @@ impl Actor {
                     }
                 }
             }
-            match self.wait().await {
+            self.idle.store(self.ready_for_turn(), Ordering::Release);
+            let wake = self.wait().await;
+            self.idle.store(false, Ordering::Release);
+            match wake {
                 Wake::Command(Some(command)) => self.on_command(command).await,
                 Wake::Command(None) => break,
                 Wake::Output(output) => self.on_output(output).await,
@@ -267,38 +270,6 @@ impl Actor {
             outbox.close();
         }
         tracing::debug!(conversation = %self.key, "actor stopped");
-    }
-
-    /// The engine is out of reach: tell the user once, in plain words, and try again later,
-    /// up to [`ENGINE_WAIT`]. False once that is over (the messages then fail).
-    async fn wait_for_engine(&mut self, messages: &[Inbound]) -> bool {
-        let now = self.now();
-        let first = self.engine_wait.is_none();
-        let wait = self.engine_wait.get_or_insert(EngineWait {
-            since: now,
-            tries: 0,
-        });
-        if now.duration_since(wait.since) >= ENGINE_WAIT {
-            self.engine_wait = None;
-            return false;
-        }
-        wait.tries += 1;
-        let pause = ENGINE_RETRY
-            .saturating_mul(2u32.saturating_pow(wait.tries - 1))
-            .min(ENGINE_RETRY_MAX);
-        self.retry_turn_at = Some(now + pause);
-        if first {
-            tracing::warn!(conversation = %self.key, "the sandbox engine is not answering; the message waits for it");
-            let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
-            if let Some(outbox) = self.outbox() {
-                outbox.notice(
-                    ReplyState::new(reply_to),
-                    "⏳ The sandbox is not answering right now. Your message is kept and will \
-                     run as soon as it is back.",
-                );
-            }
-        }
-        true
     }
 
     /// Counts a failed store write; returns how long to wait before the next try. Logged
@@ -327,6 +298,7 @@ impl Actor {
             Command::Inbound(message) => self.on_inbound(*message).await,
             Command::Context(message) => self.add_context(*message),
             Command::Cancel => self.cancel().await,
+            Command::Accept(message, done) => self.on_accept(*message, done).await,
         }
     }
 
@@ -406,161 +378,6 @@ impl Actor {
             .capabilities()
             .typing_interval
             .map(|_| self.now())
-    }
-
-    async fn start_turn(&mut self) {
-        let messages: Vec<Inbound> = self.queue.drain(..).collect();
-        if let Err(e) = self.ensure_session().await {
-            if e.engine_down() && self.wait_for_engine(&messages).await {
-                self.queue.extend(messages);
-                return;
-            }
-            tracing::warn!(conversation = %self.key, error = %e, "no box for the turn");
-            let text = match &e {
-                _ if e.engine_down() => format!(
-                    "⚠️ The sandbox did not come back within {} minutes, so this message was \
-                     not run. Please send it again later.",
-                    ENGINE_WAIT.as_secs() / 60
-                ),
-                SandboxError::Protocol(_) if self.shared.shutdown.is_cancelled() => {
-                    // Shutting down: keep the messages stored as pending for the next start.
-                    return;
-                }
-                other => format!("⚠️ Could not start this conversation's box: {other}"),
-            };
-            self.fail_messages(&messages, &text).await;
-            return;
-        }
-        if let Some(wait) = self.engine_wait.take() {
-            tracing::info!(conversation = %self.key, tries = wait.tries, "the sandbox engine answers again");
-        }
-        let Some(last) = messages.last() else { return };
-        // Chatter since the last turn goes first, as context; it is done with this turn.
-        let context: Vec<Inbound> = self.context.drain(..).collect();
-        let counter = self.shared.turn_counter.fetch_add(1, Ordering::Relaxed);
-        let mut record = TurnRecord::new(
-            self.key.clone(),
-            turn_id(counter),
-            self.session
-                .as_ref()
-                .map(|s| s.conn.container.clone())
-                .unwrap_or_default(),
-            self.session
-                .as_ref()
-                .and_then(|s| s.seq.acked())
-                .unwrap_or(0),
-            Some(MessageRef(last.id.clone())),
-            now_secs(),
-        );
-        record.inbound = context
-            .iter()
-            .chain(&messages)
-            .map(|m| m.id.clone())
-            .collect();
-        let Some(outbox) = self.outbox() else {
-            tracing::error!(conversation = %self.key, "no adapter for this platform; dropping the turn");
-            return;
-        };
-        let ids: Vec<String> = context
-            .iter()
-            .chain(&messages)
-            .map(|m| m.id.clone())
-            .collect();
-        let begun = record.clone();
-        if let Err(e) = self
-            .shared
-            .store
-            .commit(move |s| s.begin_turn_unflushed(&begun, &ids))
-            .await
-        {
-            // Stored messages stay pending; they start a turn once the store writes again.
-            tracing::debug!(conversation = %self.key, error = %e, "the turn could not be stored");
-            let wait = self.store_failed();
-            self.retry_turn_at = Some(self.now() + wait);
-            self.queue.extend(messages);
-            self.context.extend(context);
-            return;
-        }
-        self.store_ok();
-        let mut turn_messages: Vec<TurnMessage> = context.iter().map(turn_message).collect();
-        for message in &messages {
-            let mut turn_message = turn_message(message);
-            turn_message.attachments = self.save_attachments(message).await;
-            turn_messages.push(turn_message);
-        }
-        let request = ToAgent::Turn {
-            turn: record.turn.to_string(),
-            messages: turn_messages.clone(),
-            options: self.turn_options(),
-        };
-        outbox.begin(
-            Some(record.turn.clone()),
-            ReplyState::new(record.reply_to.clone()),
-        );
-        self.shared.metrics.turn_started(&self.key);
-        let now = self.now();
-        self.turn = Some(Turn::new(record, turn_messages, now, self.typing_start()));
-        self.send_to_box(&request).await;
-    }
-
-    /// Put a message's attachments into the box's workspace (`inbox/`), returning their
-    /// paths; a file that cannot be fetched or is too large is named in a note instead.
-    async fn save_attachments(&self, message: &Inbound) -> Vec<String> {
-        let (Some(adapter), Some(session)) =
-            (self.shared.adapter(&self.key), self.session.as_ref())
-        else {
-            return Vec::new();
-        };
-        let mut saved = Vec::new();
-        for attachment in &message.attachments {
-            let name = turn::safe_file_name(&attachment.name);
-            let path = format!("inbox/{}-{name}", turn::safe_file_name(&message.id));
-            let result = match adapter.fetch_attachment(attachment, MAX_ATTACHMENT).await {
-                Ok(data) => self
-                    .shared
-                    .sandbox
-                    .write_workspace_file(&session.conn.container, &path, &data)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match result {
-                Ok(()) => saved.push(path),
-                Err(e) => {
-                    tracing::warn!(conversation = %self.key, file = %attachment.name, error = %e, "attachment not saved");
-                    saved.push(format!("(not saved: {} — {e})", attachment.name));
-                }
-            }
-        }
-        saved
-    }
-
-    /// The conversation's per-turn choices: its own model, if the operator set one. (The
-    /// box's environment carries it too, as the default of turns the agent begins itself.)
-    fn turn_options(&self) -> TurnOptions {
-        TurnOptions {
-            model: self
-                .shared
-                .config
-                .models
-                .get(&self.key.to_string())
-                .cloned(),
-        }
-    }
-
-    /// Answer messages that could not reach a box with an error, and mark them done.
-    async fn fail_messages(&mut self, messages: &[Inbound], text: &str) {
-        let reply_to = messages.last().map(|m| MessageRef(m.id.clone()));
-        self.shared.metrics.turn_failed(TurnFailure::NoBox);
-        if let Some(outbox) = self.outbox() {
-            outbox.notice(ReplyState::new(reply_to), text);
-        }
-        for message in messages {
-            let _ = self
-                .shared
-                .store
-                .set_inbound_state(&self.key, &message.id, InboundState::Done);
-        }
     }
 
     async fn on_inbound(&mut self, message: Inbound) {
