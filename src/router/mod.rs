@@ -2,7 +2,8 @@
 //!
 //! Inbound messages are stored durably first ([`InboundSink::accept`] returns only then),
 //! then handed to the conversation's actor, which owns its queue, its box and its running
-//! turn. A semaphore caps live boxes; tokio's semaphore is fair, so conversations waiting
+//! turn. An actor sitting idle with its box attached is handed the message unstored, and
+//! stores it together with the turn it begins, in one commit. A semaphore caps live boxes; tokio's semaphore is fair, so conversations waiting
 //! for a slot are served first come, first served.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +16,7 @@ use clawpen_adapters::{
     Accepted, Adapter, ConversationKey, Inbound, InboundSink, SinkError, StatusReport,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -26,7 +27,7 @@ mod delivery;
 mod mailbox;
 mod turn;
 
-use actor::{Actor, Command, Start};
+use actor::{Actor, Command, Handoff, Start};
 pub use clock::{Clock, ManualClock};
 use mailbox::{Mailboxes, Retire};
 pub use turn::now_secs;
@@ -366,15 +367,15 @@ impl Router {
     /// Hands an addressed message to its conversation's actor if that sits idle with its
     /// box attached: the actor stores it and begins its turn in one commit. `None` if no
     /// actor is idle, or the one that was did not take the message within
-    /// [`HAND_OFF_WAIT`] (it became busy meanwhile): the caller stores it then, and the
-    /// actor, seeing that nobody waits for its answer any more, leaves it to the caller.
+    /// [`HAND_OFF_WAIT`] (it turned to something slow meanwhile): the caller stores it
+    /// then. A message taken is waited for however long its commit takes.
     async fn hand_to_idle(&self, message: &Inbound) -> Option<Result<InsertOutcome, StoreError>> {
         let sender = self.shared.actors.idle(&message.conversation)?;
-        let (done, outcome) = oneshot::channel();
-        let command = Command::Accept(Box::new(message.clone()), done);
+        let (handoff, taken, outcome) = Handoff::new();
+        let command = Command::Accept(Box::new(message.clone()), handoff);
         sender.try_send(command).ok()?;
-        match tokio::time::timeout(HAND_OFF_WAIT, outcome).await {
-            Ok(Ok(outcome)) => Some(outcome),
+        match tokio::time::timeout(HAND_OFF_WAIT, taken).await {
+            Ok(Ok(())) => outcome.await.ok(),
             Ok(Err(_)) | Err(_) => None,
         }
     }

@@ -71,6 +71,18 @@ impl TurnRecord {
         }
     }
 
+    /// The last message that joined the turn while it ran (a follow-up), if any: the
+    /// inbound messages after the one the reply answers. When the agent had finished the
+    /// turn before a follow-up reached it, it answers that follow-up (and any after it) in
+    /// a turn of its own, `<id>+<n>`, which is then a reply to this message.
+    pub fn last_follow_up(&self) -> Option<&str> {
+        let first = match &self.reply_to {
+            Some(MessageRef(answered)) => self.inbound.iter().position(|id| id == answered)? + 1,
+            None => 0,
+        };
+        self.inbound.get(first..)?.last().map(String::as_str)
+    }
+
     /// What the platform showed of the reply, for a record written before delivery records
     /// existed: those kept the parts here. A newer record holds no parts, so this is then a
     /// reply with nothing shown yet (answering the same message).
@@ -284,6 +296,25 @@ impl Store {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_follow_up_is_the_last_message_after_the_one_answered() {
+        let chat = ConversationKey::new("telegram", "1");
+        let answered = Some(MessageRef("2".into()));
+        let mut record = TurnRecord::new(chat, "t".into(), "c".into(), 0, answered, 1);
+        record.inbound = vec!["1".into(), "2".into()];
+        assert_eq!(
+            record.last_follow_up(),
+            None,
+            "context and the message answered"
+        );
+        record.inbound.extend(["3".into(), "4".into()]);
+        assert_eq!(record.last_follow_up(), Some("4"));
+        record.reply_to = None;
+        assert_eq!(record.last_follow_up(), Some("4"), "a turn the agent began");
+        record.inbound.clear();
+        assert_eq!(record.last_follow_up(), None);
+    }
     use crate::store::tests::message;
     use crate::store::InsertOutcome;
 

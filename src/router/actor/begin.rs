@@ -13,9 +13,8 @@ use std::time::Duration;
 use clawpen_adapters::reply::ReplyState;
 use clawpen_adapters::{Inbound, MessageRef};
 use clawpen_protocol::{ToAgent, TurnMessage, TurnOptions};
-use tokio::sync::oneshot;
 
-use super::{Actor, EngineWait, Turn};
+use super::{Actor, EngineWait, Handoff, Turn};
 use crate::metrics::TurnFailure;
 use crate::router::delivery::Outbox;
 use crate::router::turn::{self, now_secs, turn_id, turn_message, FileError};
@@ -260,12 +259,9 @@ impl Actor {
     /// Stores a message handed over by the router, answers how that went, and goes on
     /// with it as with any stored message. Still idle, it begins the message's turn in the
     /// same commit.
-    pub(super) async fn on_accept(
-        &mut self,
-        message: Inbound,
-        done: oneshot::Sender<Result<InsertOutcome, StoreError>>,
-    ) {
-        if done.is_closed() {
+    pub(super) async fn on_accept(&mut self, message: Inbound, handoff: Handoff) {
+        let Handoff { taken, done } = handoff;
+        if taken.send(()).is_err() {
             // The router stopped waiting and stores the message itself.
             return;
         }

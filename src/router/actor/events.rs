@@ -13,7 +13,7 @@ use crate::router::delivery::{Outbox, Side};
 use crate::router::turn::{error_text, now_secs};
 use crate::sandbox::BoxOutput;
 use crate::store::{StoreError, TurnRecord};
-use clawpen_domain::TurnId;
+use clawpen_domain::{MessageRef, TurnId};
 
 impl Actor {
     pub(super) async fn on_output(&mut self, output: BoxOutput) {
@@ -391,12 +391,22 @@ impl Actor {
         let Some(session) = self.session.as_ref() else {
             return;
         };
+        // A follow-up that reached the agent after it had finished the last turn is what
+        // this turn answers (`<last turn>+<n>`): its reply is a reply to that message.
+        let reply_to = self
+            .late_follow_up
+            .as_ref()
+            .filter(|(last, _)| {
+                id.strip_prefix(last.as_str())
+                    .is_some_and(|rest| rest.starts_with('+'))
+            })
+            .map(|(_, message)| MessageRef(message.clone()));
         let record = TurnRecord::new(
             self.key.clone(),
             TurnId::from(id),
             session.conn.container.clone(),
             session.seq.acked().unwrap_or(0),
-            None,
+            reply_to,
             now_secs(),
         );
         let Some(outbox) = self.outbox() else {
@@ -452,7 +462,10 @@ impl Actor {
             return false;
         }
         self.store_ok();
-        self.turn = None;
+        self.late_follow_up = self
+            .turn
+            .take()
+            .and_then(|t| Some((turn_id.clone(), t.record.last_follow_up()?.to_owned())));
         self.shared.metrics.turn_finished(&self.key);
         self.remember_finished(&turn_id);
         if let Some(outbox) = self.outbox() {

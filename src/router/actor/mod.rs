@@ -57,11 +57,30 @@ pub(crate) enum Command {
     Cancel,
     /// An addressed message not stored yet, handed over because this actor was idle with
     /// its box attached: store it (beginning its turn in the same commit when still idle)
-    /// and say how that went; nobody listening any more means the router stores it itself.
-    Accept(
-        Box<Inbound>,
-        oneshot::Sender<Result<InsertOutcome, StoreError>>,
-    ),
+    /// and say how that went.
+    Accept(Box<Inbound>, Handoff),
+}
+
+/// The router's side of a [`Command::Accept`]: the actor says at once that it took the
+/// message (the router stops waiting for that after a while, and stores the message
+/// itself), then how storing it went.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    taken: oneshot::Sender<()>,
+    done: oneshot::Sender<Result<InsertOutcome, StoreError>>,
+}
+
+impl Handoff {
+    /// A handoff, with the receivers of "taken" and of the outcome.
+    pub(crate) fn new() -> (
+        Self,
+        oneshot::Receiver<()>,
+        oneshot::Receiver<Result<InsertOutcome, StoreError>>,
+    ) {
+        let (taken, taken_rx) = oneshot::channel();
+        let (done, done_rx) = oneshot::channel();
+        (Self { taken, done }, taken_rx, done_rx)
+    }
 }
 
 /// How an actor begins.
@@ -146,6 +165,9 @@ pub(crate) struct Actor {
     context: VecDeque<Inbound>,
     /// Recently finished turns, so late events of theirs never open a new reply.
     finished: VecDeque<TurnId>,
+    /// The last finished turn and the last follow-up sent to it, which the agent answers
+    /// in a turn of its own if the turn was over when the follow-up reached it.
+    late_follow_up: Option<(TurnId, String)>,
     last_activity: Instant,
     /// Hands replies to the conversation's delivery task, started on first use.
     outbox: Option<Arc<Outbox>>,
@@ -199,6 +221,7 @@ impl Actor {
             queue: VecDeque::new(),
             context: VecDeque::new(),
             finished: VecDeque::new(),
+            late_follow_up: None,
             last_activity,
             outbox: None,
             store_failures: 0,
