@@ -12,7 +12,10 @@ use crate::{Adapter, AdapterError};
 
 /// Every adapter clawpen knows, in the order they start. The terminal is not here: it has
 /// no settings and is always part of the bridge.
-pub const ALL: &[&dyn Registration] = &[&crate::telegram::registration::Telegram];
+pub const ALL: &[&dyn Registration] = &[
+    &crate::telegram::registration::Telegram,
+    &crate::discord::registration::Discord,
+];
 
 /// An adapter's settings are wrong; worded for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +79,7 @@ pub trait Registration: Send + Sync {
 }
 
 /// One adapter's loaded settings.
+#[async_trait::async_trait]
 pub trait Settings: Send + Sync + fmt::Debug {
     /// Whether the adapter is to run: its credentials are configured.
     fn enabled(&self) -> bool;
@@ -88,6 +92,12 @@ pub trait Settings: Send + Sync + fmt::Debug {
 
     /// What `clawpen doctor` reports about it (without talking to the platform).
     fn doctor(&self) -> Vec<Check>;
+
+    /// What `clawpen doctor` finds by asking the platform (the token accepted, a switch
+    /// in its settings); only called when [`Settings::enabled`]. None by default.
+    async fn probe(&self) -> Vec<Check> {
+        Vec::new()
+    }
 
     /// For tests and tools that know the concrete type.
     fn as_any(&self) -> &dyn Any;
