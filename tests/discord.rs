@@ -159,7 +159,7 @@ async fn a_5000_character_reply_splits_outside_its_code_block_and_loses_nothing(
         .collect();
     let text = format!(
         "{}```rust\n{code}```\n\n{}**Done**: the end.",
-        prose(10),
+        prose(12),
         prose(8)
     );
     assert!(text.chars().count() > 5000, "{}", text.chars().count());

@@ -348,7 +348,7 @@ fn read(frame: Option<Result<Frame, tokio_tungstenite::tungstenite::Error>>) -> 
                 Some(4014) => Ended::Intents,
                 Some(4004) => Ended::Fatal("Discord refused the bot token (gateway close code 4004); check DISCORD_BOT_TOKEN".into()),
                 Some(4013) => Ended::Fatal("Discord refused the gateway intents (close code 4013)".into()),
-                Some(4010 | 4011 | 4012) => Ended::Fatal(format!("the Discord gateway closed with code {code:?}: {reason}")),
+                Some(c @ 4010..=4012) => Ended::Fatal(format!("the Discord gateway refused the session (close code {c}: {reason})")),
                 Some(4007 | 4009) => Ended::Reconnect { resume: false },
                 _ => Ended::Reconnect { resume: true },
             })

@@ -101,7 +101,7 @@ impl DiscordAdapter {
             channel_id: ChannelId::from(id),
         };
         let request = || {
-            let request = Request::new(route.clone(), LightMethod::Get);
+            let request = Request::new(route, LightMethod::Get);
             self.rest.json::<wire::Channel>(request, None)
         };
         match retry(&OWN_BACKOFF, &channel, request).await {
@@ -198,7 +198,7 @@ impl DiscordAdapter {
             message_id,
         };
         let request = || {
-            let request = Request::new(route.clone(), LightMethod::Post).body(Some(body.clone()));
+            let request = Request::new(route, LightMethod::Post).body(Some(body.clone()));
             self.rest.json::<wire::Channel>(request, Some(channel))
         };
         match retry(&OWN_BACKOFF, &channel, request).await {
@@ -288,7 +288,7 @@ impl DiscordAdapter {
             token: &interaction.token,
         };
         let call = || {
-            let request = Request::new(route.clone(), LightMethod::Post).body(Some(body.clone()));
+            let request = Request::new(route, LightMethod::Post).body(Some(body.clone()));
             self.rest.call(request, None)
         };
         retry(&OWN_BACKOFF, &"interaction", call).await.map(|_| ())
@@ -311,7 +311,7 @@ impl DiscordAdapter {
                 token: &token,
             };
             let call = || {
-                let request = Request::new(route.clone(), LightMethod::Patch)
+                let request = Request::new(route, LightMethod::Patch)
                     .body(Some(body.to_string().into_bytes()));
                 this.rest.call(request, None)
             };
@@ -362,7 +362,7 @@ impl DiscordAdapter {
             application_id: ApplicationId::from(app),
         };
         let call = || {
-            let request = Request::new(route.clone(), LightMethod::Put).body(Some(body.clone()));
+            let request = Request::new(route, LightMethod::Put).body(Some(body.clone()));
             self.rest.call(request, None)
         };
         if let Err(error) = retry(&OWN_BACKOFF, &"commands", call).await {
