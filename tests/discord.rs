@@ -3,15 +3,17 @@
 //! store and Docker engine, and the echo provider (which echoes every turn message's text,
 //! unaddressed context included, joined by blank lines).
 
+#[path = "support/discord/bridge.rs"]
+mod discord_bridge;
 #[path = "support/discord/mod.rs"]
 mod discord_fake;
 mod support;
 
 use std::process::{Child, Command, Stdio};
 
-use clawpen::adapters::access::REFUSAL;
+use clawpen::adapters::access::{PAIRED, REFUSAL, UNPAIRED};
 use clawpen::adapters::{Adapter, Upload};
-use discord_fake::bridge::{key, logged, Dc};
+use discord_bridge::{key, logged, Dc};
 use discord_fake::{Failure, FakeDiscord, Sent, TOKEN};
 use serde_json::json;
 use support::model::{FakeModel, Reply};
@@ -298,6 +300,31 @@ async fn a_stranger_is_refused_once_and_gets_no_box() {
     );
     assert!(t.fake.messages(CHANNEL).is_empty());
     assert_eq!(t.boxes().await, [key(DM_ANN)], "a stranger got a box");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_allowlist_the_owner_pairs_by_a_code_in_a_dm() {
+    let t = Dc::start(|_, _| {}).await;
+    t.connected().await;
+    let code = t
+        .adapter
+        .pairing_code()
+        .unwrap_or_else(|| panic!("pairing is not open"));
+    t.fake.dm(DM_STRANGER, STRANGER, "hello?");
+    t.reply(DM_STRANGER, 1, UNPAIRED).await;
+    // The code counts in a DM only: said in a channel it pairs nobody.
+    t.fake.mention(CHANNEL, BOB, &code);
+    t.reply(CHANNEL, 1, UNPAIRED).await;
+    t.fake.dm(DM_ANN, ANN, &code);
+    t.reply(DM_ANN, 1, PAIRED).await;
+    t.fake.dm(DM_ANN, ANN, "now me");
+    t.reply(DM_ANN, 2, "now me").await;
+    assert!(
+        t.fake.messages(CHANNEL).is_empty(),
+        "the code pasted in a channel was answered"
+    );
+    assert_eq!(t.boxes().await, [key(DM_ANN)]);
     t.stop().await;
 }
 

@@ -47,6 +47,10 @@ const EVENT_QUEUE: usize = 256;
 /// are looked up again as they speak).
 const CHANNELS_KEPT: usize = 50_000;
 
+/// Nonces of failed sends kept for their retries; past this (sends that failed and were
+/// never retried, as when a reply gave up) the oldest are all forgotten at once.
+const NONCES_KEPT: usize = 10_000;
+
 /// How the adapter's own short answers (help, status, refusals) are retried.
 pub(super) const OWN_BACKOFF: Backoff = Backoff {
     base: Duration::from_secs(1),
@@ -197,7 +201,11 @@ impl DiscordAdapter {
     /// The nonce of a send: the one a failed attempt of the same send used, else new.
     fn nonce(&self, key: u64) -> String {
         let fresh = || crate::access::random_u64().to_string();
-        self.nonces().entry(key).or_insert_with(fresh).clone()
+        let mut nonces = self.nonces();
+        if nonces.len() >= NONCES_KEPT {
+            nonces.clear();
+        }
+        nonces.entry(key).or_insert_with(fresh).clone()
     }
 
     /// Forgets a send's nonce unless it failed in a way that will be retried.

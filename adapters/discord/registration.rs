@@ -149,3 +149,39 @@ fn failed(detail: String) -> Check {
         detail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discord_runs_only_with_a_token_and_the_variables_win() {
+        let file: BTreeMap<String, serde_json::Value> = [(
+            "discord".to_string(),
+            serde_json::json!({"token": "file-token", "allowed_roles": ["7"]}),
+        )]
+        .into();
+        let env = BTreeMap::from([
+            (TOKEN_VAR.to_string(), "env-token".to_string()),
+            ("CLAWPEN_DISCORD_ALLOWED_USERS".to_string(), "5".to_string()),
+        ]);
+        let settings = Discord
+            .configure(&file, &env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.enabled());
+        assert_eq!(settings.secrets(), ["env-token"]);
+        assert!(
+            !format!("{settings:?}").contains("env-token"),
+            "a token was printed"
+        );
+        assert!(settings.doctor()[0].detail.contains("1 users, 1 roles"));
+        let unset = Discord.configure(&BTreeMap::new(), &BTreeMap::new());
+        let unset = unset.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!unset.enabled());
+        assert!(unset.doctor()[0].detail.contains(TOKEN_VAR));
+        let typo: BTreeMap<String, serde_json::Value> =
+            [("discord".to_string(), serde_json::json!({"tokn": "x"}))].into();
+        let err = Discord.configure(&typo, &BTreeMap::new()).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("tokn")));
+    }
+}

@@ -1,5 +1,9 @@
 //! A bridge with the Discord adapter against the fake, in-process: start it, look at its
 //! boxes, wait for replies, stop it.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the support code"
+)]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -9,7 +13,7 @@ use clawpen::adapters::{Adapter, ConversationKey};
 use clawpen::config::Config;
 use clawpen::daemon::Bridge;
 
-use super::{FakeDiscord, Sent, TOKEN};
+use crate::discord_fake::{FakeDiscord, Sent, TOKEN};
 use crate::support::{eventually, test_config, REPLY_TIMEOUT};
 
 /// A bridge with the Discord adapter, on its own data directory and fake server.

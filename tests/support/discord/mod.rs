@@ -21,8 +21,9 @@
 //!   message-content intent is refused), and sends raw frames (malformed dispatches,
 //!   unknown event types).
 //!
-//! The HTTP side is in `rest`, the websocket side in `gateway`, and a bridge running the
-//! real adapter against it in `bridge`.
+//! The HTTP side is in `rest`, the websocket side in `gateway`; `bridge.rs` beside them (a
+//! module of the test binary, not of the fake, which the benchmark uses too) runs the real
+//! adapter against it.
 #![allow(
     dead_code,
     reason = "each test binary uses a different part of the support code"
@@ -37,7 +38,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub mod bridge;
 mod gateway;
 mod rest;
 
@@ -146,6 +146,8 @@ pub(crate) struct State {
     inner: Mutex<Inner>,
     /// Bumped on every change the gateway connection must act on.
     bump: watch::Sender<u64>,
+    /// The number of messages the bot created, bumped by each (the benchmark waits on it).
+    created: watch::Sender<usize>,
     rest_url: String,
     ws_url: String,
 }
@@ -222,6 +224,7 @@ impl FakeDiscord {
                 ..Inner::default()
             }),
             bump: watch::channel(0).0,
+            created: watch::channel(0).0,
             rest_url: format!("http://127.0.0.1:{}", port(&http)),
             ws_url: format!("ws://127.0.0.1:{}", port(&ws)),
         });
@@ -396,6 +399,11 @@ impl FakeDiscord {
             .filter(|m| m.channel == channel)
             .cloned()
             .collect()
+    }
+
+    /// Bumped each time the bot creates a message (its value: how many so far).
+    pub fn created(&self) -> watch::Receiver<usize> {
+        self.state.created.subscribe()
     }
 
     /// Every message the bot sent anywhere.

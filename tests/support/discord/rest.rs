@@ -358,6 +358,9 @@ fn create(state: &State, channel: &str, params: Value, files: Vec<(String, Vec<u
     };
     let body = message_json(&sent);
     inner.sent.push(sent);
+    let count = inner.sent.len();
+    drop(inner);
+    state.created.send_replace(count);
     answer(200, &body)
 }
 
