@@ -320,10 +320,6 @@ async fn with_no_allowlist_the_owner_pairs_by_a_code_in_a_dm() {
     t.reply(DM_ANN, 1, PAIRED).await;
     t.fake.dm(DM_ANN, ANN, "now me");
     t.reply(DM_ANN, 2, "now me").await;
-    assert!(
-        t.fake.messages(CHANNEL).is_empty(),
-        "the code pasted in a channel was answered"
-    );
     assert_eq!(t.boxes().await, [key(DM_ANN)]);
     t.stop().await;
 }
