@@ -304,6 +304,27 @@ async fn a_stranger_is_refused_once_and_gets_no_box() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_admits_its_holders_in_any_channel() {
+    let role = "500000000000000001";
+    let t = Dc::start(|_, discord| discord.allowed_roles = vec![role.into()]).await;
+    t.connected().await;
+    let mut held = t.fake.message(
+        CHANNEL,
+        true,
+        BOB,
+        &format!("<@{}> with the role", discord_fake::BOT_ID),
+    );
+    held["mentions"] = json!([discord_fake::bot_user()]);
+    held["member"]["roles"] = json!([role]);
+    t.fake.post(held);
+    t.reply(CHANNEL, 1, "with the role").await;
+    t.fake.mention(CHANNEL, STRANGER, "without it");
+    t.reply(CHANNEL, 2, REFUSAL).await;
+    assert_eq!(t.boxes().await, [key(CHANNEL)]);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_allowlist_the_owner_pairs_by_a_code_in_a_dm() {
     let t = Dc::start(|_, _| {}).await;
     t.connected().await;
