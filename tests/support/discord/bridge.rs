@@ -12,9 +12,30 @@ use clawpen::adapters::discord::{DiscordAdapter, DiscordConfig};
 use clawpen::adapters::{Adapter, ConversationKey};
 use clawpen::config::Config;
 use clawpen::daemon::Bridge;
+use serde_json::json;
 
 use crate::discord_fake::{FakeDiscord, Sent, TOKEN};
 use crate::support::{eventually, test_config, REPLY_TIMEOUT};
+
+/// Users, channels and DM channels of the tests.
+pub const ANN: &str = "100000000000000001";
+pub const BOB: &str = "100000000000000002";
+pub const STRANGER: &str = "100000000000000666";
+pub const CHANNEL: &str = "300000000000000001";
+pub const DM_ANN: &str = "400000000000000001";
+pub const DM_BOB: &str = "400000000000000002";
+pub const DM_STRANGER: &str = "400000000000000666";
+
+/// Every send and edit forbade @everyone, @here and role pings.
+pub fn assert_never_pings(messages: &[Sent]) {
+    for message in messages {
+        assert!(!message.allowed_mentions.is_empty(), "{message:?}");
+        for allowed in &message.allowed_mentions {
+            assert_eq!(allowed["parse"], json!([]), "{message:?}");
+        }
+        assert!(!message.pings_everyone(), "{message:?}");
+    }
+}
 
 /// A bridge with the Discord adapter, on its own data directory and fake server.
 pub struct Dc {
