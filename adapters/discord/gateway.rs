@@ -99,8 +99,19 @@ impl DiscordAdapter {
                 None => return Ok(()),
                 Some(url) => {
                     let url = session.as_ref().and_then(|s| s.url.clone()).unwrap_or(url);
-                    self.connection(&url, &mut session, &events, &shutdown)
-                        .await
+                    let mut pending = None;
+                    let ended = self
+                        .connection(&url, &mut session, &events, &mut pending, &shutdown)
+                        .await;
+                    // A dispatch read but not yet handed over counts as received (its
+                    // sequence number is the session's): it must not be lost with the
+                    // connection, since a resume will not replay it.
+                    if let Some(event) = pending {
+                        if events.send(event).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                    ended
                 }
             };
             let pause = match ended {
@@ -173,6 +184,7 @@ impl DiscordAdapter {
         base: &str,
         session: &mut Option<Session>,
         events: &mpsc::Sender<Event>,
+        pending: &mut Option<Event>,
         shutdown: &CancellationToken,
     ) -> Ended {
         let url = format!("{}/?v={VERSION}&encoding=json", base.trim_end_matches('/'));
@@ -220,9 +232,9 @@ impl DiscordAdapter {
         let mut beat = interval_at(Instant::now() + first, interval);
         beat.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let mut acked = true;
-        // A dispatch read but not yet taken by the handler: reading stops until it is, so a
-        // slow handler slows the socket rather than growing a queue, and heartbeats go on.
-        let mut pending: Option<Event> = None;
+        // `pending` holds a dispatch read but not yet taken by the handler: reading stops
+        // until it is, so a slow handler slows the socket rather than growing a queue, and
+        // heartbeats go on.
         loop {
             let seq = session.as_ref().map(|s| s.seq);
             tokio::select! {
@@ -259,7 +271,7 @@ impl DiscordAdapter {
                         }
                     };
                     match frame.op {
-                        op::DISPATCH => pending = self.dispatch(frame, session),
+                        op::DISPATCH => *pending = self.dispatch(frame, session),
                         op::HEARTBEAT => {
                             let frame = json!({"op": op::HEARTBEAT, "d": seq}).to_string();
                             if socket.send(Frame::text(frame)).await.is_err() {
