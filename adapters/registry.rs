@@ -129,6 +129,23 @@ mod tests {
     }
 
     #[test]
+    fn every_adapter_with_a_token_is_built_so_telegram_and_discord_run_together() {
+        let env = BTreeMap::from([
+            ("TELEGRAM_BOT_TOKEN".to_string(), "1:tg".to_string()),
+            ("DISCORD_BOT_TOKEN".to_string(), "dc".to_string()),
+        ]);
+        let built: Vec<String> = ALL
+            .iter()
+            .map(|r| r.configure(&BTreeMap::new(), &env))
+            .map(|settings| settings.unwrap_or_else(|e| panic!("{e}")))
+            .filter(|settings| settings.enabled())
+            .map(|settings| settings.build().unwrap_or_else(|e| panic!("{e}")))
+            .map(|adapter| adapter.platform().to_string())
+            .collect();
+        assert_eq!(built, ["telegram", "discord"]);
+    }
+
+    #[test]
     fn telegram_runs_only_with_a_token_and_the_variable_wins() {
         let telegram = &crate::telegram::registration::Telegram;
         let file: BTreeMap<String, serde_json::Value> = [
