@@ -120,8 +120,8 @@ impl Rest {
             .await
             .map_err(|e| AdapterError::Transport(e.without_url().to_string()))?;
         if status.is_success() {
-            if let Some(reset) = exhausted(&headers) {
-                self.hold(channel.unwrap_or_default(), reset);
+            if let (Some(reset), Some(channel)) = (exhausted(&headers), channel) {
+                self.hold(channel, reset);
             }
             return Ok(body);
         }
@@ -129,12 +129,11 @@ impl Rest {
         if let AdapterError::RateLimited { retry_after } = &error {
             let global = header(&headers, "x-ratelimit-global").is_some_and(|v| v == "true")
                 || body_field(&body, "global").is_some_and(|v| v.as_bool() == Some(true));
-            let scope = if global {
-                ""
-            } else {
-                channel.unwrap_or_default()
-            };
-            self.hold(scope, *retry_after);
+            // A route's own limit (not a channel's) is waited out by the retry alone.
+            let scope = if global { Some("") } else { channel };
+            if let Some(scope) = scope {
+                self.hold(scope, *retry_after);
+            }
         }
         Err(error)
     }
