@@ -75,6 +75,34 @@ async fn rate_limits_on_send_and_edit_are_waited_out_without_loss_or_duplicate()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_ends_the_reply_with_a_log_line_and_is_not_retried() {
+    let fake = FakeDiscord::start().await;
+    let forbidden = Failure::Status(403, "Missing Permissions".into());
+    fake.fail("POST /channels/{}/messages", [forbidden.clone(), forbidden]);
+    let t = Dc::with_fake(fake, |_, discord| discord.allowed_users = vec![ANN.into()]).await;
+    t.connected().await;
+    t.fake.dm(DM_ANN, ANN, "one");
+    let ended = eventually(REPLY_TIMEOUT, || async {
+        logged().contains("the platform refused the end of a reply")
+    })
+    .await;
+    assert!(ended, "no log line ended the refused reply");
+    // The conversation goes on: the next reply is delivered (after at most the one 403
+    // left over, which its end's own attempt outlives).
+    t.fake.dm(DM_ANN, ANN, "two");
+    let shown = t.reply(DM_ANN, 1, "two").await;
+    assert_eq!(
+        shown[0].content, "two",
+        "the refused reply showed after all"
+    );
+    assert!(
+        t.fake.calls("POST /channels/{}/messages").len() <= 4,
+        "a 403 was retried"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_reached_discord_before_failing_shows_once() {
     let fake = FakeDiscord::start().await;
     fake.fail("POST /channels/{}/messages", [Failure::AppliedThen502]);
