@@ -15,7 +15,7 @@ use clawpen::daemon::Bridge;
 use serde_json::json;
 
 use crate::discord_fake::{FakeDiscord, Sent, TOKEN};
-use crate::support::{eventually, test_config, REPLY_TIMEOUT};
+use crate::support::{eventually, test_config, Cleanup, REPLY_TIMEOUT};
 
 /// Users, channels and DM channels of the tests.
 pub const ANN: &str = "100000000000000001";
@@ -43,6 +43,8 @@ pub struct Dc {
     pub adapter: Arc<DiscordAdapter>,
     pub bridge: Bridge,
     pub dir: tempfile::TempDir,
+    /// Removes the boxes even when a test panics before [`Dc::stop`].
+    pub cleanup: Cleanup,
 }
 
 pub fn discord_config(fake: &FakeDiscord) -> DiscordConfig {
@@ -72,11 +74,13 @@ impl Dc {
         let bridge = Bridge::start(&config, vec![adapter.clone() as Arc<dyn Adapter>])
             .await
             .unwrap_or_else(|e| panic!("bridge start: {e}"));
+        let instance = bridge.router.sandbox().instance().to_string();
         Self {
             fake,
             adapter,
             bridge,
             dir,
+            cleanup: Cleanup { instance },
         }
     }
 
