@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
 //!   answered alike for every adapter.
+//! - [`discord`]: Discord bots: servers, channels, threads and DMs, with slash commands.
 //! - [`access`]: who may talk to the bot: allowlists, owner pairing, rate-limited refusals.
 //! - [`egress`]: how every outbound HTTP client reaches the outside (proxy, extra CAs).
 //! - [`registry`]: every adapter the daemon can run, with its settings and checks.
@@ -29,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod access;
 pub mod command;
+pub mod discord;
 pub mod egress;
 #[cfg(test)]
 mod fake_sink;

@@ -12,7 +12,10 @@ use crate::{Adapter, AdapterError};
 
 /// Every adapter clawpen knows, in the order they start. The terminal is not here: it has
 /// no settings and is always part of the bridge.
-pub const ALL: &[&dyn Registration] = &[&crate::telegram::registration::Telegram];
+pub const ALL: &[&dyn Registration] = &[
+    &crate::telegram::registration::Telegram,
+    &crate::discord::registration::Discord,
+];
 
 /// An adapter's settings are wrong; worded for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +79,7 @@ pub trait Registration: Send + Sync {
 }
 
 /// One adapter's loaded settings.
+#[async_trait::async_trait]
 pub trait Settings: Send + Sync + fmt::Debug {
     /// Whether the adapter is to run: its credentials are configured.
     fn enabled(&self) -> bool;
@@ -88,6 +92,12 @@ pub trait Settings: Send + Sync + fmt::Debug {
 
     /// What `clawpen doctor` reports about it (without talking to the platform).
     fn doctor(&self) -> Vec<Check>;
+
+    /// What `clawpen doctor` finds by asking the platform (the token accepted, a switch
+    /// in its settings); only called when [`Settings::enabled`]. None by default.
+    async fn probe(&self) -> Vec<Check> {
+        Vec::new()
+    }
 
     /// For tests and tools that know the concrete type.
     fn as_any(&self) -> &dyn Any;
@@ -116,6 +126,23 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), seen.len(), "{seen:?}");
+    }
+
+    #[test]
+    fn every_adapter_with_a_token_is_built_so_telegram_and_discord_run_together() {
+        let env = BTreeMap::from([
+            ("TELEGRAM_BOT_TOKEN".to_string(), "1:tg".to_string()),
+            ("DISCORD_BOT_TOKEN".to_string(), "dc".to_string()),
+        ]);
+        let built: Vec<String> = ALL
+            .iter()
+            .map(|r| r.configure(&BTreeMap::new(), &env))
+            .map(|settings| settings.unwrap_or_else(|e| panic!("{e}")))
+            .filter(|settings| settings.enabled())
+            .map(|settings| settings.build().unwrap_or_else(|e| panic!("{e}")))
+            .map(|adapter| adapter.platform().to_string())
+            .collect();
+        assert_eq!(built, ["telegram", "discord"]);
     }
 
     #[test]

@@ -20,11 +20,14 @@
 //! process for the last two phases only, after everything timed.
 //!
 //! # Layout
+//! - `discord`: turns to a Discord conversation, answered through the Discord adapter to
+//!   the test suite's fake Discord.
 //! - `turn`: turns through the router, and round trips straight through an attach.
 //! - `procfs`: what /proc says about this process and the boxes (memory, CPU, writes).
 //! - `trace`: strace attached to this process for one phase, and its lines counted.
 //! - `report`: the Markdown table.
 
+mod discord;
 mod procfs;
 mod report;
 mod trace;
@@ -77,6 +80,8 @@ struct Report {
     warm: Vec<Duration>,
     /// How long `accept` itself took in those turns (store write and hand-off).
     accept: Vec<Duration>,
+    /// Accept to the first reply message created at the fake Discord's REST API, warm box.
+    discord: Vec<Duration>,
     /// Turn request to the first event, warm box, straight through an attach.
     direct: Vec<Duration>,
     /// Accept to the first reply event of a conversation never seen before.
@@ -131,7 +136,8 @@ async fn main() -> anyhow::Result<()> {
         ..Config::default()
     };
     eprintln!("starting the bridge (builds the box image if it is missing)");
-    let bridge = timeout(START_TIMEOUT, Bridge::start(&config, Vec::new()))
+    let (fake_discord, discord_adapter) = discord::start().await?;
+    let bridge = timeout(START_TIMEOUT, Bridge::start(&config, vec![discord_adapter]))
         .await
         .map_err(|_| anyhow!("the bridge did not start within {START_TIMEOUT:?}"))?
         .context("starting the bridge (is the static agent built? see the README)")?;
@@ -139,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
     let engine = engine_version(&sandbox).await;
 
     // Whatever happens while measuring, the boxes and volumes go away.
-    let measured = measure(&bridge, dir.path()).await;
+    let measured = measure(&bridge, &fake_discord, dir.path()).await;
     eprintln!("stopping the bridge and removing its boxes and volumes");
     bridge.shutdown().await;
     match timeout(CLEANUP_TIMEOUT, sandbox.remove_all()).await {
@@ -160,7 +166,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// Run every measurement in order on a started bridge whose data directory is `data_dir`.
 /// Everything timed comes first; strace is attached only for the last phases.
-async fn measure(bridge: &Bridge, data_dir: &Path) -> anyhow::Result<Report> {
+async fn measure(
+    bridge: &Bridge,
+    fake_discord: &discord::FakeDiscord,
+    data_dir: &Path,
+) -> anyhow::Result<Report> {
     let rss_before = procfs::vm_rss_kib("self").context("reading this process's VmRSS")?;
     let names: Vec<String> = (0..IDLE_CONVERSATIONS)
         .map(|i| format!("bench-{i:03}"))
@@ -177,6 +187,9 @@ async fn measure(bridge: &Bridge, data_dir: &Path) -> anyhow::Result<Report> {
             accept.push(timing.accept);
         }
     }
+
+    eprintln!("discord: {WARM_UP} turns to warm up, then {WARM_SAMPLES} measured");
+    let discord = discord::warm_turns(bridge, fake_discord, WARM_UP, WARM_SAMPLES).await?;
 
     // Conversations never seen: each creates its volume and box, then answers.
     eprintln!("cold: {COLD_SAMPLES} new conversations");
@@ -231,6 +244,7 @@ async fn measure(bridge: &Bridge, data_dir: &Path) -> anyhow::Result<Report> {
 
     Ok(Report {
         warm,
+        discord,
         accept,
         direct,
         cold,

@@ -41,6 +41,10 @@ pub fn print(r: &Report, engine: &str, load: &str, load_end: &str, took: Duratio
         &r.accept,
     );
     row(
+        "Warm box, Discord: `accept` → first reply message created at the (fake, loopback) REST API",
+        &r.discord,
+    );
+    row(
         "Warm box without the router: turn written to the attach → first event",
         &r.direct,
     );

@@ -182,6 +182,9 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
     for check in config.adapters.doctor() {
         healthy &= report(check.ok, &check.what, &check.detail);
     }
+    for check in config.adapters.probe().await {
+        healthy &= report(check.ok, &check.what, &check.detail);
+    }
     let daemon = control::query_status(&config.control_socket()).await;
     for trouble in daemon.iter().flat_map(|status| &status.adapters) {
         healthy &= report(false, "adapter", trouble);

@@ -110,6 +110,15 @@ impl AdapterSettings {
     pub fn doctor(&self) -> Vec<Check> {
         self.loaded.iter().flat_map(|(_, s)| s.doctor()).collect()
     }
+
+    /// What `clawpen doctor` finds by asking each configured adapter's platform.
+    pub async fn probe(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        for (_, settings) in self.loaded.iter().filter(|(_, s)| s.enabled()) {
+            checks.extend(settings.probe().await);
+        }
+        checks
+    }
 }
 
 impl Default for AdapterSettings {
