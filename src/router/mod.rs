@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +33,7 @@ pub use turn::now_secs;
 
 use crate::metrics::Metrics;
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::schedule::{occurrence, Scheduler};
 use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, StoreError, TurnRecord};
 use crate::tunnel::Tunnel;
 
@@ -132,6 +133,20 @@ pub struct Router {
     shared: Arc<Shared>,
 }
 
+/// A handle to the router that does not keep it alive (the scheduler's: the router holds
+/// the scheduler, and a cycle would keep the store open after shutdown).
+#[derive(Clone, Debug, Default)]
+pub struct WeakRouter {
+    shared: Weak<Shared>,
+}
+
+impl WeakRouter {
+    /// The router, while it exists.
+    pub fn upgrade(&self) -> Option<Router> {
+        self.shared.upgrade().map(|shared| Router { shared })
+    }
+}
+
 /// State shared by the router and every actor.
 pub(crate) struct Shared {
     pub(crate) store: Store,
@@ -156,6 +171,8 @@ pub(crate) struct Shared {
     pub(crate) turn_counter: AtomicU64,
     /// Counts messages, turns and store writes ([`Metrics::off`] unless served).
     pub(crate) metrics: Metrics,
+    /// The scheduler, for task commands and the boxes' task requests; set once at start.
+    pub(crate) scheduler: OnceLock<Scheduler>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -237,8 +254,40 @@ impl Router {
                 accepting: AtomicBool::new(true),
                 turn_counter: AtomicU64::new(0),
                 metrics,
+                scheduler: OnceLock::new(),
             }),
         }
+    }
+
+    /// A handle that does not keep the router alive.
+    pub fn downgrade(&self) -> WeakRouter {
+        WeakRouter {
+            shared: Arc::downgrade(&self.shared),
+        }
+    }
+
+    /// Gives the router its scheduler (once; later calls are ignored).
+    pub fn set_scheduler(&self, scheduler: Scheduler) {
+        let _ = self.shared.scheduler.set(scheduler);
+    }
+
+    /// Whether an adapter of this platform is configured (the terminal always is).
+    pub fn has_platform(&self, platform: &str) -> bool {
+        self.shared.adapters.contains_key(platform)
+    }
+
+    /// Hands a message the scheduler stored already (an occurrence) to its conversation's
+    /// actor. While shutting down it stays pending in the store for the next start.
+    pub(crate) async fn hand_over(&self, message: Inbound) {
+        if !self.shared.accepting.load(Ordering::SeqCst) {
+            return;
+        }
+        self.shared
+            .metrics
+            .accepted(&message.conversation, message.addressed);
+        let key = message.conversation.clone();
+        self.dispatch(&key, Command::Inbound(Box::new(message)))
+            .await;
     }
 
     /// Reconcile with what survived the last run, before anything new is accepted: stop
@@ -477,6 +526,11 @@ impl InboundSink for Router {
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Err(SinkError::ShuttingDown);
         }
+        if occurrence::is_reserved_sender(&message.sender_id) {
+            // Only the scheduler speaks as `clawpen:…`; a platform never may.
+            tracing::warn!(conversation = %message.conversation, sender = %message.sender_id, "dropping a message from a reserved sender id");
+            return Ok(Accepted::Duplicate);
+        }
         // Hot path: one store commit (shared with whatever else is being stored) and a
         // hand-off to the actor; nothing here waits for anything else.
         let stored = message.clone();
@@ -544,6 +598,17 @@ impl InboundSink for Router {
 
     async fn cancel(&self, conversation: &ConversationKey) {
         Router::cancel(self, conversation).await;
+    }
+
+    async fn tasks(
+        &self,
+        caller: &clawpen_adapters::command::Caller<'_>,
+        request: clawpen_adapters::command::TaskRequest,
+    ) -> clawpen_adapters::command::TaskReply {
+        match self.shared.scheduler.get() {
+            Some(scheduler) => scheduler.chat_command(caller, request).await,
+            None => clawpen_adapters::command::TaskReply::Unavailable,
+        }
     }
 
     async fn status(&self, conversation: &ConversationKey) -> StatusReport {

@@ -32,6 +32,7 @@ use super::turn::{self, now_secs, turn_id, turn_message};
 use super::{ConversationState, Shared};
 use crate::metrics::TurnFailure;
 use crate::sandbox::{BoxConn, BoxOutput, SandboxError};
+use crate::schedule::occurrence::{self, Occurrence};
 use crate::store::{DeliveryRecord, InboundState, Pending, StoreError, TurnRecord};
 
 /// The largest attachment saved into a workspace.
@@ -409,7 +410,17 @@ impl Actor {
     }
 
     async fn start_turn(&mut self) {
-        let messages: Vec<Inbound> = self.queue.drain(..).collect();
+        let mut messages: Vec<Inbound> = Vec::with_capacity(self.queue.len());
+        for message in self.queue.drain(..).collect::<Vec<_>>() {
+            match occurrence::kind_of(&message) {
+                // A reminder needs no box: delivered as it is.
+                Some(Occurrence::Reminder) => self.deliver_reminder(message).await,
+                Some(Occurrence::Job) | None => messages.push(message),
+            }
+        }
+        if messages.is_empty() {
+            return;
+        }
         if let Err(e) = self.ensure_session().await {
             if e.engine_down() && self.wait_for_engine(&messages).await {
                 self.queue.extend(messages);
@@ -449,7 +460,8 @@ impl Actor {
                 .as_ref()
                 .and_then(|s| s.seq.acked())
                 .unwrap_or(0),
-            Some(MessageRef(last.id.clone())),
+            // A scheduled run answers no platform message.
+            Some(MessageRef(last.id.clone())).filter(|_| occurrence::kind_of(last).is_none()),
             now_secs(),
         );
         record.inbound = context
@@ -493,6 +505,10 @@ impl Actor {
             messages: turn_messages.clone(),
             options: self.turn_options(),
         };
+        for heading in messages.iter().filter_map(occurrence::job_heading) {
+            // The answer that follows is marked as a scheduled run of its task.
+            outbox.notice(ReplyState::new(None), &heading);
+        }
         outbox.begin(
             Some(record.turn.clone()),
             ReplyState::new(record.reply_to.clone()),
@@ -575,6 +591,11 @@ impl Actor {
             tracing::debug!(conversation = %self.key, message = %message.id, "already holding this message");
             return;
         }
+        if occurrence::kind_of(&message) == Some(Occurrence::Reminder) {
+            // Delivered at once, even while a turn runs: it is not for the agent.
+            self.deliver_reminder(message).await;
+            return;
+        }
         let Some(turn) = self.turn.as_mut() else {
             self.queue.push_back(message);
             return;
@@ -599,6 +620,26 @@ impl Actor {
             messages: vec![follow],
         })
         .await;
+    }
+
+    /// Delivers a reminder (or a note about a task) as it is, with no box, and marks it
+    /// done. Without an adapter for the platform it stays pending in the store.
+    async fn deliver_reminder(&mut self, message: Inbound) {
+        let Some(outbox) = self.outbox() else {
+            tracing::warn!(conversation = %self.key, message = %message.id, "no adapter for this platform; the reminder waits");
+            return;
+        };
+        tracing::info!(conversation = %self.key, message = %message.id, "delivering a reminder");
+        outbox.notice(ReplyState::new(None), &message.text);
+        let (key, id) = (self.key.clone(), message.id.clone());
+        let done = self
+            .shared
+            .store
+            .commit(move |s| s.set_inbound_state_unflushed(&key, &id, InboundState::Done))
+            .await;
+        if let Err(e) = done {
+            tracing::warn!(conversation = %self.key, error = %e, "a delivered reminder could not be marked done");
+        }
     }
 
     fn add_context(&mut self, message: Inbound) {
