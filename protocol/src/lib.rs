@@ -151,8 +151,8 @@ pub enum Request {
     /// Schedule a task for this conversation (version 3). The bridge checks and stores it
     /// and answers with its description and next runs.
     ScheduleTask {
-        /// What the model asked for.
-        task: TaskSpec,
+        /// What the model asked for (boxed: it is far larger than the other requests).
+        task: Box<TaskSpec>,
     },
     /// This conversation's tasks, in words (version 3).
     ListTasks,
@@ -591,13 +591,13 @@ mod tests {
         let request = FromAgent::Request {
             id: 9,
             request: Request::ScheduleTask {
-                task: TaskSpec {
+                task: Box::new(TaskSpec {
                     title: "stretch".into(),
                     kind: "reminder".into(),
                     text: "Stretch!".into(),
                     after: Some("20m".into()),
                     ..TaskSpec::default()
-                },
+                }),
             },
             window: Some(8),
         };

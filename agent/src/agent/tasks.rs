@@ -85,7 +85,7 @@ pub async fn run(
         "schedule_task" => {
             out.status("scheduling a task").await;
             Request::ScheduleTask {
-                task: task_spec(input),
+                task: Box::new(task_spec(input)),
             }
         }
         "list_tasks" => {

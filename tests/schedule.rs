@@ -1,0 +1,553 @@
+//! Scheduled tasks end to end: asked for in chat through the scripted fake model, fired by
+//! the scheduler on a manual clock, delivered to the terminal; commands, the permission
+//! rule and the limits; both downtime policies; a crash between "due" and "ran".
+
+mod support;
+#[path = "support/telegram/mod.rs"]
+mod telegram_fake;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clawpen::adapters::command::{Caller, TaskReply, TaskRequest};
+use clawpen::adapters::telegram::TelegramAdapter;
+use clawpen::adapters::terminal::TerminalEvent;
+use clawpen::adapters::{Adapter, ConversationKey, InboundSink};
+use clawpen::config::{Config, Secret};
+use clawpen::daemon::Bridge;
+use clawpen::protocol::TaskSpec;
+use clawpen::router::ManualClock;
+use clawpen::store::{InboundState, Store, TaskState};
+use serde_json::{json, Value};
+use support::model::{FakeModel, Reply};
+use support::{eventually, next_reply, test_config, Cleanup, TestBridge, REPLY_TIMEOUT};
+use telegram_fake::bridge::telegram_config;
+use telegram_fake::FakeTelegram;
+use tokio::sync::mpsc;
+
+/// Points a bridge's boxes at the fake model.
+fn serve(model: &FakeModel) -> impl FnOnce(&mut Config) {
+    let url = model.url();
+    move |c| {
+        c.provider = "anthropic".into();
+        c.model = Some("claude-test".into());
+        c.anthropic_base_url = url;
+        c.anthropic_api_key = Some(Secret::new("sk-ant-test"));
+    }
+}
+
+/// The text of the last tool result in an Anthropic request.
+fn last_tool_result(body: &Value) -> String {
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    let last = messages
+        .iter()
+        .filter_map(|m| m["content"].as_array().cloned())
+        .flatten()
+        .filter(|b| b["type"] == "tool_result")
+        .collect::<Vec<_>>()
+        .pop();
+    match last.map(|b| b["content"].clone()) {
+        Some(Value::String(text)) => text,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// Waits for the bridge's own answer to a command.
+async fn notice(events: &mut mpsc::Receiver<TerminalEvent>) -> String {
+    loop {
+        match tokio::time::timeout(REPLY_TIMEOUT, events.recv()).await {
+            Ok(Some(TerminalEvent::Notice { text })) => return text,
+            Ok(Some(_)) => {}
+            other => panic!("no notice: {other:?}"),
+        }
+    }
+}
+
+/// Types a command into a terminal conversation and returns the bridge's answer.
+async fn command(t: &TestBridge, name: &str, text: &str) -> String {
+    let mut events = t.watch(name);
+    t.say(name, text).await;
+    notice(&mut events).await
+}
+
+fn spec(kind: &str, title: &str, text: &str) -> TaskSpec {
+    TaskSpec {
+        kind: kind.into(),
+        title: title.into(),
+        text: text.into(),
+        ..TaskSpec::default()
+    }
+}
+
+/// The Telegram user (and private chat) of the Telegram tests.
+const USER: i64 = 7;
+
+/// A bridge with the Telegram adapter against `fake`, its timers on `clock`; started
+/// again on the same `config` it is the same bridge after a restart.
+async fn telegram_bridge(config: &Config, fake: &FakeTelegram, clock: &ManualClock) -> Bridge {
+    let mut telegram = telegram_config(fake);
+    telegram.allowed_users = vec![USER];
+    let adapter = TelegramAdapter::new(telegram).unwrap_or_else(|e| panic!("adapter: {e}"));
+    Bridge::start_on(config, vec![adapter as Arc<dyn Adapter>], clock.clock())
+        .await
+        .unwrap_or_else(|e| panic!("bridge start: {e}"))
+}
+
+/// Waits until the fake Telegram shows the user `count` messages that start with `start`;
+/// returns them.
+async fn telegram_texts(fake: &FakeTelegram, start: &str, count: usize) -> Vec<String> {
+    let found = || -> Vec<String> {
+        fake.messages(USER)
+            .into_iter()
+            .map(|m| m.text)
+            .filter(|t| t.starts_with(start))
+            .collect()
+    };
+    let seen = eventually(REPLY_TIMEOUT, || {
+        let n = found().len();
+        async move { n >= count }
+    })
+    .await;
+    assert!(
+        seen,
+        "{count} messages starting {start:?} never came: {:?}",
+        fake.messages(USER)
+    );
+    found()
+}
+
+/// The private chat of [`USER`].
+fn dm() -> ConversationKey {
+    ConversationKey::new("telegram", USER.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_asked_for_in_chat_fires_once_with_no_model_and_no_box() {
+    let model = FakeModel::start().await;
+    model.push_reply(Reply::tool_call(
+        "schedule_task",
+        json!({"kind": "reminder", "title": "stretch", "text": "Time to stretch!", "in": "20m"}),
+    ));
+    model.push_reply(Reply::text("I'll remind you in 20 minutes."));
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), serve(&model)).await;
+
+    let reply = t.ask("desk", "in 20 minutes tell me to stretch").await;
+    assert_eq!(reply, "I'll remind you in 20 minutes.");
+    let result = last_tool_result(&model.requests()[1].body);
+    assert!(
+        result.starts_with("Scheduled task #1 “stretch” (reminder), once, at "),
+        "{result}"
+    );
+    assert!(result.contains("next runs: "), "{result}");
+    let key = TestBridge::key("desk");
+    let store = t.bridge.router.store().clone();
+    assert_eq!(store.tasks_of(&key).unwrap_or_default().len(), 1);
+
+    // Not due yet: a tick fires nothing.
+    let scheduler = t.bridge.scheduler().clone();
+    assert_eq!(scheduler.tick(clock.unix_now()).await.ok(), Some(0));
+    let mut events = t.watch("desk");
+    clock.advance(Duration::from_secs(20 * 60));
+    assert_eq!(next_reply(&mut events).await, "⏰ Time to stretch!");
+    // Delivered without asking the model, and only once: a once-task is gone after its
+    // run, and a tick at the same time finds nothing more.
+    assert_eq!(model.requests().len(), 2);
+    assert_eq!(scheduler.tick(clock.unix_now()).await.ok(), Some(0));
+    assert!(store.tasks_of(&key).unwrap_or_default().is_empty());
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_runs_as_a_marked_turn_its_answer_is_delivered_and_it_cannot_schedule_more() {
+    let model = FakeModel::start().await;
+    model.push_reply(Reply::tool_call(
+        "schedule_task",
+        json!({"kind": "job", "title": "notes", "text": "Summarise my notes", "every": "1h"}),
+    ));
+    model.push_reply(Reply::text("Every hour, then."));
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), serve(&model)).await;
+    assert_eq!(
+        t.ask("work", "summarise my notes every hour").await,
+        "Every hour, then."
+    );
+
+    // The run: the model tries to schedule again (refused), then answers.
+    model.push_reply(Reply::tool_call(
+        "schedule_task",
+        json!({"kind": "reminder", "text": "again", "in": "5m"}),
+    ));
+    model.push_reply(Reply::text("Your notes: nothing new."));
+    let mut events = t.watch("work");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        next_reply(&mut events).await,
+        "⏰ Scheduled run of task #1 “notes”"
+    );
+    assert_eq!(next_reply(&mut events).await, "Your notes: nothing new.");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 4);
+    let asked = requests[2].body.to_string();
+    assert!(
+        asked.contains("[Scheduled run of task #1 “notes”"),
+        "{asked}"
+    );
+    assert!(asked.contains("Summarise my notes"), "{asked}");
+    let refused = last_tool_result(&requests[3].body);
+    assert!(refused.contains("may not schedule tasks"), "{refused}");
+    // Still one task, scheduled for the next hour.
+    let tasks = t
+        .bridge
+        .router
+        .store()
+        .tasks_of(&TestBridge::key("work"))
+        .unwrap_or_default();
+    assert_eq!(tasks.len(), 1);
+    assert!(tasks[0].next_due > Some(clock.unix_now()), "{tasks:?}");
+    assert_eq!(tasks[0].last_outcome.as_deref(), Some("ran"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_is_reported_in_the_chat_and_stays_scheduled() {
+    let model = FakeModel::start().await;
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), serve(&model)).await;
+    let key = TestBridge::key("ci");
+    let scheduler = t.bridge.scheduler().clone();
+    let made = scheduler
+        .schedule(
+            &key,
+            &TaskSpec {
+                every: Some("2h".into()),
+                ..spec("job", "build", "Check the build")
+            },
+        )
+        .await;
+    assert!(made.is_ok(), "{made:?}");
+    model.push_reply(Reply::unauthorized());
+    let mut events = t.watch("ci");
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(
+        next_reply(&mut events).await,
+        "⏰ Scheduled run of task #1 “build”"
+    );
+    let failed = next_reply(&mut events).await;
+    assert!(failed.contains("401"), "{failed}");
+    let tasks = t.bridge.router.store().tasks_of(&key).unwrap_or_default();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].state, TaskState::Active);
+    assert!(tasks[0].next_due > Some(clock.unix_now()));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_pause_resume_cancel_within_the_permission_rule_and_the_limits() {
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), |c| {
+        c.max_tasks_per_conversation = 2;
+        c.min_task_interval_secs = 300;
+    })
+    .await;
+    let key = TestBridge::key("home");
+    let scheduler = t.bridge.scheduler().clone();
+
+    assert!(command(&t, "home", "/tz Mars/Olympus")
+        .await
+        .contains("not a time zone"));
+    let set = command(&t, "home", "/tz Europe/Berlin").await;
+    assert!(set.contains("time zone is now Europe/Berlin"), "{set}");
+    let standup = TaskSpec {
+        cron: Some("0 9 * * 1-5".into()),
+        ..spec("reminder", "standup", "Send the standup")
+    };
+    let made = scheduler
+        .schedule(&key, &standup)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(made.contains("time zone Europe/Berlin"), "{made}");
+    assert!(made.contains(" CET") || made.contains(" CEST"), "{made}");
+    let too_often = TaskSpec {
+        every: Some("1m".into()),
+        ..spec("reminder", "often", "tick")
+    };
+    let refused = scheduler.schedule(&key, &too_often).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("min_task_interval_secs")),
+        "{refused:?}"
+    );
+    let water = TaskSpec {
+        every: Some("2h".into()),
+        ..spec("reminder", "water", "Drink water")
+    };
+    assert!(scheduler.schedule(&key, &water).await.is_ok());
+    let third = scheduler.schedule(&key, &water).await;
+    assert!(
+        third
+            .as_ref()
+            .is_err_and(|e| e.contains("max_tasks_per_conversation")),
+        "{third:?}"
+    );
+
+    let listed = command(&t, "home", "/tasks").await;
+    assert!(
+        listed.starts_with("Scheduled tasks (time zone Europe/Berlin):"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("#1 standup (reminder) — cron `0 9 * * 1-5`"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("#2 water (reminder) — every 2 hours — next: "),
+        "{listed}"
+    );
+    assert_eq!(
+        command(&t, "home", "/pause 2").await,
+        "⏸ Paused task #2 “water”."
+    );
+    assert!(command(&t, "home", "/tasks")
+        .await
+        .contains("every 2 hours — paused"));
+    let resumed = command(&t, "home", "/resume 2").await;
+    assert!(
+        resumed.starts_with("▶️ Resumed task #2 “water”. Next run: "),
+        "{resumed}"
+    );
+    assert_eq!(
+        command(&t, "home", "/cancel 1").await,
+        "🗑 Cancelled task #1 “standup”."
+    );
+    assert_eq!(
+        command(&t, "home", "/cancel 1").await,
+        "There is no task #1. /tasks lists them."
+    );
+    assert!(command(&t, "home", "/pause soon")
+        .await
+        .starts_with("Usage: /pause ID"));
+
+    // A chat manages only its own tasks; the paired owner manages all, from any chat.
+    let group = ConversationKey::new("telegram", "-100");
+    let theirs = scheduler
+        .schedule(&group, &water)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(theirs.starts_with("Scheduled task #3"), "{theirs}");
+    let stranger_chat = ConversationKey::new("telegram", "55");
+    let stranger = Caller {
+        conversation: &stranger_chat,
+        sender: "55",
+    };
+    let router = &t.bridge.router;
+    assert_eq!(
+        router.tasks(&stranger, TaskRequest::Pause(3)).await,
+        TaskReply::NotYours(3)
+    );
+    let all = router
+        .tasks(&stranger, TaskRequest::List { all: true })
+        .await;
+    assert!(matches!(all, TaskReply::Refused(_)), "{all:?}");
+    let member = Caller {
+        conversation: &group,
+        sender: "56",
+    };
+    assert!(matches!(
+        router.tasks(&member, TaskRequest::Pause(3)).await,
+        TaskReply::Done { .. }
+    ));
+    router
+        .save_value("telegram.owner", "77")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let owner = Caller {
+        conversation: &stranger_chat,
+        sender: "77",
+    };
+    assert!(matches!(
+        router.tasks(&owner, TaskRequest::Resume(3)).await,
+        TaskReply::Done { .. }
+    ));
+
+    // This bridge has no Telegram adapter: when the task comes due it is paused, with why.
+    clock.advance(Duration::from_secs(2 * 3600 + 5));
+    assert!(scheduler.tick(clock.unix_now()).await.is_ok());
+    let everything = command(&t, "home", "/tasks all").await;
+    assert!(
+        everything.contains("#3 water (reminder) [telegram:-100] — every 2 hours — paused: the telegram adapter is not configured any more"),
+        "{everything}"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_asked_for_on_telegram_is_delivered_through_telegram() {
+    let model = FakeModel::start().await;
+    model.push_reply(Reply::tool_call(
+        "schedule_task",
+        json!({"kind": "reminder", "title": "stretch", "text": "Time to stretch!", "in": "20m"}),
+    ));
+    model.push_reply(Reply::text("I'll remind you in 20 minutes."));
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = test_config(dir.path());
+    serve(&model)(&mut config);
+    let clock = ManualClock::new();
+    let bridge = telegram_bridge(&config, &fake, &clock).await;
+    let _cleanup = Cleanup {
+        instance: bridge.router.sandbox().instance().to_string(),
+    };
+    fake.dm(USER, "in 20 minutes tell me to stretch");
+    telegram_texts(&fake, "I'll remind you", 1).await;
+    clock.advance(Duration::from_secs(20 * 60));
+    let reminders = telegram_texts(&fake, "⏰", 1).await;
+    assert_eq!(reminders, ["⏰ Time to stretch!"]);
+    assert_eq!(model.requests().len(), 2, "the reminder asked the model");
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    let _ = sandbox.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn occurrences_missed_while_down_run_once_late_or_are_skipped_with_a_note() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = test_config(dir.path());
+    let clock = ManualClock::new();
+    let bridge = telegram_bridge(&config, &fake, &clock).await;
+    let _cleanup = Cleanup {
+        instance: bridge.router.sandbox().instance().to_string(),
+    };
+    let scheduler = bridge.scheduler().clone();
+    let hourly = |title: &str, catch_up: &str| TaskSpec {
+        every: Some("1h".into()),
+        catch_up: Some(catch_up.into()),
+        ..spec("reminder", title, &format!("{title} now"))
+    };
+    assert!(scheduler
+        .schedule(&dm(), &hourly("water", "once"))
+        .await
+        .is_ok());
+    assert!(scheduler
+        .schedule(&dm(), &hourly("plants", "skip"))
+        .await
+        .is_ok());
+    // The scheduler holds the store, as the bridge does: both go before the restart.
+    drop(scheduler);
+    bridge.shutdown().await;
+
+    // Down for three hours and a bit: three occurrences of each were missed.
+    let later = ManualClock::at_unix(clock.unix_now() + 3 * 3600 + 600);
+    let bridge = telegram_bridge(&config, &fake, &later).await;
+    let late = telegram_texts(&fake, "⏰", 1).await;
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert!(
+        late[0].starts_with("⏰ water now (late: it was due "),
+        "{late:?}"
+    );
+    let skipped = telegram_texts(&fake, "⏭", 1).await;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert!(
+        skipped[0].starts_with("⏭ Task #2 “plants” was due "),
+        "{skipped:?}"
+    );
+    assert!(skipped[0].contains("it was skipped"), "{skipped:?}");
+    // Never a burst: nothing more is due now, and the next runs are counted from now.
+    assert_eq!(
+        bridge.scheduler().tick(later.unix_now()).await.ok(),
+        Some(0)
+    );
+    for task in bridge.router.store().tasks_of(&dm()).unwrap_or_default() {
+        assert!(task.next_due > Some(later.unix_now()), "{task:?}");
+    }
+    assert_eq!(fake.messages(USER).len(), 2, "{:?}", fake.messages(USER));
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    let _ = sandbox.remove_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_occurrence_caught_between_due_and_run_by_a_crash_runs_exactly_once() {
+    let fake = FakeTelegram::start().await;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let config = test_config(dir.path());
+    let clock = ManualClock::new();
+    let bridge = telegram_bridge(&config, &fake, &clock).await;
+    let _cleanup = Cleanup {
+        instance: bridge.router.sandbox().instance().to_string(),
+    };
+    let every = TaskSpec {
+        every: Some("1h".into()),
+        ..spec("reminder", "tea", "Tea time")
+    };
+    assert!(bridge.scheduler().schedule(&dm(), &every).await.is_ok());
+    let due = bridge
+        .router
+        .store()
+        .task(1)
+        .ok()
+        .flatten()
+        .and_then(|t| t.next_due)
+        .unwrap_or_default();
+    bridge.shutdown().await;
+
+    // The process took the occurrence's store step (logged, next due stored) and died
+    // before any actor saw it: what the store holds then is exactly this.
+    {
+        let store = Store::open(&config.store_dir()).unwrap_or_else(|e| panic!("{e}"));
+        let task = store
+            .task(1)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("no task"));
+        let occurrence = clawpen::schedule::occurrence::message(
+            &task,
+            due,
+            due,
+            clawpen::schedule::occurrence::Why::Due,
+        );
+        let mut next = task.clone();
+        next.next_due = Some(due + 3600);
+        next.last_due = Some(due);
+        let step = store.fire_task_unflushed(&occurrence, &next, due, false);
+        assert!(step.is_ok(), "{step:?}");
+        assert!(store.flush().is_ok());
+    }
+    let at_due = ManualClock::at_unix(due + 5);
+    let bridge = telegram_bridge(&config, &fake, &at_due).await;
+    assert_eq!(telegram_texts(&fake, "⏰", 1).await, ["⏰ Tea time"]);
+    // The scheduler does not fire it again, and the log holds it as done.
+    assert_eq!(
+        bridge.scheduler().tick(at_due.unix_now()).await.ok(),
+        Some(0)
+    );
+    let id = format!("task:1:{due}");
+    let store = bridge.router.store().clone();
+    let done = eventually(Duration::from_secs(10), || {
+        let store = store.clone();
+        let id = id.clone();
+        async move {
+            matches!(
+                store.inbound_state(&dm(), &id),
+                Ok(Some(InboundState::Done))
+            )
+        }
+    })
+    .await;
+    assert!(done, "the occurrence was not marked done");
+
+    // And one that comes due after the restart fires once too.
+    at_due.advance(Duration::from_secs(3600));
+    assert_eq!(telegram_texts(&fake, "⏰", 2).await.len(), 2);
+    assert_eq!(
+        bridge.scheduler().tick(at_due.unix_now()).await.ok(),
+        Some(0)
+    );
+    assert_eq!(fake.messages(USER).len(), 2, "{:?}", fake.messages(USER));
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    let _ = sandbox.remove_all().await;
+}
