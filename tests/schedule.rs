@@ -551,3 +551,52 @@ async fn an_occurrence_caught_between_due_and_run_by_a_crash_runs_exactly_once()
     bridge.shutdown().await;
     let _ = sandbox.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_a_check_wakes_the_model_only_when_the_check_passes() {
+    let model = FakeModel::start().await;
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), serve(&model)).await;
+    let key = TestBridge::key("inbox");
+    let job = TaskSpec {
+        every: Some("1h".into()),
+        check: Some("cat inbox.txt".into()),
+        ..spec("job", "inbox", "Answer what is in the inbox")
+    };
+    let made = t.bridge.scheduler().schedule(&key, &job).await;
+    assert!(made.is_ok(), "{made:?}");
+
+    // No inbox yet: the check fails, and the model is not asked.
+    clock.advance(Duration::from_secs(3600));
+    let store = t.bridge.router.store().clone();
+    let skipped = eventually(REPLY_TIMEOUT, || {
+        let store = store.clone();
+        async move {
+            let outcome = store.task(1).ok().flatten().and_then(|t| t.last_outcome);
+            outcome.as_deref() == Some("check exited 1: nothing to do")
+        }
+    })
+    .await;
+    assert!(skipped, "{:?}", store.task(1));
+    assert!(model.requests().is_empty(), "the model was woken");
+
+    // Mail came: the check passes and its output reaches the model.
+    let (code, _) = t
+        .exec(
+            "inbox",
+            &["sh", "-c", "echo new mail from Ada > /workspace/inbox.txt"],
+        )
+        .await;
+    assert_eq!(code, 0);
+    model.push_reply(Reply::text("Ada wrote to you."));
+    let mut events = t.watch("inbox");
+    clock.advance(Duration::from_secs(3600));
+    assert_eq!(
+        next_reply(&mut events).await,
+        "⏰ Scheduled run of task #1 “inbox”"
+    );
+    assert_eq!(next_reply(&mut events).await, "Ada wrote to you.");
+    let asked = model.requests()[0].body.to_string();
+    assert!(asked.contains("new mail from Ada"), "{asked}");
+    t.stop().await;
+}

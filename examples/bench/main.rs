@@ -24,9 +24,12 @@
 //! - `procfs`: what /proc says about this process and the boxes (memory, CPU, writes).
 //! - `trace`: strace attached to this process for one phase, and its lines counted.
 //! - `report`: the Markdown table.
+//! - `tasks`: 100,000 scheduled tasks: store size, memory, one scheduler tick
+//!   (`cargo run --release --example bench -- tasks` runs only this part).
 
 mod procfs;
 mod report;
+mod tasks;
 mod trace;
 mod turn;
 
@@ -119,6 +122,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if std::env::args().nth(1).as_deref() == Some("tasks") {
+        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+        eprintln!("tasks: loading {} tasks", tasks::TASKS);
+        let report = tasks::measure(dir.path()).await?;
+        tasks::print(&report);
+        return Ok(());
+    }
     let run_started = Instant::now();
     // Other work on the host skews the latencies; the table says how busy it was.
     let load = load_average();

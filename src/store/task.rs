@@ -171,6 +171,13 @@ type Abort = ConflictableTransactionError<StoreError>;
 impl Store {
     /// Stores a new task, giving it the next id (the `id` passed is ignored). Flushed.
     pub fn create_task(&self, task: &TaskRecord) -> Result<TaskRecord, StoreError> {
+        let created = self.create_task_unflushed(task)?;
+        self.flush()?;
+        Ok(created)
+    }
+
+    /// [`Store::create_task`] without the flush, for a commit or a bulk load.
+    pub fn create_task_unflushed(&self, task: &TaskRecord) -> Result<TaskRecord, StoreError> {
         let inner = self.db()?;
         let created = (&inner.tasks, &inner.task_due, &inner.task_conv)
             .transaction(|(tasks, due, conv)| {
@@ -193,7 +200,6 @@ impl Store {
                 Ok(task)
             })
             .map_err(|e| self.tx_err(e))?;
-        self.flush()?;
         Ok(created)
     }
 
@@ -285,6 +291,26 @@ impl Store {
                 if let (true, Some(next)) = (task.is_active(), task.next_due) {
                     due.insert(&due_key(next, task.id), &[])?;
                 }
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))?;
+        self.flush()
+    }
+
+    /// Records what became of a task's last run, changing nothing else (a tick may be
+    /// moving the same task on meanwhile). Flushed.
+    pub fn note_task_outcome(&self, id: u64, outcome: &str) -> Result<(), StoreError> {
+        let inner = self.db()?;
+        let key = task_key(id);
+        inner
+            .tasks
+            .transaction(|tasks| {
+                let Some(bytes) = tasks.get(&key)? else {
+                    return Ok(());
+                };
+                let mut task: TaskRecord = self.decode(TREE, &key, &bytes).map_err(Abort::Abort)?;
+                task.last_outcome = Some(outcome.to_string());
+                tasks.insert(key.as_slice(), encode(&task).map_err(Abort::Abort)?)?;
                 Ok(())
             })
             .map_err(|e| self.tx_err(e))?;

@@ -20,6 +20,7 @@ mod boxes;
 mod events;
 mod progress;
 mod requests;
+mod scheduled;
 mod sequence;
 
 use progress::Progress;
@@ -410,14 +411,9 @@ impl Actor {
     }
 
     async fn start_turn(&mut self) {
-        let mut messages: Vec<Inbound> = Vec::with_capacity(self.queue.len());
-        for message in self.queue.drain(..).collect::<Vec<_>>() {
-            match occurrence::kind_of(&message) {
-                // A reminder needs no box: delivered as it is.
-                Some(Occurrence::Reminder) => self.deliver_reminder(message).await,
-                Some(Occurrence::Job) | None => messages.push(message),
-            }
-        }
+        // A reminder needs no box: delivered as it is.
+        let queued = self.queue.drain(..).collect();
+        let messages = self.deliver_reminders(queued).await;
         if messages.is_empty() {
             return;
         }
@@ -444,6 +440,11 @@ impl Actor {
         }
         if let Some(wait) = self.engine_wait.take() {
             tracing::info!(conversation = %self.key, tries = wait.tries, "the sandbox engine answers again");
+        }
+        // Scheduled jobs with a check run it first; the model is woken only if it passes.
+        let messages = self.run_checks(messages).await;
+        if messages.is_empty() {
+            return;
         }
         let Some(last) = messages.last() else { return };
         // Chatter since the last turn goes first, as context; it is done with this turn.
@@ -620,26 +621,6 @@ impl Actor {
             messages: vec![follow],
         })
         .await;
-    }
-
-    /// Delivers a reminder (or a note about a task) as it is, with no box, and marks it
-    /// done. Without an adapter for the platform it stays pending in the store.
-    async fn deliver_reminder(&mut self, message: Inbound) {
-        let Some(outbox) = self.outbox() else {
-            tracing::warn!(conversation = %self.key, message = %message.id, "no adapter for this platform; the reminder waits");
-            return;
-        };
-        tracing::info!(conversation = %self.key, message = %message.id, "delivering a reminder");
-        outbox.notice(ReplyState::new(None), &message.text);
-        let (key, id) = (self.key.clone(), message.id.clone());
-        let done = self
-            .shared
-            .store
-            .commit(move |s| s.set_inbound_state_unflushed(&key, &id, InboundState::Done))
-            .await;
-        if let Err(e) = done {
-            tracing::warn!(conversation = %self.key, error = %e, "a delivered reminder could not be marked done");
-        }
     }
 
     fn add_context(&mut self, message: Inbound) {
