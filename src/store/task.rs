@@ -14,11 +14,12 @@
 //! in one sled transaction over all the trees involved: after a crash either both happened
 //! or neither did.
 
-use clawpen_domain::{ConversationKey, Inbound};
+use clawpen_domain::{ConversationKey, Inbound, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::ConflictableTransactionError;
 use sled::Transactional;
 
+use super::delivery::delivery_key;
 use super::inbound::{id_key, log_key};
 use super::{
     conversation_prefix, encode, InboundState, InsertOutcome, Store, StoreError, StoredInbound,
@@ -390,6 +391,32 @@ impl Store {
             .map_err(|e| self.tx_err(e))
     }
 
+    /// A reminder (or a note about a task) handed to delivery, not flushed (for a commit):
+    /// marks its inbound message done and records its text as a reply to deliver, keyed by
+    /// the message id, in one transaction. The delivery forgets the record once the text is
+    /// shown; a restart before that shows it then, as it does a finished turn's reply.
+    pub fn deliver_note_unflushed(
+        &self,
+        conversation: &ConversationKey,
+        id: &str,
+        text: &str,
+    ) -> Result<(), StoreError> {
+        let inner = self.db()?;
+        let prefix = conversation_prefix(conversation);
+        let ids_key = id_key(&prefix, id);
+        let turn = TurnId::from(id);
+        let delivery = delivery_key(conversation, &turn);
+        (&inner.inbound_ids, &inner.inbound, &inner.deliveries)
+            .transaction(|(ids, log, deliveries)| {
+                self.update_state(ids, log, &prefix, &ids_key, &InboundState::Done)?;
+                let mut pending = self.delivery_in(deliveries, conversation, &turn, &delivery)?;
+                pending.final_text = Some(text.to_string());
+                deliveries.insert(delivery.as_slice(), encode(&pending).map_err(Abort::Abort)?)?;
+                Ok(())
+            })
+            .map_err(|e| self.tx_err(e))
+    }
+
     /// A conversation's time zone, if one was set with `/tz`.
     pub fn zone(&self, conversation: &ConversationKey) -> Result<Option<String>, StoreError> {
         let key = conversation.to_string();
@@ -505,6 +532,28 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].inbound.id, "task:1:100");
         assert_eq!(store.task(1).unwrap().unwrap().last_due, Some(100));
+    }
+
+    #[test]
+    fn a_reminder_handed_to_delivery_is_done_and_pending_as_a_reply_in_one_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = ConversationKey::new("telegram", "1");
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let occurrence = crate::store::tests::message(&key, "task:1:100", 100);
+            store.insert_inbound(&occurrence).unwrap();
+            store
+                .deliver_note_unflushed(&key, "task:1:100", "⏰ Tea time")
+                .unwrap();
+            store.flush().unwrap();
+        }
+        // A restart finds nothing to run and a reply to show.
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.pending_inbound(&key).unwrap().is_empty());
+        let pending = store.pending_deliveries().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].turn.as_str(), "task:1:100");
+        assert_eq!(pending[0].final_text.as_deref(), Some("⏰ Tea time"));
     }
 
     #[test]

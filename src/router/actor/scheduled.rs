@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
-use clawpen_adapters::Inbound;
+use clawpen_adapters::{Inbound, TurnId};
 
 use super::Actor;
 use crate::schedule::occurrence::{self, Occurrence};
@@ -28,16 +28,33 @@ impl Actor {
         rest
     }
 
-    /// Delivers a reminder (or a note about a task) as it is, with no box, and marks it
-    /// done. Without an adapter for the platform it stays pending in the store.
+    /// Delivers a reminder (or a note about a task) as it is, with no box. It is marked
+    /// done together with a delivery record of its text, as a finished turn's reply is, so
+    /// a restart before it is shown shows it then (and never twice, but for the one
+    /// round trip every reply has). Without an adapter for the platform, or when the store
+    /// cannot write, it stays pending in the store for the next start.
     pub(super) async fn deliver_reminder(&mut self, message: Inbound) {
         let Some(outbox) = self.outbox() else {
             tracing::warn!(conversation = %self.key, message = %message.id, "no adapter for this platform; the reminder waits");
             return;
         };
+        let (key, id, text) = (self.key.clone(), message.id.clone(), message.text.clone());
+        let recorded = self
+            .shared
+            .store
+            .commit(move |s| s.deliver_note_unflushed(&key, &id, &text))
+            .await;
+        if let Err(e) = recorded {
+            tracing::warn!(conversation = %self.key, message = %message.id, error = %e, "a reminder could not be recorded; it is delivered at the next start");
+            return;
+        }
         tracing::info!(conversation = %self.key, message = %message.id, "delivering a reminder");
-        outbox.notice(ReplyState::new(None), &message.text);
-        self.mark_done(&message.id).await;
+        outbox.resume(
+            Some(TurnId::from(message.id.as_str())),
+            ReplyState::new(None),
+            &message.text,
+        );
+        outbox.finish();
     }
 
     async fn mark_done(&self, id: &str) {
