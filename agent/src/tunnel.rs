@@ -560,6 +560,16 @@ mod tests {
     }
 
     #[test]
+    fn task_requests_wait_for_a_bridge_that_speaks_them() {
+        let (tunnel, _requests) = Tunnel::new(NO_PROGRESS);
+        assert!(!tunnel.bridge_schedules(), "before any Resume");
+        tunnel.reattached(TASKS_VERSION - 1);
+        assert!(!tunnel.bridge_schedules(), "a bridge of version 2 cannot read them");
+        tunnel.reattached(TASKS_VERSION);
+        assert!(tunnel.bridge_schedules());
+    }
+
+    #[test]
     fn a_window_grants_in_halves() {
         let mut window = Window::new(4);
         assert_eq!(window.size(), 4);
