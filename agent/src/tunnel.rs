@@ -564,7 +564,10 @@ mod tests {
         let (tunnel, _requests) = Tunnel::new(NO_PROGRESS);
         assert!(!tunnel.bridge_schedules(), "before any Resume");
         tunnel.reattached(TASKS_VERSION - 1);
-        assert!(!tunnel.bridge_schedules(), "a bridge of version 2 cannot read them");
+        assert!(
+            !tunnel.bridge_schedules(),
+            "a bridge of version 2 cannot read them"
+        );
         tunnel.reattached(TASKS_VERSION);
         assert!(tunnel.bridge_schedules());
     }
