@@ -109,7 +109,7 @@ impl Tasks {
         name: Self::NAME,
         menu: Some("Scheduled reminders and jobs"),
         help: Some(
-            "this chat's scheduled reminders and jobs (`/tasks all`: every chat's, for the owner)",
+            "this chat's scheduled reminders and jobs (/tasks all: every chat's, for the owner)",
         ),
     };
 

@@ -82,7 +82,7 @@ fn menus_list_the_commands_people_type_and_help_lists_them_too() {
          /status — what this conversation's box is doing\n\
          /stop — stop the current answer\n\
          /reset — ask me to start afresh\n\
-         /tasks — this chat's scheduled reminders and jobs (`/tasks all`: every chat's, for the owner)\n\
+         /tasks — this chat's scheduled reminders and jobs (/tasks all: every chat's, for the owner)\n\
          /pause — pause a scheduled task until /resume (/pause ID)\n\
          /resume — let a paused task run again (/resume ID)\n\
          /cancel — delete a scheduled task (/cancel ID)\n\
