@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,11 +24,13 @@ mod actor;
 mod clock;
 mod delivery;
 mod mailbox;
+mod scheduled;
 mod turn;
 
 use actor::{Actor, Command, Start};
 pub use clock::{Clock, ManualClock};
 use mailbox::{Mailboxes, Retire};
+pub use scheduled::WeakRouter;
 pub use turn::now_secs;
 
 use crate::metrics::Metrics;
@@ -131,20 +133,6 @@ impl std::fmt::Display for ConversationState {
 #[derive(Clone)]
 pub struct Router {
     shared: Arc<Shared>,
-}
-
-/// A handle to the router that does not keep it alive (the scheduler's: the router holds
-/// the scheduler, and a cycle would keep the store open after shutdown).
-#[derive(Clone, Debug, Default)]
-pub struct WeakRouter {
-    shared: Weak<Shared>,
-}
-
-impl WeakRouter {
-    /// The router, while it exists.
-    pub fn upgrade(&self) -> Option<Router> {
-        self.shared.upgrade().map(|shared| Router { shared })
-    }
 }
 
 /// State shared by the router and every actor.
@@ -257,37 +245,6 @@ impl Router {
                 scheduler: OnceLock::new(),
             }),
         }
-    }
-
-    /// A handle that does not keep the router alive.
-    pub fn downgrade(&self) -> WeakRouter {
-        WeakRouter {
-            shared: Arc::downgrade(&self.shared),
-        }
-    }
-
-    /// Gives the router its scheduler (once; later calls are ignored).
-    pub fn set_scheduler(&self, scheduler: Scheduler) {
-        let _ = self.shared.scheduler.set(scheduler);
-    }
-
-    /// Whether an adapter of this platform is configured (the terminal always is).
-    pub fn has_platform(&self, platform: &str) -> bool {
-        self.shared.adapters.contains_key(platform)
-    }
-
-    /// Hands a message the scheduler stored already (an occurrence) to its conversation's
-    /// actor. While shutting down it stays pending in the store for the next start.
-    pub(crate) async fn hand_over(&self, message: Inbound) {
-        if !self.shared.accepting.load(Ordering::SeqCst) {
-            return;
-        }
-        self.shared
-            .metrics
-            .accepted(&message.conversation, message.addressed);
-        let key = message.conversation.clone();
-        self.dispatch(&key, Command::Inbound(Box::new(message)))
-            .await;
     }
 
     /// Reconcile with what survived the last run, before anything new is accepted: stop
