@@ -122,12 +122,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    if std::env::args().nth(1).as_deref() == Some("tasks") {
-        let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-        eprintln!("tasks: loading {} tasks", tasks::TASKS);
-        let report = tasks::measure(dir.path()).await?;
-        tasks::print(&report);
-        return Ok(());
+    match std::env::args().nth(1).as_deref() {
+        Some("tasks") => {
+            let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+            eprintln!("tasks: loading {} tasks", tasks::TASKS);
+            let mut report = tasks::measure(dir.path()).await?;
+            report.rss_reopened = tasks::reopened_rss(dir.path())?;
+            tasks::print(&report);
+            return Ok(());
+        }
+        Some("tasks-reopen") => return tasks::reopen_and_tick().await,
+        _ => {}
     }
     let run_started = Instant::now();
     // Other work on the host skews the latencies; the table says how busy it was.

@@ -33,6 +33,9 @@ pub struct TaskReport {
     /// ticked, in KiB.
     pub rss_before: u64,
     pub rss_after: u64,
+    /// RSS of a fresh process that opened the store and ticked, in KiB (as a bridge
+    /// restarted on such a store).
+    pub rss_reopened: u64,
     /// How long loading them took.
     pub load: Duration,
     /// One tick with nothing due (median of [`IDLE_TICKS`]).
@@ -104,6 +107,7 @@ pub async fn measure(dir: &Path) -> anyhow::Result<TaskReport> {
         store_bytes: dir_size(dir),
         rss_before,
         rss_after,
+        rss_reopened: 0,
         load,
         idle_tick: idle[idle.len() / 2],
         busy_tick,
@@ -138,6 +142,39 @@ pub fn print(r: &TaskReport) {
         r.fired,
         r.busy_tick.as_secs_f64() * 1000.0
     );
+}
+
+/// Runs this bench again as `tasks-reopen DIR` and reads the RSS it reports.
+pub fn reopened_rss(dir: &Path) -> anyhow::Result<u64> {
+    let exe = std::env::current_exe().context("finding the bench binary")?;
+    let out = std::process::Command::new(exe)
+        .arg("tasks-reopen")
+        .arg(dir)
+        .output()
+        .context("running the bench again")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("reading the reopened process's RSS")
+}
+
+/// `tasks-reopen DIR`: opens the store in DIR, ticks [`IDLE_TICKS`] times and prints its
+/// RSS in KiB.
+pub async fn reopen_and_tick() -> anyhow::Result<()> {
+    let dir = std::env::args().nth(2).context("tasks-reopen DIR")?;
+    let store = Store::open(Path::new(&dir)).context("opening the task store")?;
+    let now = i64::try_from(clawpen::router::now_secs()).unwrap_or(0);
+    let scheduler = Scheduler::new(
+        store,
+        WeakRouter::default(),
+        Settings::default(),
+        Clock::default(),
+    );
+    for _ in 0..IDLE_TICKS {
+        scheduler.tick(now - 60).await?;
+    }
+    println!("{}", procfs::vm_rss_kib("self").context("reading VmRSS")?);
+    Ok(())
 }
 
 /// The bytes of the files under `dir`.
