@@ -600,3 +600,65 @@ async fn a_job_with_a_check_wakes_the_model_only_when_the_check_passes() {
     assert!(asked.contains("new mail from Ada"), "{asked}");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_due_during_a_turn_runs_after_it_as_a_turn_of_its_own() {
+    let model = FakeModel::start().await;
+    let clock = ManualClock::new();
+    let tweak = serve(&model);
+    let t = TestBridge::start_on(clock.clock(), |c| {
+        tweak(c);
+        // The clock jumps an hour while the turn runs; that is no stall.
+        c.turn_stall_secs = 24 * 3600;
+        c.idle_timeout_secs = 24 * 3600;
+    })
+    .await;
+    let key = TestBridge::key("busy");
+    let job = TaskSpec {
+        every: Some("1h".into()),
+        ..spec("job", "report", "Write the report")
+    };
+    assert!(t.bridge.scheduler().schedule(&key, &job).await.is_ok());
+    let (held, hold) = Reply::held("Still ", "working.");
+    model.push_reply(held);
+    model.push_reply(Reply::text("Report done."));
+    let mut events = t.watch("busy");
+    t.say("busy", "do something long").await;
+    hold.arrived().await;
+
+    // The job comes due while the user's turn runs: it waits for a turn of its own.
+    clock.advance(Duration::from_secs(3600));
+    let store = t.bridge.router.store().clone();
+    let fired = eventually(REPLY_TIMEOUT, || {
+        let store = store.clone();
+        async move {
+            store
+                .task(1)
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.last_due.is_some())
+        }
+    })
+    .await;
+    assert!(fired, "the job never came due");
+    hold.release();
+    assert_eq!(next_reply(&mut events).await, "Still working.");
+    assert_eq!(
+        next_reply(&mut events).await,
+        "⏰ Scheduled run of task #1 “report”"
+    );
+    assert_eq!(next_reply(&mut events).await, "Report done.");
+    let requests = model.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        !requests[0].body["messages"]
+            .to_string()
+            .contains("Scheduled run"),
+        "a follow-up of the user's turn"
+    );
+    assert!(requests[1]
+        .body
+        .to_string()
+        .contains("[Scheduled run of task #1 “report”"));
+    t.stop().await;
+}

@@ -411,8 +411,18 @@ impl Actor {
     }
 
     async fn start_turn(&mut self) {
-        // A reminder needs no box: delivered as it is.
-        let queued = self.queue.drain(..).collect();
+        // A job's run is a turn of its own: the queue is taken up to the first job, or
+        // that job alone. A reminder needs no box: delivered as it is.
+        let split = match self
+            .queue
+            .iter()
+            .position(|m| occurrence::kind_of(m) == Some(Occurrence::Job))
+        {
+            Some(0) => 1,
+            Some(n) => n,
+            None => self.queue.len(),
+        };
+        let queued = self.queue.drain(..split).collect();
         let messages = self.deliver_reminders(queued).await;
         if messages.is_empty() {
             return;
@@ -597,7 +607,10 @@ impl Actor {
             self.deliver_reminder(message).await;
             return;
         }
-        let Some(turn) = self.turn.as_mut() else {
+        let job = occurrence::kind_of(&message) == Some(Occurrence::Job);
+        let Some(turn) = self.turn.as_mut().filter(|_| !job) else {
+            // A job's run is a turn of its own (marked, its check first), never a
+            // follow-up of someone else's.
             self.queue.push_back(message);
             return;
         };

@@ -132,11 +132,15 @@ impl Actor {
         let input = session.conn.input();
         let (tunnel, key) = (self.shared.tunnel.clone(), self.key.clone());
         let scheduler = self.shared.scheduler.get().cloned();
-        // A scheduled run may not schedule: reminders must not multiply.
+        // A scheduled run may not schedule (reminders must not multiply), unless someone
+        // wrote to the agent during it and may have asked for it.
         let scheduled_run = self.turn.as_ref().is_some_and(|turn| {
-            turn.messages
-                .iter()
-                .any(|m| clawpen_protocol::scheduled_task(&m.id).is_some())
+            let scheduled = |id: &str| clawpen_protocol::scheduled_task(id).is_some();
+            turn.messages.iter().any(|m| scheduled(&m.id))
+                && !turn
+                    .messages
+                    .iter()
+                    .any(|m| m.addressed && !scheduled(&m.id))
         });
         let (granted, mut grants) = watch::channel(0u64);
         let task = self.shared.tracker.spawn(async move {
