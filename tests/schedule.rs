@@ -192,6 +192,17 @@ async fn a_failing_job_is_reported_in_the_chat_and_stays_scheduled() {
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].state, TaskState::Active);
     assert!(tasks[0].next_due > Some(clock.unix_now()));
+    // And the task records why its last run failed.
+    let store = t.bridge.router.store().clone();
+    let noted = eventually(REPLY_TIMEOUT, || {
+        let store = store.clone();
+        async move {
+            let outcome = store.task(1).ok().flatten().and_then(|t| t.last_outcome);
+            outcome.is_some_and(|o| o.starts_with("failed: ") && o.contains("401"))
+        }
+    })
+    .await;
+    assert!(noted, "{:?}", store.task(1));
     t.stop().await;
 }
 

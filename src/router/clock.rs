@@ -49,6 +49,19 @@ impl Clock {
         }
     }
 
+    /// The instant of this clock at which its wall time is `unix` (in the past if that
+    /// has passed). A manual clock's is exact whenever it is read; tokio's is counted
+    /// from now.
+    pub fn at_unix(&self, unix: i64) -> Instant {
+        let (base, base_unix) = match (&self.manual, self.wall) {
+            (Some(_), Some(wall)) => wall,
+            _ => (Instant::now(), self.unix_now()),
+        };
+        let ahead = u64::try_from(unix.saturating_sub(base_unix)).unwrap_or(0);
+        base.checked_add(Duration::from_secs(ahead))
+            .unwrap_or(base + Duration::from_secs(86_400 * 365))
+    }
+
     /// Wait until this clock reaches `deadline` (at once if it has).
     pub async fn sleep_until(&self, deadline: Instant) {
         match &self.manual {
@@ -142,8 +155,16 @@ mod tests {
         let manual = ManualClock::at_unix(1_000);
         let clock = manual.clock();
         assert_eq!(clock.unix_now(), 1_000);
+        let at = clock.at_unix(1_100);
         manual.advance(Duration::from_secs(90));
         assert_eq!(clock.unix_now(), 1_090);
+        assert_eq!(
+            clock.at_unix(1_100),
+            at,
+            "the same instant, whenever it is asked"
+        );
+        manual.advance(Duration::from_secs(10));
+        assert_eq!(clock.now(), at);
         assert!(Clock::default().unix_now() > 1_700_000_000);
     }
 

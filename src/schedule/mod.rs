@@ -143,12 +143,18 @@ impl Scheduler {
         let router = self.inner.router.upgrade();
         let mut fired = 0;
         for (due, id) in store.due_tasks(now, TICK_BATCH)? {
-            let Some(task) = store.task(id)? else {
-                continue;
-            };
-            if task.next_due != Some(due) || !task.is_active() {
+            let task = store.task(id)?;
+            if task
+                .as_ref()
+                .is_none_or(|t| t.next_due != Some(due) || !t.is_active())
+            {
+                // An index entry its task no longer stands behind: it goes.
+                store.remove_due(due, id)?;
                 continue;
             }
+            let Some(task) = task else {
+                continue;
+            };
             let platform = &task.conversation.platform;
             if router.as_ref().is_some_and(|r| !r.has_platform(platform)) {
                 let reason = format!("the {platform} adapter is not configured any more");
@@ -233,22 +239,30 @@ impl Scheduler {
         let clock = self.inner.clock.clone();
         loop {
             let now = clock.unix_now();
-            let full = match self.tick(now).await {
-                Ok(fired) => fired >= TICK_BATCH,
+            let fired = match self.tick(now).await {
+                Ok(fired) => fired,
                 Err(e) => {
                     tracing::warn!(error = %e, "the scheduler's tick failed; trying again");
-                    false
+                    // A failing store is tried again in a second, not in a spin.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
             };
-            let wait = match (full, self.inner.store.next_due_time()) {
-                (true, _) => Duration::ZERO,
-                (false, Ok(Some(due))) => {
-                    let secs = u64::try_from(due.saturating_sub(now)).unwrap_or(0).max(1);
-                    Duration::from_secs(secs).min(MAX_SLEEP)
+            if fired >= TICK_BATCH {
+                continue;
+            }
+            // The wake-up is the next due time as an instant of the clock, read in one go,
+            // so a clock moved meanwhile (a test's manual one) is not missed.
+            let until = match self.inner.store.next_due_time() {
+                Ok(Some(due)) if due <= now => {
+                    // Due already but not fired (a record being changed meanwhile): look
+                    // again in a second of real time rather than spin.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
                 }
-                (false, _) => MAX_SLEEP,
+                Ok(Some(due)) => clock.at_unix(due).min(clock.now() + MAX_SLEEP),
+                Ok(None) | Err(_) => clock.now() + MAX_SLEEP,
             };
-            let until = clock.now() + wait;
             tokio::select! {
                 _ = clock.sleep_until(until) => {}
                 _ = self.inner.changed.notified() => {}

@@ -268,6 +268,16 @@ impl Store {
         Ok(due)
     }
 
+    /// Removes one due-index entry whose task does not stand behind it (gone, paused, or
+    /// due at another time). Flushed.
+    pub fn remove_due(&self, due: i64, id: u64) -> Result<(), StoreError> {
+        self.db()?
+            .task_due
+            .remove(due_key(due, id))
+            .map_err(|e| self.sled_err(e))?;
+        self.flush()
+    }
+
     /// The earliest due time of any active task.
     pub fn next_due_time(&self) -> Result<Option<i64>, StoreError> {
         let first = self.db()?.task_due.first().map_err(|e| self.sled_err(e))?;

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use clawpen_adapters::reply::ReplyState;
 use clawpen_adapters::{Inbound, TurnId};
+use clawpen_protocol::TurnMessage;
 
-use super::Actor;
+use super::{Actor, Shared};
 use crate::schedule::occurrence::{self, Occurrence};
 use crate::store::{InboundState, TaskKind};
 
@@ -137,4 +138,28 @@ impl Actor {
         }
         kept
     }
+}
+
+/// A turn with scheduled runs in it failed: each run's task records why (in the
+/// background; the chat is told by the turn's own error text).
+pub(super) fn note_failure(shared: &Shared, messages: &[TurnMessage], error: &str) {
+    let tasks: Vec<u64> = messages
+        .iter()
+        .filter_map(|m| clawpen_protocol::scheduled_task(&m.id))
+        .collect();
+    if tasks.is_empty() {
+        return;
+    }
+    let (store, outcome) = (shared.store.clone(), format!("failed: {error}"));
+    shared.tracker.spawn(async move {
+        for task in tasks {
+            let outcome = outcome.clone();
+            let noted = store
+                .blocking(move |s| s.note_task_outcome(task, &outcome))
+                .await;
+            if let Err(e) = noted {
+                tracing::debug!(task, error = %e, "a failed run's outcome was not recorded");
+            }
+        }
+    });
 }
