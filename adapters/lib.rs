@@ -10,8 +10,9 @@
 //! in `clawpen-domain`, shared with the core and its store, and are re-exported here.
 //!
 //! # Layout
-//! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`), parsed and
-//!   answered alike for every adapter.
+//! - [`command`]: chat commands (`/help`, `/status`, `/stop`, `/reset`, and the scheduled
+//!   tasks' `/tasks`, `/pause`, `/resume`, `/cancel`, `/run`, `/tz`), parsed and answered
+//!   alike for every adapter.
 //! - [`discord`]: Discord bots: servers, channels, threads and DMs, with slash commands.
 //! - [`access`]: who may talk to the bot: allowlists, owner pairing, rate-limited refusals.
 //! - [`egress`]: how every outbound HTTP client reaches the outside (proxy, extra CAs).
@@ -154,6 +155,16 @@ pub trait InboundSink: Send + Sync {
 
     /// What a conversation is doing (`/status`, worded by [`command::Status`]).
     async fn status(&self, conversation: &ConversationKey) -> StatusReport;
+
+    /// Carry out a scheduled-task command (`/tasks`, `/pause`, …, worded by
+    /// [`command::task_words`]) for `caller`. A sink without a scheduler has none.
+    async fn tasks(
+        &self,
+        _caller: &command::Caller<'_>,
+        _request: command::TaskRequest,
+    ) -> command::TaskReply {
+        command::TaskReply::Unavailable
+    }
 }
 
 /// The facts `/status` reports about one conversation.

@@ -2,7 +2,7 @@
 //!
 //! The store and the sandbox are opened first; the rest are [`Component`]s, started in this
 //! order and stopped in reverse: the router (recovering what the last run left), the
-//! inbound-log pruning, the metrics endpoint (when `[metrics] listen` is set), the adapters,
+//! scheduler, the inbound-log pruning, the metrics endpoint (when `[metrics] listen` is set), the adapters,
 //! and in `clawpen run` the control socket.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics::{self, AdapterLiveness, Metered, Metrics, Readiness};
 use crate::router::{Clock, RecoverError, Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::schedule::{self, Scheduler};
 use crate::store::{Store, StoreError};
 use crate::tunnel::Tunnel;
 
@@ -57,6 +58,8 @@ pub struct Bridge {
     pub router: Router,
     /// The terminal channel (always present).
     pub terminal: Arc<TerminalAdapter>,
+    /// The scheduler of tasks.
+    scheduler: Scheduler,
     /// The router, adapters, control socket and periodic jobs, stopped in reverse.
     components: Components,
     /// How long running turns get on shutdown.
@@ -170,7 +173,7 @@ impl Bridge {
                 .iter()
                 .filter_map(|(key, own)| Some((key.clone(), own.model.clone()?)))
                 .collect(),
-            clock,
+            clock: clock.clone(),
         };
         let tunnel = Tunnel::new(config).with_metrics(metrics.clone());
         let router = Router::new(
@@ -183,11 +186,20 @@ impl Bridge {
             metrics.clone(),
         );
         let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let scheduler = Scheduler::new(
+            router.store().clone(),
+            router.downgrade(),
+            schedule_settings(config),
+            clock,
+        );
+        router.set_scheduler(scheduler.clone());
         let mut components = Components::new();
         components.register(Arc::new(RouterPart {
             router: router.clone(),
             grace,
         }));
+        // After the router, which recovers the last run's messages first; stopped before it.
+        components.register(Arc::new(scheduler.clone()));
         let store = router.store().clone();
         components.register(Job::new("inbound pruning", move |stop, _| {
             prune_inbound(store, stop)
@@ -217,10 +229,16 @@ impl Bridge {
         Ok(Self {
             router,
             terminal,
+            scheduler,
             components,
             grace,
             metrics: server,
         })
+    }
+
+    /// The scheduler of tasks (tests tick it and read its tasks).
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
     }
 
     /// Where the metrics endpoint listens, when one is configured.
@@ -245,6 +263,16 @@ impl Bridge {
         if let Err(e) = self.router.store().flush() {
             tracing::error!(error = %e, "final store flush failed");
         }
+    }
+}
+
+/// The scheduler's settings from the operator's configuration.
+pub fn schedule_settings(config: &Config) -> schedule::Settings {
+    schedule::Settings {
+        default_zone: config.timezone.clone().unwrap_or_else(|| "UTC".into()),
+        max_tasks: config.max_tasks_per_conversation,
+        min_interval_secs: config.min_task_interval_secs,
+        owners: config.task_owners.clone(),
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`store`]: sled, the one durable place: conversations, inbound log, delivery state.
 //! - [`sandbox`]: boxes through the Docker API: hardening, volumes, attach, image build.
 //! - [`router`]: one actor per conversation, the live-box cap, turns and replies.
+//! - [`schedule`]: tasks asked for in chat (reminders, recurring jobs), due occurrences
+//!   entering the router like messages.
 //! - [`tunnel`]: what boxes ask of the outside (model calls, web fetches), keys added here.
 //! - [`control`]: the daemon's local socket for `chat` and `status`.
 //! - [`component`]: what has a lifetime, started in order and stopped in reverse.
@@ -26,6 +28,7 @@ pub mod log;
 pub mod metrics;
 pub mod router;
 pub mod sandbox;
+pub mod schedule;
 pub mod store;
 pub mod tunnel;
 

@@ -1,5 +1,6 @@
-//! Chat commands, in one place for every adapter: `/help`, `/status`, `/stop`, `/reset` and
-//! Telegram's `/start`.
+//! Chat commands, in one place for every adapter: `/help`, `/status`, `/stop`, `/reset`,
+//! Telegram's `/start`, and the scheduled-task commands `/tasks`, `/pause`, `/resume`,
+//! `/cancel`, `/run` and `/tz` (worded in `tasks`, carried out by the core's scheduler).
 //!
 //! A command is parsed once from a message's text ([`parse`]), then applied
 //! ([`Command::apply`]); each command is a type in a file of its own (the model is
@@ -13,17 +14,29 @@
 
 use crate::{Accepted, ConversationKey, Inbound, InboundSink, SinkError};
 
+mod cancel;
 mod help;
+mod pause;
 mod reset;
+mod resume;
+mod run;
 mod start;
 mod status;
 mod stop;
+mod tasks;
+mod tz;
 
+pub use cancel::Cancel;
 pub use help::Help;
+pub use pause::Pause;
 pub use reset::Reset;
+pub use resume::Resume;
+pub use run::Run;
 pub use start::Start;
 pub use status::Status;
 pub use stop::Stop;
+pub use tasks::{words as task_words, Caller, TaskLine, TaskReply, TaskRequest, Tasks};
+pub use tz::Tz;
 
 /// How one command presents itself: its name, its line in a platform's command menu, and
 /// its line in `/help`.
@@ -43,6 +56,12 @@ pub const ALL: &[Spec] = &[
     Status::SPEC,
     Stop::SPEC,
     Reset::SPEC,
+    Tasks::SPEC,
+    Pause::SPEC,
+    Resume::SPEC,
+    Cancel::SPEC,
+    Run::SPEC,
+    Tz::SPEC,
     Start::SPEC,
 ];
 
@@ -65,6 +84,18 @@ pub enum Command {
     Stop(Stop),
     /// `/reset`: carried out by the agent, which forgets the history.
     Reset(Reset),
+    /// `/tasks`: the scheduled tasks.
+    Tasks(Tasks),
+    /// `/pause ID`.
+    Pause(Pause),
+    /// `/resume ID`.
+    Resume(Resume),
+    /// `/cancel ID`.
+    Cancel(Cancel),
+    /// `/run ID`.
+    Run(Run),
+    /// `/tz [ZONE]`.
+    Tz(Tz),
 }
 
 /// Where a command was given, as far as its answer needs to know.
@@ -75,6 +106,8 @@ pub struct Origin<'a> {
     /// How to address the bot here, one sentence ("Write to me here.", "Mention @bot or
     /// reply to me."): the platform knows, `/help` says it.
     pub addressing: &'a str,
+    /// The sender's platform user id (task commands check who may change what).
+    pub sender: &'a str,
 }
 
 /// What an adapter does once a command was applied.
@@ -87,14 +120,22 @@ pub enum Outcome {
 }
 
 impl Command {
-    /// The command called `name` (lower case, no slash), if the bridge knows it.
-    fn from_name(name: &str) -> Option<Self> {
+    /// The command called `name` (lower case, no slash) with these arguments, if the
+    /// bridge knows it.
+    fn from_name(name: &str, args: &str) -> Option<Self> {
+        let args = args.to_string();
         match name {
             Start::NAME => Some(Self::Start(Start)),
             Help::NAME => Some(Self::Help(Help)),
             Status::NAME => Some(Self::Status(Status)),
             Stop::NAME => Some(Self::Stop(Stop)),
             Reset::NAME => Some(Self::Reset(Reset)),
+            Tasks::NAME => Some(Self::Tasks(Tasks { args })),
+            Pause::NAME => Some(Self::Pause(Pause { args })),
+            Resume::NAME => Some(Self::Resume(Resume { args })),
+            Cancel::NAME => Some(Self::Cancel(Cancel { args })),
+            Run::NAME => Some(Self::Run(Run { args })),
+            Tz::NAME => Some(Self::Tz(Tz { args })),
             _ => None,
         }
     }
@@ -107,6 +148,12 @@ impl Command {
             Self::Status(_) => Status::NAME,
             Self::Stop(_) => Stop::NAME,
             Self::Reset(_) => Reset::NAME,
+            Self::Tasks(_) => Tasks::NAME,
+            Self::Pause(_) => Pause::NAME,
+            Self::Resume(_) => Resume::NAME,
+            Self::Cancel(_) => Cancel::NAME,
+            Self::Run(_) => Run::NAME,
+            Self::Tz(_) => Tz::NAME,
         }
     }
 
@@ -119,6 +166,12 @@ impl Command {
             Self::Status(cmd) => cmd.apply(sink, origin).await,
             Self::Stop(cmd) => cmd.apply(sink, origin).await,
             Self::Reset(cmd) => cmd.apply(),
+            Self::Tasks(cmd) => cmd.apply(sink, origin).await,
+            Self::Pause(cmd) => cmd.apply(sink, origin).await,
+            Self::Resume(cmd) => cmd.apply(sink, origin).await,
+            Self::Cancel(cmd) => cmd.apply(sink, origin).await,
+            Self::Run(cmd) => cmd.apply(sink, origin).await,
+            Self::Tz(cmd) => cmd.apply(sink, origin).await,
         }
     }
 }
@@ -163,7 +216,7 @@ pub fn parse(text: &str, bot: Option<&str>) -> Parsed {
         return Parsed::Text;
     }
     let name = name.to_ascii_lowercase();
-    let command = Command::from_name(&name);
+    let command = Command::from_name(&name, args);
     let text = match args.is_empty() {
         true => format!("/{name}"),
         false => format!("/{name} {args}"),
@@ -193,6 +246,7 @@ pub async fn handle(
         let origin = Origin {
             conversation: &message.conversation,
             addressing,
+            sender: &message.sender_id,
         };
         if let Outcome::Answer(text) = command.apply(sink, &origin).await {
             return Ok(Handled::Answer(text));

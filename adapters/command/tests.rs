@@ -62,12 +62,19 @@ fn menus_list_the_commands_people_type_and_help_lists_them_too() {
             ("status", "What this conversation's box is doing"),
             ("stop", "Stop the current answer"),
             ("reset", "Ask the agent to start afresh"),
+            ("tasks", "Scheduled reminders and jobs"),
+            ("pause", "Pause a scheduled task: /pause ID"),
+            ("resume", "Resume a paused task: /resume ID"),
+            ("cancel", "Delete a scheduled task: /cancel ID"),
+            ("run", "Run a scheduled task now: /run ID"),
+            ("tz", "Show or set this chat's time zone: /tz Europe/Berlin"),
         ]
     );
     let key = ConversationKey::new("terminal", "local");
     let origin = Origin {
         conversation: &key,
         addressing: "Write to me here.",
+        sender: "5",
     };
     assert_eq!(
         Help::text(&origin),
@@ -75,6 +82,12 @@ fn menus_list_the_commands_people_type_and_help_lists_them_too() {
          /status — what this conversation's box is doing\n\
          /stop — stop the current answer\n\
          /reset — ask me to start afresh\n\
+         /tasks — this chat's scheduled reminders and jobs (/tasks all: every chat's, for the owner)\n\
+         /pause — pause a scheduled task until /resume (/pause ID)\n\
+         /resume — let a paused task run again (/resume ID)\n\
+         /cancel — delete a scheduled task (/cancel ID)\n\
+         /run — run a task now, to try it out (/run ID)\n\
+         /tz — show or set this chat's time zone (/tz Europe/Berlin)\n\
          /help — this message"
     );
 }
@@ -101,6 +114,7 @@ async fn status_words_what_the_router_reports() {
     let origin = Origin {
         conversation: &key,
         addressing: "",
+        sender: "5",
     };
     *lock(&sink.report) = StatusReport {
         state: None,
@@ -138,4 +152,48 @@ async fn reset_and_unknown_commands_reach_the_agent_as_text() {
         .map(|m| m.text.clone())
         .collect();
     assert_eq!(texts, ["/reset", "/deploy now"]);
+}
+
+#[tokio::test]
+async fn task_commands_take_an_id_and_word_what_the_sink_reports() {
+    let sink = FakeSink::default();
+    let key = ConversationKey::new("telegram", "5");
+    let (text, pause) = command("/pause #7", None);
+    assert_eq!(text, "/pause #7");
+    let handled = handle(&sink, message(&key, &text), pause.as_ref(), "").await;
+    // The fake sink has no scheduler, as an adapter's unit test has none.
+    assert_eq!(
+        handled.ok(),
+        Some(Handled::Answer(
+            "Scheduled tasks are not available here.".into()
+        ))
+    );
+    let (text, bad) = command("/cancel soon", None);
+    let handled = handle(&sink, message(&key, &text), bad.as_ref(), "").await;
+    assert_eq!(
+        handled.ok(),
+        Some(Handled::Answer(
+            "Usage: /cancel ID, with the task's number from /tasks.".into()
+        ))
+    );
+    assert!(
+        lock(&sink.accepted).is_empty(),
+        "a task command reached the agent"
+    );
+    let listed = task_words(&TaskReply::List {
+        zone: "Europe/Berlin".into(),
+        tasks: vec![TaskLine {
+            id: 3,
+            title: "standup".into(),
+            kind: "reminder".into(),
+            schedule: "cron `0 9 * * 1-5`".into(),
+            next: Some("Mon 30 Nov 2026 09:00 CET".into()),
+            paused: None,
+            conversation: None,
+        }],
+    });
+    assert_eq!(
+        listed,
+        "Scheduled tasks (time zone Europe/Berlin):\n#3 standup (reminder) — cron `0 9 * * 1-5` — next: Mon 30 Nov 2026 09:00 CET"
+    );
 }

@@ -18,11 +18,11 @@
 //! an answer whose reader falls [`RESPONSE_QUEUE`] parts behind is dropped.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use clawpen_protocol::{Request, ResponsePart, WINDOW_VERSION};
+use clawpen_protocol::{Request, ResponsePart, TASKS_VERSION, WINDOW_VERSION};
 use tokio::sync::{mpsc, Notify};
 
 /// Requests handed to the endpoint but not yet queued for stdout. The endpoint takes them
@@ -157,6 +157,9 @@ struct Shared {
     /// Whether the bridge grants flow control (it speaks [`WINDOW_VERSION`] or later); set
     /// at every `Resume`, false before the first.
     windowed: AtomicBool,
+    /// The protocol version the bridge speaks, set at every `Resume`; 0 before the first.
+    /// Task requests go only to a bridge of [`TASKS_VERSION`] or later.
+    bridge_version: AtomicU32,
     /// [`NO_PROGRESS`], shorter in tests.
     no_progress: Duration,
 }
@@ -182,6 +185,7 @@ impl Tunnel {
             notes: Mutex::new(Notes::default()),
             noted: Notify::new(),
             windowed: AtomicBool::new(false),
+            bridge_version: AtomicU32::new(0),
             no_progress,
         });
         let outbound = Outbound {
@@ -252,11 +256,17 @@ impl Tunnel {
         self.shared
             .windowed
             .store(version >= WINDOW_VERSION, Ordering::Relaxed);
+        self.shared.bridge_version.store(version, Ordering::Relaxed);
         for (_, parts) in self.shared.waiting().drain() {
             // A full queue just loses the note; its caller then sees `Lost`.
             let _ = parts.try_send(Err(TunnelError::Reattached));
         }
         *self.shared.notes() = Notes::default();
+    }
+
+    /// Whether the bridge performs task requests (it speaks [`TASKS_VERSION`] or later).
+    pub fn bridge_schedules(&self) -> bool {
+        self.shared.bridge_version.load(Ordering::Relaxed) >= TASKS_VERSION
     }
 
     /// How many answers are awaited.
@@ -547,6 +557,19 @@ mod tests {
         assert_eq!(response.next().await, Err(TunnelError::Reattached));
         assert_eq!(tunnel.pending(), 0);
         Ok(())
+    }
+
+    #[test]
+    fn task_requests_wait_for_a_bridge_that_speaks_them() {
+        let (tunnel, _requests) = Tunnel::new(NO_PROGRESS);
+        assert!(!tunnel.bridge_schedules(), "before any Resume");
+        tunnel.reattached(TASKS_VERSION - 1);
+        assert!(
+            !tunnel.bridge_schedules(),
+            "a bridge of version 2 cannot read them"
+        );
+        tunnel.reattached(TASKS_VERSION);
+        assert!(tunnel.bridge_schedules());
     }
 
     #[test]

@@ -26,10 +26,13 @@
 //! - `procfs`: what /proc says about this process and the boxes (memory, CPU, writes).
 //! - `trace`: strace attached to this process for one phase, and its lines counted.
 //! - `report`: the Markdown table.
+//! - `tasks`: 100,000 scheduled tasks: store size, memory, one scheduler tick
+//!   (`cargo run --release --example bench -- tasks` runs only this part).
 
 mod discord;
 mod procfs;
 mod report;
+mod tasks;
 mod trace;
 mod turn;
 
@@ -124,6 +127,18 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    match std::env::args().nth(1).as_deref() {
+        Some("tasks") => {
+            let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+            eprintln!("tasks: loading {} tasks", tasks::TASKS);
+            let mut report = tasks::measure(dir.path()).await?;
+            report.rss_reopened = tasks::reopened_rss(dir.path())?;
+            tasks::print(&report);
+            return Ok(());
+        }
+        Some("tasks-reopen") => return tasks::reopen_and_tick().await,
+        _ => {}
+    }
     let run_started = Instant::now();
     // Other work on the host skews the latencies; the table says how busy it was.
     let load = load_average();

@@ -31,17 +31,32 @@
 //!   takes them. A request without a window (from an agent of version 1, or one that has
 //!   not heard the bridge's version yet) is answered without flow control, as in version 1.
 //!   `State` names the agent's version.
+//! - 3 ([`TASKS_VERSION`]): scheduled tasks. The box may send the requests
+//!   [`Request::ScheduleTask`], [`Request::ListTasks`], [`Request::PauseTask`],
+//!   [`Request::ResumeTask`] and [`Request::CancelTask`], answered like a fetch (`Head`,
+//!   one `Body` of text for the model, `End`) or with `Failed` and the reason. An agent
+//!   sends them only to a bridge that resumed it at version 3 or later (a bridge of
+//!   version 2 could not read them); earlier agents never send them and work as before.
+//!   A scheduled run reaches the agent as a [`TurnMessage`] whose id is
+//!   `task:<id>:<due unix time>` ([`scheduled_task`]), which no platform's ids look like.
 
 use serde::{Deserialize, Serialize};
 
+mod task;
+
+pub use task::{scheduled_task, TaskSpec};
+
 /// The protocol version this side speaks; see the crate docs for what each one added.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The oldest version of the other side that this side still speaks with.
 pub const MIN_VERSION: u32 = 1;
 
 /// The first version with flow control of answers ([`FromAgent::Credit`]).
 pub const WINDOW_VERSION: u32 = 2;
+
+/// The first version whose bridge performs the scheduled-task requests.
+pub const TASKS_VERSION: u32 = 3;
 
 /// The version a peer refused ours in favour of, read from its `Rejected` reason (the only
 /// way an agent of version 1 says which version it speaks): `Some(1)` for
@@ -128,6 +143,29 @@ pub enum Request {
     WebFetch {
         /// An http or https URL.
         url: String,
+    },
+    /// Schedule a task for this conversation (version 3). The bridge checks and stores it
+    /// and answers with its description and next runs.
+    ScheduleTask {
+        /// What the model asked for (boxed: it is far larger than the other requests).
+        task: Box<TaskSpec>,
+    },
+    /// This conversation's tasks, in words (version 3).
+    ListTasks,
+    /// Pause one of this conversation's tasks (version 3).
+    PauseTask {
+        /// The task's id.
+        id: u64,
+    },
+    /// Resume one of this conversation's paused tasks (version 3).
+    ResumeTask {
+        /// The task's id.
+        id: u64,
+    },
+    /// Delete one of this conversation's tasks (version 3).
+    CancelTask {
+        /// The task's id.
+        id: u64,
     },
 }
 

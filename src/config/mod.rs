@@ -198,6 +198,16 @@ pub struct Config {
     pub anthropic_api_key: Option<Secret>,
     /// OpenAI-compatible API key; stays in the bridge.
     pub openai_api_key: Option<Secret>,
+    /// The time zone of conversations that set none with `/tz` (an IANA name such as
+    /// `Europe/Berlin`); UTC when unset.
+    pub timezone: Option<String>,
+    /// The most scheduled tasks one conversation may have.
+    pub max_tasks_per_conversation: usize,
+    /// The shortest interval, in seconds, at which a recurring task may run.
+    pub min_task_interval_secs: u64,
+    /// Users who may manage every conversation's tasks from any chat, as `platform:user`
+    /// (`telegram:12345`), besides the terminal's operator and each adapter's paired owner.
+    pub task_owners: Vec<String>,
     /// The adapters' settings (`[telegram]`, `telegram_bot_token`), read by each adapter
     /// from the keys it owns, which are set aside before the rest is parsed.
     #[serde(skip)]
@@ -235,6 +245,10 @@ impl Default for Config {
             busybox: None,
             anthropic_api_key: None,
             openai_api_key: None,
+            timezone: None,
+            max_tasks_per_conversation: 50,
+            min_task_interval_secs: 60,
+            task_owners: Vec::new(),
             adapters: AdapterSettings::default(),
         }
     }

@@ -48,6 +48,26 @@ impl Config {
         if self.web_fetch_timeout_secs == 0 {
             return invalid("web_fetch_timeout_secs", "must be at least 1");
         }
+        if let Some(zone) = &self.timezone {
+            if let Err(message) = crate::schedule::spec::zone(zone) {
+                return Err(ConfigError::Invalid {
+                    key: "timezone",
+                    message,
+                });
+            }
+        }
+        if self.max_tasks_per_conversation == 0 {
+            return invalid("max_tasks_per_conversation", "must be at least 1");
+        }
+        if self.min_task_interval_secs == 0 {
+            return invalid("min_task_interval_secs", "must be at least 1");
+        }
+        if let Some(bad) = self.task_owners.iter().find(|o| !o.contains(':')) {
+            return Err(ConfigError::Invalid {
+                key: "task_owners",
+                message: format!("`{bad}` is not `platform:user` (such as telegram:12345)"),
+            });
+        }
         Ok(())
     }
 }

@@ -7,7 +7,10 @@
 //! talk to a real Docker engine, and a paused runtime jumps to the next timer whenever every
 //! task waits on I/O, which fires idle and stall timers in the middle of an engine call.
 //!
-//! Only the actors read this clock; delivery (edit throttling, retry-after) keeps tokio's,
+//! The scheduler reads its wall time from it too ([`Clock::unix_now`]): a manual clock's
+//! wall time starts where the test says and moves with it.
+//!
+//! Only the actors and the scheduler read this clock; delivery (edit throttling, retry-after) keeps tokio's,
 //! and the tunnel's limits their own wall clock ([`crate::tunnel::Clock`]: they count UTC
 //! days and never wait).
 
@@ -22,6 +25,8 @@ use tokio::time::Instant;
 pub struct Clock {
     /// `None`: tokio's clock. `Some`: a manual clock's time; sleepers watch it move.
     manual: Option<Arc<watch::Sender<Instant>>>,
+    /// A manual clock's wall time: the Unix time at a given instant of it.
+    wall: Option<(Instant, i64)>,
 }
 
 impl Clock {
@@ -31,6 +36,30 @@ impl Clock {
             None => Instant::now(),
             Some(now) => *now.borrow(),
         }
+    }
+
+    /// The wall time on this clock, in seconds since the Unix epoch.
+    pub fn unix_now(&self) -> i64 {
+        match (&self.manual, self.wall) {
+            (Some(now), Some((base, unix))) => {
+                let passed = now.borrow().saturating_duration_since(base).as_secs();
+                unix.saturating_add(i64::try_from(passed).unwrap_or(i64::MAX))
+            }
+            _ => i64::try_from(super::now_secs()).unwrap_or(i64::MAX),
+        }
+    }
+
+    /// The instant of this clock at which its wall time is `unix` (in the past if that
+    /// has passed). A manual clock's is exact whenever it is read; tokio's is counted
+    /// from now.
+    pub fn at_unix(&self, unix: i64) -> Instant {
+        let (base, base_unix) = match (&self.manual, self.wall) {
+            (Some(_), Some(wall)) => wall,
+            _ => (Instant::now(), self.unix_now()),
+        };
+        let ahead = u64::try_from(unix.saturating_sub(base_unix)).unwrap_or(0);
+        base.checked_add(Duration::from_secs(ahead))
+            .unwrap_or(base + Duration::from_secs(86_400 * 365))
     }
 
     /// Wait until this clock reaches `deadline` (at once if it has).
@@ -51,20 +80,40 @@ impl Clock {
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<Instant>>,
+    /// The Unix time at the clock's start.
+    unix: i64,
+    /// The clock's start.
+    start: Instant,
 }
 
 impl ManualClock {
-    /// A clock at tokio's now, standing still.
+    /// A clock at tokio's now, standing still; its wall time starts at the system's.
     pub fn new() -> Self {
-        let (now, _) = watch::channel(Instant::now());
-        Self { now: Arc::new(now) }
+        Self::at_unix(i64::try_from(super::now_secs()).unwrap_or(0))
+    }
+
+    /// A clock at tokio's now whose wall time starts at `unix` (seconds since the epoch).
+    pub fn at_unix(unix: i64) -> Self {
+        let start = Instant::now();
+        let (now, _) = watch::channel(start);
+        Self {
+            now: Arc::new(now),
+            unix,
+            start,
+        }
     }
 
     /// The router's view of this clock.
     pub fn clock(&self) -> Clock {
         Clock {
             manual: Some(self.now.clone()),
+            wall: Some((self.start, self.unix)),
         }
+    }
+
+    /// The wall time now, in seconds since the Unix epoch.
+    pub fn unix_now(&self) -> i64 {
+        self.clock().unix_now()
     }
 
     /// Move the clock forward by `by`; every deadline it passes fires.
@@ -99,6 +148,24 @@ mod tests {
         manual.advance(Duration::from_secs(1));
         assert_eq!(clock.sleep_until(deadline).now_or_never(), Some(()));
         assert_eq!(clock.now(), deadline);
+    }
+
+    #[test]
+    fn a_manual_clock_moves_its_wall_time_too() {
+        let manual = ManualClock::at_unix(1_000);
+        let clock = manual.clock();
+        assert_eq!(clock.unix_now(), 1_000);
+        let at = clock.at_unix(1_100);
+        manual.advance(Duration::from_secs(90));
+        assert_eq!(clock.unix_now(), 1_090);
+        assert_eq!(
+            clock.at_unix(1_100),
+            at,
+            "the same instant, whenever it is asked"
+        );
+        manual.advance(Duration::from_secs(10));
+        assert_eq!(clock.now(), at);
+        assert!(Clock::default().unix_now() > 1_700_000_000);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,15 +25,18 @@ mod actor;
 mod clock;
 mod delivery;
 mod mailbox;
+mod scheduled;
 mod turn;
 
 use actor::{Actor, Command, Handoff, Start};
 pub use clock::{Clock, ManualClock};
 use mailbox::{Mailboxes, Retire};
+pub use scheduled::WeakRouter;
 pub use turn::now_secs;
 
 use crate::metrics::Metrics;
 use crate::sandbox::{Sandbox, SandboxError};
+use crate::schedule::{occurrence, Scheduler};
 use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Store, StoreError, TurnRecord};
 use crate::tunnel::Tunnel;
 
@@ -162,6 +165,8 @@ pub(crate) struct Shared {
     pub(crate) turn_counter: AtomicU64,
     /// Counts messages, turns and store writes ([`Metrics::off`] unless served).
     pub(crate) metrics: Metrics,
+    /// The scheduler, for task commands and the boxes' task requests; set once at start.
+    pub(crate) scheduler: OnceLock<Scheduler>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -243,6 +248,7 @@ impl Router {
                 accepting: AtomicBool::new(true),
                 turn_counter: AtomicU64::new(0),
                 metrics,
+                scheduler: OnceLock::new(),
             }),
         }
     }
@@ -503,6 +509,11 @@ impl InboundSink for Router {
         if !self.shared.accepting.load(Ordering::SeqCst) {
             return Err(SinkError::ShuttingDown);
         }
+        if occurrence::is_reserved_sender(&message.sender_id) {
+            // Only the scheduler speaks as `clawpen:…`; a platform never may.
+            tracing::warn!(conversation = %message.conversation, sender = %message.sender_id, "dropping a message from a reserved sender id");
+            return Ok(Accepted::Duplicate);
+        }
         let began = std::time::Instant::now();
         // Hot path. An addressed message to an actor sitting idle with its box attached is
         // stored by that actor, in the same commit as the turn it begins: one flush, not
@@ -576,6 +587,17 @@ impl InboundSink for Router {
 
     async fn cancel(&self, conversation: &ConversationKey) {
         Router::cancel(self, conversation).await;
+    }
+
+    async fn tasks(
+        &self,
+        caller: &clawpen_adapters::command::Caller<'_>,
+        request: clawpen_adapters::command::TaskRequest,
+    ) -> clawpen_adapters::command::TaskReply {
+        match self.shared.scheduler.get() {
+            Some(scheduler) => scheduler.chat_command(caller, request).await,
+            None => clawpen_adapters::command::TaskReply::Unavailable,
+        }
     }
 
     async fn status(&self, conversation: &ConversationKey) -> StatusReport {

@@ -17,6 +17,7 @@ use bollard::Docker;
 use clawpen_domain::{ContainerId, ConversationKey};
 
 pub mod attach;
+mod exec;
 mod files;
 pub mod image;
 pub mod mounts;

@@ -60,7 +60,7 @@ pub struct StoredInbound {
 
 /// Key of an entry in `inbound`: conversation prefix, then the big-endian sequence, so that
 /// byte order is arrival order.
-fn log_key(prefix: &[u8], seq: u64) -> Vec<u8> {
+pub(super) fn log_key(prefix: &[u8], seq: u64) -> Vec<u8> {
     let mut key = prefix.to_vec();
     key.extend_from_slice(&seq.to_be_bytes());
     key

@@ -17,6 +17,8 @@
 //! - `deliveries`: [`DeliveryRecord`] by (conversation, turn): the platform messages of a
 //!   reply, and the final text of a finished turn not yet fully shown (`delivery`).
 //! - `cursors`: each adapter's platform cursor, e.g. the Telegram offset (`cursor`).
+//! - `tasks`, `task_due`, `task_conv`, `task_zones`: scheduled tasks, their due-time
+//!   index, their index by conversation, and each conversation's time zone (`task`).
 //!
 //! [`StoreError`] (in `error`) is the one error type of all of it.
 //!
@@ -58,6 +60,7 @@ mod error;
 mod health;
 mod inbound;
 mod shown;
+mod task;
 mod text;
 mod turn;
 #[cfg(test)]
@@ -69,6 +72,7 @@ pub use delivery::DeliveryRecord;
 pub use error::StoreError;
 pub use inbound::{InboundState, InsertOutcome, StoredInbound};
 pub use shown::{ShownFence, ShownPart, ShownReply};
+pub use task::{CatchUp, StoredSchedule, TaskKind, TaskRecord, TaskState};
 pub use turn::TurnRecord;
 
 /// The on-disk format this build reads and writes. Bump it when a record's meaning changes
@@ -119,6 +123,10 @@ struct Trees {
     turn_text: sled::Tree,
     deliveries: sled::Tree,
     cursors: sled::Tree,
+    tasks: sled::Tree,
+    task_due: sled::Tree,
+    task_conv: sled::Tree,
+    task_zones: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -268,6 +276,10 @@ fn open_trees(
         turn_text: db.open_tree("turn_text").map_err(sled_err)?,
         deliveries: db.open_tree("deliveries").map_err(sled_err)?,
         cursors: db.open_tree("cursors").map_err(sled_err)?,
+        tasks: db.open_tree("tasks").map_err(sled_err)?,
+        task_due: db.open_tree("task_due").map_err(sled_err)?,
+        task_conv: db.open_tree("task_conv").map_err(sled_err)?,
+        task_zones: db.open_tree("task_zones").map_err(sled_err)?,
         db,
     };
     Ok((trees, instance_id))

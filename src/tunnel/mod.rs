@@ -292,6 +292,17 @@ impl Tunnel {
                 "web fetch",
                 fetch::perform(&self.inner.settings.fetch, &url, &out).await,
             ),
+            // The router hands these to the scheduler; they never come here.
+            Request::ScheduleTask { .. }
+            | Request::ListTasks
+            | Request::PauseTask { .. }
+            | Request::ResumeTask { .. }
+            | Request::CancelTask { .. } => (
+                "task request",
+                Err(TunnelError::Refused(
+                    "task requests are performed by the scheduler".into(),
+                )),
+            ),
         };
         let Err(error) = result else {
             return;

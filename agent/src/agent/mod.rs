@@ -12,7 +12,7 @@
 //! - `memory`: the history file, and its compaction into a summary.
 //! - `tools`: the tools offered to the model; `fs` (paths confined to the workspace),
 //!   `files` (read, write, edit), `shell` (commands with timeouts and process groups),
-//!   `search` (list and search).
+//!   `search` (list and search), `tasks` (scheduled tasks, kept by the bridge).
 
 mod files;
 mod fs;
@@ -20,6 +20,7 @@ mod memory;
 mod prompt;
 mod search;
 mod shell;
+mod tasks;
 mod tools;
 
 use std::path::PathBuf;

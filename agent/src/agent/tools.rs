@@ -4,7 +4,8 @@
 //! runs, and always produces a result for the model: a failure (bad arguments, a path
 //! outside the workspace, an edit that does not match) is a tool error the model can read
 //! and correct, never an error of the turn. File tools are confined to the workspace by
-//! [`Workspace`]; `web_fetch` goes through the bridge, which refuses private destinations.
+//! [`Workspace`]; `web_fetch` goes through the bridge, which refuses private destinations,
+//! and so do the scheduled-task tools (`tasks`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use super::fs::Workspace;
 use super::memory::clip;
 use super::search;
 use super::shell::{self, Reaper};
+use super::tasks;
 use crate::provider::run::Out;
 use crate::provider::wire::{ToolCall, ToolSpec};
 use crate::tunnel::Tunnel;
@@ -63,6 +65,13 @@ pub struct Tools {
 
 /// The tools as offered to the model.
 pub fn specs() -> Vec<ToolSpec> {
+    let mut all = base_specs();
+    all.extend(tasks::specs());
+    all
+}
+
+/// The tools that work in the box and the web.
+fn base_specs() -> Vec<ToolSpec> {
     let path = json!({"type": "string", "description": "Path relative to the workspace."});
     vec![
         ToolSpec {
@@ -271,6 +280,9 @@ impl Tools {
                 out.status(format!("fetching {}", short(url))).await;
                 self.fetch(url).await.map(Outcome::ok)
             }
+            name if tasks::NAMES.contains(&name) => tasks::run(&self.tunnel, name, input, out)
+                .await
+                .map(Outcome::ok),
             other => Err(format!("there is no tool called `{other}`")),
         }
     }

@@ -19,6 +19,7 @@ use crate::metrics::TurnFailure;
 use crate::router::delivery::Outbox;
 use crate::router::turn::{self, now_secs, turn_id, turn_message, FileError};
 use crate::sandbox::SandboxError;
+use crate::schedule::occurrence::{self, Occurrence};
 use crate::store::{InboundState, InsertOutcome, StoreError, TurnRecord};
 
 /// The largest attachment saved into a workspace.
@@ -67,7 +68,19 @@ impl Actor {
     }
 
     pub(super) async fn start_turn(&mut self) {
-        let messages: Vec<Inbound> = self.queue.drain(..).collect();
+        // A job's run is a turn of its own: the queue is taken up to the first job, or
+        // that job alone. A reminder needs no box: delivered as it is.
+        let split = match self
+            .queue
+            .iter()
+            .position(|m| occurrence::kind_of(m) == Some(Occurrence::Job))
+        {
+            Some(0) => 1,
+            Some(n) => n,
+            None => self.queue.len(),
+        };
+        let queued = self.queue.drain(..split).collect();
+        let messages = self.deliver_reminders(queued).await;
         if messages.is_empty() {
             return;
         }
@@ -94,6 +107,11 @@ impl Actor {
         }
         if let Some(wait) = self.engine_wait.take() {
             tracing::info!(conversation = %self.key, tries = wait.tries, "the sandbox engine answers again");
+        }
+        // Scheduled jobs with a check run it first; the model is woken only if it passes.
+        let messages = self.run_checks(messages).await;
+        if messages.is_empty() {
+            return;
         }
         // Chatter since the last turn goes first, as context; it is done with this turn.
         let context: Vec<Inbound> = self.context.drain(..).collect();
@@ -132,7 +150,8 @@ impl Actor {
                 .map(|s| s.conn.container.clone())
                 .unwrap_or_default(),
             session.and_then(|s| s.seq.acked()).unwrap_or(0),
-            Some(MessageRef(last.id.clone())),
+            // A scheduled run answers no platform message.
+            Some(MessageRef(last.id.clone())).filter(|_| occurrence::kind_of(last).is_none()),
             now_secs(),
         );
         record.inbound = context
@@ -172,6 +191,10 @@ impl Actor {
             messages: turn_messages.clone(),
             options: self.turn_options(),
         };
+        for heading in messages.iter().filter_map(occurrence::job_heading) {
+            // The answer that follows is marked as a scheduled run of its task.
+            outbox.notice(ReplyState::new(None), &heading);
+        }
         outbox.begin(
             Some(record.turn.clone()),
             ReplyState::new(record.reply_to.clone()),
@@ -266,7 +289,9 @@ impl Actor {
             return;
         }
         self.last_activity = self.now();
-        if !self.ready_for_turn() {
+        // A scheduled occurrence never comes this way (the router refuses its sender from a
+        // platform); if one did, it takes the path that knows reminders and jobs.
+        if !self.ready_for_turn() || occurrence::kind_of(&message).is_some() {
             let stored = message.clone();
             let outcome = self
                 .shared

@@ -244,6 +244,7 @@ impl Actor {
             }
             EventBody::Error { message } => {
                 self.shared.metrics.turn_failed(TurnFailure::AgentError);
+                super::scheduled::note_failure(&self.shared, &turn.messages, &message);
                 let text = error_text(progress.text(), &message);
                 progress.push(event.seq, &text);
                 if let Some(outbox) = &outbox {

@@ -21,6 +21,7 @@ mod boxes;
 mod events;
 mod progress;
 mod requests;
+mod scheduled;
 mod sequence;
 
 use progress::Progress;
@@ -32,6 +33,7 @@ use super::mailbox::Retire;
 use super::turn::turn_message;
 use super::{ConversationState, Shared};
 use crate::sandbox::{BoxConn, BoxOutput};
+use crate::schedule::occurrence::{self, Occurrence};
 use crate::store::{DeliveryRecord, InboundState, InsertOutcome, Pending, StoreError, TurnRecord};
 
 /// How many unaddressed messages are kept as context for the next turn.
@@ -415,7 +417,15 @@ impl Actor {
             tracing::debug!(conversation = %self.key, message = %message.id, "already holding this message");
             return;
         }
-        let Some(turn) = self.turn.as_mut() else {
+        if occurrence::kind_of(&message) == Some(Occurrence::Reminder) {
+            // Delivered at once, even while a turn runs: it is not for the agent.
+            self.deliver_reminder(message).await;
+            return;
+        }
+        let job = occurrence::kind_of(&message) == Some(Occurrence::Job);
+        let Some(turn) = self.turn.as_mut().filter(|_| !job) else {
+            // A job's run is a turn of its own (marked, its check first), never a
+            // follow-up of someone else's.
             self.queue.push_back(message);
             return;
         };

@@ -9,14 +9,17 @@
 //! bounded, and an unread response body holds the provider back by TCP flow control), so
 //! neither side buffers more than a window however slow the reader. A request without a
 //! window is answered as fast as the box reads its stdin, as agents of version 1 expect.
+//! Task requests (protocol version 3) go to the scheduler instead of the tunnel, and are
+//! answered the same way.
 
 use std::collections::HashMap;
 
-use clawpen_protocol::{Request, ToAgent};
+use clawpen_protocol::{Request, ResponsePart, ToAgent};
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
 use super::Actor;
+use crate::schedule::is_task_request;
 
 /// Response parts performed but not yet written to the box. When full, the request's
 /// performer waits (and the provider with it) until the box, or the reader's credit,
@@ -128,10 +131,32 @@ impl Actor {
         };
         let input = session.conn.input();
         let (tunnel, key) = (self.shared.tunnel.clone(), self.key.clone());
+        let scheduler = self.shared.scheduler.get().cloned();
+        // A scheduled run may not schedule (reminders must not multiply), unless someone
+        // wrote to the agent during it and may have asked for it.
+        let scheduled_run = self.turn.as_ref().is_some_and(|turn| {
+            let scheduled = |id: &str| clawpen_protocol::scheduled_task(id).is_some();
+            turn.messages.iter().any(|m| scheduled(&m.id))
+                && !turn
+                    .messages
+                    .iter()
+                    .any(|m| m.addressed && !scheduled(&m.id))
+        });
         let (granted, mut grants) = watch::channel(0u64);
         let task = self.shared.tracker.spawn(async move {
             let (parts, mut rx) = mpsc::channel(RESPONSE_CAPACITY);
-            let perform = tunnel.perform(&key, request, parts);
+            let perform = async {
+                match (is_task_request(&request), scheduler) {
+                    (true, Some(scheduler)) => {
+                        scheduler.perform(&key, request, scheduled_run, parts).await;
+                    }
+                    (true, None) => {
+                        let message = "scheduled tasks are not available here".to_string();
+                        let _ = parts.send(ResponsePart::Failed { message }).await;
+                    }
+                    (false, _) => tunnel.perform(&key, request, parts).await,
+                }
+            };
             let forward = async {
                 let mut window = Window::new(window);
                 let mut seen = 0;
