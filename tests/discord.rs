@@ -62,9 +62,19 @@ async fn a_dm_streams_into_one_edited_message_with_the_agents_text() {
         .iter()
         .map(|c| c["name"].to_string())
         .collect();
+    // `/ask`, then the shared chat commands, each with its argument as an option.
+    let shared: Vec<String> = std::iter::once("ask")
+        .chain(clawpen::adapters::command::menu().map(|(name, _)| name))
+        .map(|name| format!("{name:?}"))
+        .collect();
+    assert_eq!(names, shared);
+    assert!(names.contains(&"\"pause\"".to_string()), "{names:?}");
+    let pause = t.fake.commands();
+    let pause = pause.iter().find(|c| c["name"] == "pause");
     assert_eq!(
-        names,
-        ["\"ask\"", "\"help\"", "\"status\"", "\"stop\"", "\"reset\""]
+        pause.map(|c| c["options"][0]["name"].clone()),
+        Some(serde_json::json!("args")),
+        "/pause takes the task's id"
     );
     assert!(t.fake.gateway_counts().2 >= 1, "no heartbeat");
     t.stop().await;

@@ -21,6 +21,7 @@ impl Cancel {
         name: Self::NAME,
         menu: Some("Delete a scheduled task: /cancel ID"),
         help: Some("delete a scheduled task (/cancel ID)"),
+        argument: Some("The task's id"),
     };
 
     /// Asks the scheduler, through the sink.

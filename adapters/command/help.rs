@@ -15,6 +15,7 @@ impl Help {
         name: Self::NAME,
         menu: Some("What this bot does"),
         help: Some("this message"),
+        argument: None,
     };
 
     /// The help text: the other commands first, `/help` itself last.

@@ -48,6 +48,9 @@ pub struct Spec {
     pub menu: Option<&'static str>,
     /// Its line in `/help`, after `/name — `; `None`: not mentioned.
     pub help: Option<&'static str>,
+    /// What follows the name, for platforms whose menus take arguments apart (Discord's
+    /// slash command options); `None`: nothing.
+    pub argument: Option<&'static str>,
 }
 
 /// Every command, in the order platform menus show them.
@@ -69,6 +72,11 @@ pub const ALL: &[Spec] = &[
 pub fn menu() -> impl Iterator<Item = (&'static str, &'static str)> {
     ALL.iter()
         .filter_map(|spec| spec.menu.map(|menu| (spec.name, menu)))
+}
+
+/// The command named `name` (without the slash), if the bridge knows it.
+pub fn spec(name: &str) -> Option<&'static Spec> {
+    ALL.iter().find(|spec| spec.name == name)
 }
 
 /// A command the bridge knows.

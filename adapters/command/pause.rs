@@ -21,6 +21,7 @@ impl Pause {
         name: Self::NAME,
         menu: Some("Pause a scheduled task: /pause ID"),
         help: Some("pause a scheduled task until /resume (/pause ID)"),
+        argument: Some("The task's id"),
     };
 
     /// Asks the scheduler, through the sink.

@@ -18,6 +18,7 @@ impl Reset {
         name: Self::NAME,
         menu: Some("Ask the agent to start afresh"),
         help: Some("ask me to start afresh"),
+        argument: None,
     };
 
     /// Forwarded: the agent acts on it.

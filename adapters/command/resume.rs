@@ -21,6 +21,7 @@ impl Resume {
         name: Self::NAME,
         menu: Some("Resume a paused task: /resume ID"),
         help: Some("let a paused task run again (/resume ID)"),
+        argument: Some("The task's id"),
     };
 
     /// Asks the scheduler, through the sink.

@@ -21,6 +21,7 @@ impl Run {
         name: Self::NAME,
         menu: Some("Run a scheduled task now: /run ID"),
         help: Some("run a task now, to try it out (/run ID)"),
+        argument: Some("The task's id"),
     };
 
     /// Asks the scheduler, through the sink.

@@ -16,6 +16,7 @@ impl Start {
         name: Self::NAME,
         menu: None,
         help: None,
+        argument: None,
     };
 
     /// Answers with the help text.

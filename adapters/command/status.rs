@@ -17,6 +17,7 @@ impl Status {
         name: Self::NAME,
         menu: Some("What this conversation's box is doing"),
         help: Some("what this conversation's box is doing"),
+        argument: None,
     };
 
     /// The report in words.

@@ -20,6 +20,7 @@ impl Stop {
         name: Self::NAME,
         menu: Some("Stop the current answer"),
         help: Some("stop the current answer"),
+        argument: None,
     };
 
     /// Asks the router to cancel the running turn (nothing happens when none runs).

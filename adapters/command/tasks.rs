@@ -111,6 +111,7 @@ impl Tasks {
         help: Some(
             "this chat's scheduled reminders and jobs (/tasks all: every chat's, for the owner)",
         ),
+        argument: Some("all: every chat's tasks (the owner only)"),
     };
 
     /// Asks for the list and words it.

@@ -21,6 +21,7 @@ impl Tz {
         name: Self::NAME,
         menu: Some("Show or set this chat's time zone: /tz Europe/Berlin"),
         help: Some("show or set this chat's time zone (/tz Europe/Berlin)"),
+        argument: Some("An IANA time zone, e.g. Europe/Berlin"),
     };
 
     /// Asks the scheduler, through the sink.

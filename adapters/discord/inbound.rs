@@ -121,6 +121,9 @@ pub fn translate(message: &Message, me: &Identity, place: &Place) -> Translated 
     Translated::Message(Box::new(inbound), command)
 }
 
+/// The option that carries a shared command's argument (`/pause args:3`).
+pub const ARGUMENT: &str = "args";
+
 /// A slash command as a message: `/ask` carries its prompt to the agent; the others are
 /// the shared chat commands. `None`: a command the bridge does not offer.
 pub fn interaction(
@@ -132,7 +135,13 @@ pub fn interaction(
     let invoker = interaction.invoker()?;
     let (text, command) = match data.name.as_str() {
         "ask" => (interaction.option("prompt")?.trim().to_string(), None),
-        name => match command::parse(&format!("/{name}"), None) {
+        name => match command::parse(
+            &match interaction.option(ARGUMENT) {
+                Some(argument) => format!("/{name} {}", argument.trim()),
+                None => format!("/{name}"),
+            },
+            None,
+        ) {
             Parsed::Command {
                 text,
                 command: Some(command),
@@ -326,5 +335,19 @@ mod tests {
         });
         let (_, c) = interaction(&stop, &channel(), 0).unwrap_or_else(|| panic!("no message"));
         assert!(matches!(c, Some(Command::Stop(_))));
+        // A shared command's argument comes as its `args` option.
+        let mut pause = ask.clone();
+        pause.data = Some(wire::CommandData {
+            name: "pause".into(),
+            options: vec![wire::CommandOption {
+                name: ARGUMENT.into(),
+                value: json!(" 3 "),
+            }],
+        });
+        let (_, c) = interaction(&pause, &channel(), 0).unwrap_or_else(|| panic!("no message"));
+        match c {
+            Some(Command::Pause(p)) => assert_eq!(p.args, "3"),
+            other => panic!("{other:?}"),
+        }
     }
 }

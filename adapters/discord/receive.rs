@@ -15,7 +15,7 @@ use serenity::model::application::CommandOptionType;
 use serenity::model::id::{ApplicationId, ChannelId, InteractionId, MessageId};
 
 use super::adapter::{snowflake, ChannelInfo, DiscordAdapter, OWN_BACKOFF};
-use super::inbound::{self, Identity, Place, Translated};
+use super::inbound::{self, Identity, Place, Translated, ARGUMENT};
 use super::wire::{self, Event, Interaction, Message};
 use super::PLATFORM;
 use crate::access::{Admission, Sender, REFUSAL};
@@ -353,7 +353,17 @@ impl DiscordAdapter {
             .description("Ask the agent")
             .add_option(prompt);
         let commands: Vec<CreateCommand> = std::iter::once(ask)
-            .chain(command::menu().map(|(name, about)| CreateCommand::new(name).description(about)))
+            .chain(command::menu().map(|(name, about)| {
+                let command = CreateCommand::new(name).description(about);
+                match command::spec(name).and_then(|spec| spec.argument) {
+                    Some(argument) => command.add_option(CreateCommandOption::new(
+                        CommandOptionType::String,
+                        ARGUMENT,
+                        argument,
+                    )),
+                    None => command,
+                }
+            }))
             .collect();
         let Ok(body) = serde_json::to_vec(&commands) else {
             return;

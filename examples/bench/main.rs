@@ -89,6 +89,8 @@ struct Report {
     direct: Vec<Duration>,
     /// Accept to the first reply event of a conversation never seen before.
     cold: Vec<Duration>,
+    /// The same without the router, straight through the sandbox.
+    cold_direct: Vec<Duration>,
     /// The bridge's RSS once started, before any conversation, in KiB.
     rss_before: u64,
     /// The bridge's RSS with [`IDLE_CONVERSATIONS`] idle conversations, in KiB.
@@ -206,11 +208,13 @@ async fn measure(
     eprintln!("discord: {WARM_UP} turns to warm up, then {WARM_SAMPLES} measured");
     let discord = discord::warm_turns(bridge, fake_discord, WARM_UP, WARM_SAMPLES).await?;
 
-    // Conversations never seen: each creates its volume and box, then answers.
-    eprintln!("cold: {COLD_SAMPLES} new conversations");
-    let mut cold = Vec::new();
-    for name in &names[1..=COLD_SAMPLES] {
+    // Conversations never seen: each creates its volume and box, then answers. Each is
+    // followed by one started straight through the sandbox, so both see the same engine.
+    eprintln!("cold: {COLD_SAMPLES} new conversations, and as many without the router");
+    let (mut cold, mut cold_direct) = (Vec::new(), Vec::new());
+    for (n, name) in names[1..=COLD_SAMPLES].iter().enumerate() {
         cold.push(first_turn(bridge, name).await?.first_reply);
+        cold_direct.push(turn::direct_cold_start(bridge.router.sandbox(), n).await?);
     }
 
     // The rest, to reach the idle count; each box keeps running after its reply.
@@ -263,6 +267,7 @@ async fn measure(
         accept,
         direct,
         cold,
+        cold_direct,
         rss_before,
         rss_idle,
         live_boxes,

@@ -52,6 +52,10 @@ pub fn print(r: &Report, engine: &str, load: &str, load_end: &str, took: Duratio
         "Cold start: new conversation (volume and box created) → first reply message",
         &r.cold,
     );
+    row(
+        "Cold start without the router: volume and box created, started, attached, turn written → first event",
+        &r.cold_direct,
+    );
     println!();
     print_memory(r);
     println!();

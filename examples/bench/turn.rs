@@ -125,14 +125,7 @@ pub async fn direct_round_trips(
     let mut times = Vec::new();
     for n in 0..warm_up + samples {
         let turn = format!("direct-{n}");
-        // Built from its wire form, so optional fields added to the protocol later keep
-        // their defaults here instead of breaking this example.
-        let request: ToAgent = serde_json::from_value(serde_json::json!({
-            "type": "turn",
-            "turn": turn,
-            "messages": [{ "id": turn, "sender": "bench", "at": 0, "text": format!("ping {n}") }],
-        }))
-        .context("building a turn request")?;
+        let request = turn_request(&turn, n)?;
         let deadline = Instant::now() + REPLY_TIMEOUT;
         let sent = Instant::now();
         conn.send(&request).await?;
@@ -156,6 +149,45 @@ pub async fn direct_round_trips(
         }
     }
     Ok(times)
+}
+
+/// A new conversation's cold start without the router: its volume and box created and
+/// started, attached, resumed and given its first turn straight through the sandbox, as
+/// the router does it, until the box's first event. The engine's (and the agent's) floor
+/// under the router's cold-start row.
+pub async fn direct_cold_start(sandbox: &Sandbox, n: usize) -> anyhow::Result<Duration> {
+    let key = ConversationKey::new(PLATFORM, format!("bench-cold-direct-{n}"));
+    let began = Instant::now();
+    let deadline = began + REPLY_TIMEOUT;
+    let started = sandbox.ensure_box(&key).await?;
+    let mut conn = sandbox.attach(&started.container).await?;
+    conn.send(&ToAgent::Resume {
+        version: VERSION,
+        after: 0,
+    })
+    .await?;
+    let turn = format!("cold-direct-{n}");
+    conn.send(&turn_request(&turn, n)?).await?;
+    loop {
+        if let BoxOutput::Message(FromAgent::Event(event)) =
+            next_output(&mut conn, deadline).await?
+        {
+            if event.turn == turn {
+                return Ok(began.elapsed());
+            }
+        }
+    }
+}
+
+/// A turn request with one message, `ping n`. Built from its wire form, so optional fields
+/// added to the protocol later keep their defaults here instead of breaking this example.
+fn turn_request(turn: &str, n: usize) -> anyhow::Result<ToAgent> {
+    serde_json::from_value(serde_json::json!({
+        "type": "turn",
+        "turn": turn,
+        "messages": [{ "id": turn, "sender": "bench", "at": 0, "text": format!("ping {n}") }],
+    }))
+    .context("building a turn request")
 }
 
 /// The next output of a directly attached box, before `deadline`.
