@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::component::{Component, ComponentError, Components, Job, StartError};
 use crate::config::Config;
 use crate::metrics::{self, AdapterLiveness, Metered, Metrics, Readiness};
-use crate::router::{Clock, RecoverError, Router, RouterConfig};
+use crate::router::{Clock, RecoverError, ReplyLimits, Router, RouterConfig};
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::schedule::{self, Scheduler};
 use crate::store::{Store, StoreError};
@@ -167,6 +167,12 @@ impl Bridge {
             max_boxes: config.max_boxes,
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
+            max_turn: Duration::from_secs(config.max_turn_secs),
+            reply_limits: ReplyLimits {
+                bytes: usize::try_from(config.max_reply_kb.saturating_mul(1024))
+                    .unwrap_or(usize::MAX),
+                messages: config.max_reply_messages,
+            },
             max_rate_wait: Duration::from_secs(config.max_rate_wait_secs),
             models: config
                 .conversations

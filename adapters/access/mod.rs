@@ -26,6 +26,18 @@ pub use gate::{Admission, Gate, PAIRED, REFUSAL, UNPAIRED};
 /// A stranger is told at most this often that the bot is not for them.
 pub const REFUSE_EVERY: Duration = Duration::from_secs(3600);
 
+/// How long a pairing code is good for after `clawpen run` printed it; a later one takes
+/// a restart, which prints a new code.
+pub const PAIRING_VALID: Duration = Duration::from_secs(3600);
+
+/// Wrong pairing codes one user may send per hour; further ones are not even compared.
+pub const GUESSES_PER_USER: u32 = 5;
+
+/// Wrong pairing codes all users together may send before the code is withdrawn (pairing
+/// then takes a restart, with a new code): with 10^8 codes, the chance that this many
+/// guesses find it is one in two million.
+pub const GUESSES_PER_CODE: u32 = 50;
+
 /// Strangers whose last refusal is remembered; past this, expired ones are forgotten (and if
 /// all are recent, all are: the worst case is one extra refusal each).
 const REFUSED_KEPT: usize = 10_000;
@@ -87,6 +99,12 @@ pub struct Access {
     owner: Option<String>,
     /// The code that pairs the owner, while pairing is open.
     pairing: Option<String>,
+    /// When the code stops pairing.
+    pairing_until: Option<Instant>,
+    /// Wrong codes per user: when their hour began, and how many.
+    guesses: HashMap<String, (Instant, u32)>,
+    /// Wrong codes of all users since the code was made.
+    wrong: u32,
     /// When each stranger was last refused.
     refused: HashMap<String, Instant>,
 }
@@ -100,6 +118,9 @@ impl Access {
             roles: rules.roles.iter().cloned().collect(),
             owner: None,
             pairing: None,
+            pairing_until: None,
+            guesses: HashMap::new(),
+            wrong: 0,
             refused: HashMap::new(),
         }
     }
@@ -110,6 +131,7 @@ impl Access {
         let configured = !(self.users.is_empty() && self.chats.is_empty() && self.roles.is_empty());
         if owner.is_none() && !configured {
             self.pairing = Some(code);
+            self.pairing_until = Some(Instant::now() + PAIRING_VALID);
         }
         self.owner = owner;
         self.pairing.as_deref()
@@ -133,12 +155,7 @@ impl Access {
         }
         let offered = text.trim();
         let offered = offered.strip_prefix("/start").map_or(offered, str::trim);
-        if sender.private
-            && self
-                .pairing
-                .as_deref()
-                .is_some_and(|code| same(code, offered))
-        {
+        if sender.private && self.pairing.is_some() && self.guess(user, offered, now) {
             self.pairing = None;
             self.owner = Some(user.to_string());
             return Verdict::Paired;
@@ -164,6 +181,65 @@ impl Access {
         Verdict::Refuse
     }
 }
+
+impl Access {
+    /// Whether `offered`, from `user` in a private chat, is the pairing code. Only what
+    /// could be a code (its length) counts as a guess, and guesses are limited: per user
+    /// an hour, and in all, after which the code is withdrawn; an expired code pairs no one.
+    fn guess(&mut self, user: &str, offered: &str, now: Instant) -> bool {
+        let Some(code) = self.pairing.as_deref() else {
+            return false;
+        };
+        if offered.len() != code.len() {
+            return false;
+        }
+        if self.pairing_until.is_some_and(|until| now >= until) {
+            tracing::warn!(
+                user,
+                "a pairing code came after the code expired; restart clawpen for a new one"
+            );
+            self.pairing = None;
+            return false;
+        }
+        if self.guesses.len() >= REFUSED_KEPT {
+            self.guesses
+                .retain(|_, (since, _)| now.saturating_duration_since(*since) < HOUR);
+        }
+        let (since, count) = self.guesses.entry(user.to_string()).or_insert((now, 0));
+        if now.saturating_duration_since(*since) >= HOUR {
+            (*since, *count) = (now, 0);
+        }
+        if *count >= GUESSES_PER_USER {
+            tracing::debug!(
+                user,
+                "pairing guess ignored: too many wrong codes this hour"
+            );
+            return false;
+        }
+        if same(code, offered) {
+            return true;
+        }
+        *count += 1;
+        if *count == GUESSES_PER_USER {
+            tracing::warn!(
+                user,
+                "wrong pairing codes: this user's next guesses are ignored for an hour"
+            );
+        }
+        self.wrong += 1;
+        if self.wrong >= GUESSES_PER_CODE {
+            tracing::error!(
+                wrong = self.wrong,
+                "too many wrong pairing codes: the code is withdrawn; restart clawpen for a new one"
+            );
+            self.pairing = None;
+        }
+        false
+    }
+}
+
+/// An hour, the window of the per-user guess limit.
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// Compares without stopping at the first difference, so response timing says nothing
 /// about how much of a guess was right.

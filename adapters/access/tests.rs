@@ -101,6 +101,57 @@ fn the_first_sender_of_the_code_in_private_becomes_the_owner() {
 }
 
 #[test]
+fn one_user_guessing_codes_is_cut_off_before_the_right_one() {
+    let t0 = Instant::now();
+    let mut access = Access::new(&Rules::default());
+    access.restore(None, "1234-5678".into());
+    for n in 0..200 {
+        let guess = format!("0000-{n:04}");
+        assert_ne!(access.check(&dm("6"), &guess, t0), Verdict::Paired);
+    }
+    assert_ne!(
+        access.check(&dm("6"), "1234-5678", t0),
+        Verdict::Paired,
+        "the 201st guess was compared"
+    );
+    // Someone else, with the code, still pairs; the guesser's hour passes in vain.
+    assert_eq!(access.check(&dm("7"), "1234-5678", t0), Verdict::Paired);
+}
+
+#[test]
+fn many_users_guessing_withdraw_the_code() {
+    let t0 = Instant::now();
+    let mut access = Access::new(&Rules::default());
+    access.restore(None, "1234-5678".into());
+    for user in 0..GUESSES_PER_CODE {
+        let user = format!("u{user}");
+        assert_eq!(access.check(&dm(&user), "9999-9999", t0), Verdict::Refuse);
+    }
+    assert_eq!(access.pairing_code(), None, "the code was not withdrawn");
+    assert_ne!(access.check(&dm("7"), "1234-5678", t0), Verdict::Paired);
+}
+
+#[test]
+fn the_code_expires() {
+    let mut access = Access::new(&Rules::default());
+    access.restore(None, "1234-5678".into());
+    let later = Instant::now() + PAIRING_VALID;
+    assert_ne!(access.check(&dm("7"), "1234-5678", later), Verdict::Paired);
+    assert_eq!(access.pairing_code(), None);
+}
+
+#[test]
+fn chatter_of_another_length_is_no_guess() {
+    let t0 = Instant::now();
+    let mut access = Access::new(&Rules::default());
+    access.restore(None, "1234-5678".into());
+    for _ in 0..(2 * GUESSES_PER_USER) {
+        access.check(&dm("6"), "hello, who are you?", t0);
+    }
+    assert_eq!(access.check(&dm("6"), "1234-5678", t0), Verdict::Paired);
+}
+
+#[test]
 fn a_stored_owner_closes_pairing() {
     let mut access = Access::new(&Rules::default());
     assert_eq!(access.restore(Some("3".into()), "1111-2222".into()), None);

@@ -16,6 +16,9 @@ pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_IDLE_TIMEOUT_SECS",
     "CLAWPEN_SHUTDOWN_GRACE_SECS",
     "CLAWPEN_TURN_STALL_SECS",
+    "CLAWPEN_MAX_TURN_SECS",
+    "CLAWPEN_MAX_REPLY_KB",
+    "CLAWPEN_MAX_REPLY_MESSAGES",
     "CLAWPEN_MAX_RATE_WAIT_SECS",
     "CLAWPEN_PROVIDER",
     "CLAWPEN_MODEL",
@@ -23,6 +26,8 @@ pub const ENV_VARS: &[&str] = &[
     "OPENAI_BASE_URL",
     "CLAWPEN_REQUESTS_PER_MINUTE",
     "CLAWPEN_TOKENS_PER_DAY",
+    "CLAWPEN_MAX_REQUESTS_IN_FLIGHT",
+    "CLAWPEN_WEB_FETCHES_PER_MINUTE",
     "CLAWPEN_WEB_FETCH_ALLOW",
     "CLAWPEN_WEB_FETCH_MAX_KB",
     "CLAWPEN_WEB_FETCH_TIMEOUT_SECS",
@@ -105,6 +110,13 @@ impl Config {
             &mut self.shutdown_grace_secs,
         )?;
         number(env, "CLAWPEN_TURN_STALL_SECS", &mut self.turn_stall_secs)?;
+        number(env, "CLAWPEN_MAX_TURN_SECS", &mut self.max_turn_secs)?;
+        number(env, "CLAWPEN_MAX_REPLY_KB", &mut self.max_reply_kb)?;
+        number(
+            env,
+            "CLAWPEN_MAX_REPLY_MESSAGES",
+            &mut self.max_reply_messages,
+        )?;
         number(
             env,
             "CLAWPEN_MAX_RATE_WAIT_SECS",
@@ -123,6 +135,16 @@ impl Config {
             &mut self.requests_per_minute,
         )?;
         number(env, "CLAWPEN_TOKENS_PER_DAY", &mut self.tokens_per_day)?;
+        number(
+            env,
+            "CLAWPEN_MAX_REQUESTS_IN_FLIGHT",
+            &mut self.max_requests_in_flight,
+        )?;
+        number(
+            env,
+            "CLAWPEN_WEB_FETCHES_PER_MINUTE",
+            &mut self.web_fetches_per_minute,
+        )?;
         number(env, "CLAWPEN_WEB_FETCH_MAX_KB", &mut self.web_fetch_max_kb)?;
         number(
             env,

@@ -146,6 +146,14 @@ pub struct Config {
     /// Seconds a turn may go without any sign of life from its box before the box is
     /// considered hung and is killed.
     pub turn_stall_secs: u64,
+    /// Seconds a turn may run in all, however lively its box: past it the box is stopped
+    /// and the user told, so a box that never ends its turn cannot keep its slot.
+    pub max_turn_secs: u64,
+    /// The most text one turn's reply may carry, in KiB; past it the rest is dropped and
+    /// the user told.
+    pub max_reply_kb: u64,
+    /// The most separate messages (the agent's `send_message`) one turn may send.
+    pub max_reply_messages: u32,
     /// The longest rate-limit wait (a platform's `retry_after`) a reply sits out; past it
     /// the reply ends there, the log says so, and the user is told once the platform lets
     /// the bot write again.
@@ -172,6 +180,11 @@ pub struct Config {
     pub requests_per_minute: u32,
     /// Tokens (input, cache and output) one conversation may use per UTC day; 0 for no limit.
     pub tokens_per_day: u64,
+    /// Requests (model calls and web fetches together) one conversation may have under way
+    /// at once; further ones are refused. 0 for no limit.
+    pub max_requests_in_flight: u32,
+    /// Web fetches one conversation may make in any 60 s; 0 for no limit.
+    pub web_fetches_per_minute: u32,
     /// Hosts `web_fetch` may reach: `example.com`, `*.example.org` (subdomains), `*` (any
     /// public host), or `host:port`. Empty means any public host. A host named exactly
     /// (not through `*`) may be fetched even if it is private or loopback.
@@ -223,6 +236,9 @@ impl Default for Config {
             idle_timeout_secs: 15 * 60,
             shutdown_grace_secs: 30,
             turn_stall_secs: 120,
+            max_turn_secs: 30 * 60,
+            max_reply_kb: 512,
+            max_reply_messages: 50,
             max_rate_wait_secs: 600,
             limits: BoxLimits::default(),
             metrics: MetricsSettings::default(),
@@ -234,6 +250,8 @@ impl Default for Config {
             openai_base_url: DEFAULT_OPENAI_BASE_URL.into(),
             requests_per_minute: 30,
             tokens_per_day: 2_000_000,
+            max_requests_in_flight: 4,
+            web_fetches_per_minute: 20,
             web_fetch_allow: Vec::new(),
             web_fetch_max_kb: 2048,
             web_fetch_timeout_secs: 20,

@@ -17,6 +17,12 @@ impl Config {
         if self.idle_timeout_secs == 0 {
             return invalid("idle_timeout_secs", "must be at least 1");
         }
+        if self.max_turn_secs == 0 {
+            return invalid("max_turn_secs", "must be at least 1");
+        }
+        if self.max_reply_kb == 0 {
+            return invalid("max_reply_kb", "must be at least 1");
+        }
         if !(self.limits.cpus > 0.0 && self.limits.cpus <= 1024.0) {
             return invalid("box.cpus", "must be above 0");
         }

@@ -47,6 +47,10 @@ pub enum TurnFailure {
     BoxGone,
     /// The box stayed silent past `turn_stall_secs` and was killed.
     Stalled,
+    /// The turn ran past `max_turn_secs` and its box was stopped.
+    TooLong,
+    /// The box kept writing far past its reply's limits and was stopped.
+    Flooding,
     /// The agent ended the turn with an error (provider failure, a limit, a tool).
     AgentError,
     /// The box does not know the turn (lost across a restart).
@@ -61,6 +65,8 @@ impl TurnFailure {
         match self {
             Self::BoxGone => "box_gone",
             Self::Stalled => "stalled",
+            Self::TooLong => "too_long",
+            Self::Flooding => "flooding",
             Self::AgentError => "agent_error",
             Self::Lost => "lost",
             Self::NoBox => "no_box",

@@ -81,6 +81,9 @@ struct Pending {
     side: VecDeque<Side>,
     /// The actor is gone: finish what is here, then stop.
     closed: bool,
+    /// The current reply drops what it has not shown yet before taking more text (see
+    /// [`Outbox::drop_queued`]).
+    dropping: bool,
 }
 
 /// The actor's side of a conversation's delivery. Cheap to share; every method returns at
@@ -189,6 +192,21 @@ impl Outbox {
         });
     }
 
+    /// The running turn was stopped, or its box died: what its reply and side operations
+    /// have not shown yet is dropped, so a flood queued before the stop does not go on
+    /// reaching the chat. Text pushed afterwards (a word that the turn stopped) continues
+    /// the last message shown.
+    pub(crate) fn drop_queued(&self) {
+        self.changed(|p| {
+            p.side.clear();
+            if let Some(job) = p.replies.back_mut() {
+                job.text.clear();
+            }
+            // The current reply is the newest one unless newer ones wait behind it.
+            p.dropping = p.replies.len() <= 1;
+        });
+    }
+
     /// The actor is gone: the task delivers what it has, then stops.
     pub(crate) fn close(&self) {
         self.changed(|p| p.closed = true);
@@ -279,6 +297,11 @@ impl Task {
     /// none is current), and takes the side operations.
     fn take(&mut self) -> (Vec<Side>, bool) {
         let mut pending = self.outbox.lock();
+        if std::mem::take(&mut pending.dropping) {
+            if let Some(current) = self.current.as_mut().filter(|c| !c.finished) {
+                current.stream.drop_unsent();
+            }
+        }
         // A reply delivery gave up on: its text goes nowhere, and it is dropped once complete.
         while let Some(job) = pending.replies.front_mut().filter(|job| job.ended) {
             job.text.clear();

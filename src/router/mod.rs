@@ -66,6 +66,10 @@ pub struct RouterConfig {
     pub idle_timeout: Duration,
     /// How long a turn may go without any sign of life from its box.
     pub turn_stall: Duration,
+    /// How long a turn may run in all.
+    pub max_turn: Duration,
+    /// How much one turn's reply may carry.
+    pub reply_limits: ReplyLimits,
     /// The longest rate-limit wait a reply's delivery sits out (see `delivery`).
     pub max_rate_wait: Duration,
     /// Conversations' own models (`[conversations."KEY"] model`), by conversation key text,
@@ -74,6 +78,16 @@ pub struct RouterConfig {
     /// What the actors' timers (idle, stall, typing, retries) run on: tokio's clock, or in
     /// tests a [`ManualClock`].
     pub clock: Clock,
+}
+
+/// Caps on one turn's reply, so a box cannot flood its chat: past either, the rest is
+/// dropped and the user told; a box that keeps writing far past them is stopped.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplyLimits {
+    /// Bytes of reply text.
+    pub bytes: usize,
+    /// Separate messages (the agent's `send_message`).
+    pub messages: u32,
 }
 
 /// What one conversation is doing, for `clawpen status`.

@@ -80,13 +80,60 @@ pub fn error_text(reply_so_far: &str, message: &str) -> String {
     }
 }
 
+/// Why the bridge stopped a box in the middle of a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// No sign of life from the box for this long.
+    Stalled(Duration),
+    /// The turn ran this long in all, the most a turn may.
+    TooLong(Duration),
+    /// The box kept writing past its reply's limit of this many KiB.
+    Flooding(u64),
+    /// The box's agent speaks this protocol version, which the bridge cannot use.
+    Incompatible(u32),
+    /// The user stopped the turn and the box did not end it within this.
+    Unstoppable(Duration),
+}
+
+impl Stopped {
+    /// The cause, in words for the user.
+    fn cause(self) -> String {
+        match self {
+            Self::Stalled(after) => format!(
+                "the agent did not answer for {} s and its box was stopped",
+                after.as_secs()
+            ),
+            Self::TooLong(after) => format!(
+                "it ran for {}, the most a turn may, and its box was stopped",
+                minutes(after)
+            ),
+            Self::Flooding(kb) => {
+                format!("the box kept writing past the reply limit of {kb} KB and was stopped")
+            }
+            Self::Unstoppable(after) => format!(
+                "its box did not stop within {} s of being asked and was stopped",
+                after.as_secs()
+            ),
+            Self::Incompatible(version) => format!(
+                "the box's agent speaks protocol version {version}, which this clawpen cannot \
+                 use, so the box was replaced"
+            ),
+        }
+    }
+}
+
+/// `30 min`, or seconds when under a minute.
+fn minutes(d: Duration) -> String {
+    match d.as_secs() {
+        s if s < 60 => format!("{s} s"),
+        s => format!("{} min", s / 60),
+    }
+}
+
 /// Why a box ended a turn, in words for the user.
-pub fn box_gone_message(exit: Option<&BoxExit>, stalled: Option<Duration>) -> String {
-    let cause = match (stalled, exit) {
-        (Some(after), _) => format!(
-            "the agent did not answer for {} s and its box was stopped",
-            after.as_secs()
-        ),
+pub fn box_gone_message(exit: Option<&BoxExit>, stopped: Option<Stopped>) -> String {
+    let cause = match (stopped, exit) {
+        (Some(stopped), _) => stopped.cause(),
         // Gone, or going: `docker rm -f` kills first, so the box would also show 137.
         (None, None) => "the box was removed".to_string(),
         (None, Some(exit)) if exit.removing => "the box was removed".to_string(),
@@ -139,7 +186,10 @@ mod tests {
             ..exited(137)
         };
         assert!(box_gone_message(Some(&oom), None).contains("ran out of memory"));
-        assert!(box_gone_message(None, Some(Duration::from_secs(120))).contains("120 s"));
+        let stalled = Stopped::Stalled(Duration::from_secs(120));
+        assert!(box_gone_message(None, Some(stalled)).contains("120 s"));
+        let long = Stopped::TooLong(Duration::from_secs(1800));
+        assert!(box_gone_message(None, Some(long)).contains("ran for 30 min"));
         let running = BoxExit {
             running: true,
             exit_code: None,

@@ -7,17 +7,25 @@ use bollard::query_parameters::AttachContainerOptions;
 use bollard::Docker;
 use clawpen_protocol::{FromAgent, Line, LineBuffer, ToAgent};
 use futures_util::StreamExt;
+use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use clawpen_domain::ContainerId;
 
 use super::SandboxError;
 
-/// Room for box output not yet taken by the conversation's actor. When full, the reader
-/// stops reading, the box's stdout pipe fills and the agent waits: backpressure, no loss.
+/// Room for box output not yet taken by the conversation's actor, in messages. When full,
+/// the reader stops reading, the box's stdout pipe fills and the agent waits:
+/// backpressure, no loss.
 const OUTPUT_CAPACITY: usize = 256;
+
+/// Room for box output not yet taken by the conversation's actor, in bytes of the lines
+/// it came in: with lines of up to a MiB, the count alone would let one box park hundreds
+/// of MiB in the bridge. Full, it backpressures the box like [`OUTPUT_CAPACITY`].
+pub const OUTPUT_BYTES: usize = 4 << 20;
 
 /// How long one write to a box's stdin may take before the box counts as gone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,7 +54,7 @@ pub struct BoxConn {
     pub container: ContainerId,
     input: BoxInput,
     /// Output of the box, in order, ending with [`BoxOutput::Closed`].
-    pub output: mpsc::Receiver<BoxOutput>,
+    pub output: Outputs,
     /// The task demultiplexing the attach stream; aborted with the connection.
     reader: JoinHandle<()>,
     /// The task writing to the box's stdin; aborted with the connection.
@@ -73,6 +81,21 @@ impl BoxInput {
                 container: self.container.clone(),
                 reason: "its stdin is closed".into(),
             })
+    }
+}
+
+/// The receiving end of a box's output, holding its share of [`OUTPUT_BYTES`] until the
+/// actor takes each message.
+#[derive(Debug)]
+pub struct Outputs {
+    rx: mpsc::Receiver<(BoxOutput, OwnedSemaphorePermit)>,
+}
+
+impl Outputs {
+    /// The next output of the box; `None` once the reader is gone.
+    pub async fn recv(&mut self) -> Option<BoxOutput> {
+        // The permit drops here: its bytes are free for the reader again.
+        self.rx.recv().await.map(|(output, _permit)| output)
     }
 }
 
@@ -107,6 +130,7 @@ impl BoxConn {
             .await
             .map_err(|e| SandboxError::from_engine("attach", container.as_str(), e))?;
         let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        let budget = Arc::new(Semaphore::new(OUTPUT_BYTES));
         let name = container.to_string();
         let mut stream = attached.output;
         let reader = tokio::spawn(async move {
@@ -129,6 +153,15 @@ impl BoxConn {
                     }
                 };
                 for line in lines.push(&bytes) {
+                    let size = match &line {
+                        Line::Complete(line) => line.len(),
+                        Line::TooLong => 0,
+                    };
+                    // Waits while the actor holds as much as the budget allows.
+                    let Ok(permit) = budget.clone().acquire_many_owned(permit_count(size)).await
+                    else {
+                        return;
+                    };
                     let out = match line {
                         Line::Complete(line) if line.iter().all(u8::is_ascii_whitespace) => {
                             continue
@@ -149,12 +182,14 @@ impl BoxConn {
                             BoxOutput::Malformed("line longer than the protocol allows".into())
                         }
                     };
-                    if tx.send(out).await.is_err() {
+                    if tx.send((out, permit)).await.is_err() {
                         return;
                     }
                 }
             }
-            let _ = tx.send(BoxOutput::Closed).await;
+            if let Ok(permit) = budget.acquire_many_owned(0).await {
+                let _ = tx.send((BoxOutput::Closed, permit)).await;
+            }
         });
         let (lines, mut queue) = mpsc::channel::<Vec<u8>>(INPUT_CAPACITY);
         let mut stdin = attached.input;
@@ -185,7 +220,7 @@ impl BoxConn {
         Ok(Self {
             container: container.clone(),
             input,
-            output: rx,
+            output: Outputs { rx },
             reader,
             writer,
         })
@@ -200,4 +235,10 @@ impl BoxConn {
     pub async fn send(&mut self, message: &ToAgent) -> Result<(), SandboxError> {
         self.input.send(message).await
     }
+}
+
+/// The permits a line of `size` bytes holds: at least one, so that even blank lines count,
+/// and at most the whole budget, so that the longest line still fits.
+fn permit_count(size: usize) -> u32 {
+    u32::try_from(size.clamp(1, OUTPUT_BYTES)).unwrap_or(u32::MAX)
 }

@@ -23,7 +23,7 @@ pub mod image;
 pub mod mounts;
 pub mod spec;
 
-pub use attach::{BoxConn, BoxInput, BoxOutput};
+pub use attach::{BoxConn, BoxInput, BoxOutput, Outputs, OUTPUT_BYTES};
 pub use files::MAX_UPLOAD;
 use mounts::{AllowedMount, MountError};
 use spec::{AgentEnv, BoxSpec};

@@ -1,4 +1,5 @@
-//! Accounting and limits per conversation: model requests per minute and tokens per day.
+//! Accounting and limits per conversation: model requests per minute, tokens per day,
+//! web fetches per minute, and requests in flight (counted by the tunnel itself).
 //!
 //! Pure bookkeeping, no I/O: time comes from a [`Clock`], so tests move it by hand.
 //! Requests are counted when they are admitted; tokens as the provider reports them in its
@@ -73,6 +74,20 @@ pub struct Limits {
     pub requests_per_minute: u32,
     /// Tokens (input, cache and output) per UTC day.
     pub tokens_per_day: u64,
+    /// Web fetches in any sliding 60 s window.
+    pub fetches_per_minute: u32,
+    /// Requests (model calls and fetches together) being performed at once.
+    pub requests_in_flight: u32,
+}
+
+impl Limits {
+    /// No limit at all.
+    pub const NONE: Limits = Limits {
+        requests_per_minute: 0,
+        tokens_per_day: 0,
+        fetches_per_minute: 0,
+        requests_in_flight: 0,
+    };
 }
 
 /// What a conversation has used, for `status`.
@@ -111,6 +126,27 @@ pub enum LimitReached {
         /// Time until midnight UTC.
         resets_in: Duration,
     },
+    /// Too many web fetches in the last minute.
+    #[error(
+        "This conversation reached its limit of {} web fetches per minute; try again in {} s.",
+        thousands(u64::from(*limit)),
+        retry_after.as_secs()
+    )]
+    FetchesPerMinute {
+        /// The configured limit.
+        limit: u32,
+        /// When the oldest fetch leaves the window (whole seconds, at least 1).
+        retry_after: Duration,
+    },
+    /// As many requests as allowed are under way already.
+    #[error(
+        "This conversation already has {limit} requests under way, its limit; wait for one \
+         to finish before asking for another."
+    )]
+    InFlight {
+        /// The configured limit.
+        limit: u32,
+    },
 }
 
 /// The accounts of all conversations.
@@ -124,6 +160,8 @@ pub(crate) struct Ledger {
 struct Account {
     /// When each request of the last minute was admitted, oldest first.
     recent: VecDeque<Duration>,
+    /// When each web fetch of the last minute was admitted, oldest first.
+    fetches: VecDeque<Duration>,
     /// The UTC day (days since the epoch) `tokens` belongs to.
     day: u64,
     /// Tokens counted on `day`.
@@ -133,12 +171,13 @@ struct Account {
 impl Account {
     /// Drop what has aged out as of `now`.
     fn roll(&mut self, now: Duration) {
-        while self
-            .recent
-            .front()
-            .is_some_and(|at| now.saturating_sub(*at) >= MINUTE)
-        {
-            self.recent.pop_front();
+        for window in [&mut self.recent, &mut self.fetches] {
+            while window
+                .front()
+                .is_some_and(|at| now.saturating_sub(*at) >= MINUTE)
+            {
+                window.pop_front();
+            }
         }
         let today = now.as_secs() / DAY_SECS;
         if self.day != today {
@@ -147,12 +186,19 @@ impl Account {
         }
     }
 
-    fn usage(&self) -> Usage {
-        Usage {
-            requests_last_minute: u32::try_from(self.recent.len()).unwrap_or(u32::MAX),
-            tokens_today: self.tokens,
-        }
+    /// Whether nothing is left to limit.
+    fn is_idle(&self) -> bool {
+        self.recent.is_empty() && self.fetches.is_empty() && self.tokens == 0
     }
+}
+
+/// How long until the oldest entry of a full window leaves it: whole seconds, at least 1
+/// ("try again in 0 s" would invite an immediate, refused retry).
+fn window_wait(window: &VecDeque<Duration>, now: Duration) -> Duration {
+    let oldest = window.front().copied().unwrap_or(now);
+    let wait = (oldest + MINUTE).saturating_sub(now);
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    Duration::from_secs(secs.max(1))
 }
 
 impl Ledger {
@@ -177,16 +223,36 @@ impl Ledger {
         }
         let limit = limits.requests_per_minute;
         if limit > 0 && account.recent.len() >= limit as usize {
-            let oldest = account.recent.front().copied().unwrap_or(now);
-            let wait = (oldest + MINUTE).saturating_sub(now);
-            // Round up: "try again in 0 s" would invite an immediate, refused retry.
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(LimitReached::RequestsPerMinute {
                 limit,
-                retry_after: Duration::from_secs(secs.max(1)),
+                retry_after: window_wait(&account.recent, now),
             });
         }
         account.recent.push_back(now);
+        Ok(())
+    }
+
+    /// Admit one web fetch of `key` at `now` and count it, or say that the conversation
+    /// fetched as much as it may this minute.
+    pub(crate) fn admit_fetch(
+        &mut self,
+        key: &ConversationKey,
+        now: Duration,
+        limits: Limits,
+    ) -> Result<(), LimitReached> {
+        if self.accounts.len() >= ACCOUNTS_KEPT && !self.accounts.contains_key(key) {
+            self.forget_idle(now);
+        }
+        let account = self.accounts.entry(key.clone()).or_default();
+        account.roll(now);
+        let limit = limits.fetches_per_minute;
+        if limit > 0 && account.fetches.len() >= limit as usize {
+            return Err(LimitReached::FetchesPerMinute {
+                limit,
+                retry_after: window_wait(&account.fetches, now),
+            });
+        }
+        account.fetches.push_back(now);
         Ok(())
     }
 
@@ -226,7 +292,7 @@ impl Ledger {
     fn forget_idle(&mut self, now: Duration) {
         self.accounts.retain(|_, account| {
             account.roll(now);
-            account.usage() != Usage::default()
+            !account.is_idle()
         });
     }
 }
@@ -265,6 +331,8 @@ mod tests {
     const LIMITS: Limits = Limits {
         requests_per_minute: 3,
         tokens_per_day: 1000,
+        fetches_per_minute: 2,
+        requests_in_flight: 4,
     };
 
     /// Noon of some UTC day.
@@ -312,11 +380,34 @@ mod tests {
     }
 
     #[test]
+    fn fetches_per_minute_slide_apart_from_model_requests() {
+        let mut ledger = Ledger::default();
+        let t0 = noon();
+        assert!(ledger.admit_fetch(&key("a"), t0, LIMITS).is_ok());
+        assert!(ledger
+            .admit_fetch(&key("a"), t0 + Duration::from_secs(5), LIMITS)
+            .is_ok());
+        let err = ledger
+            .admit_fetch(&key("a"), t0 + Duration::from_millis(30_200), LIMITS)
+            .err();
+        assert_eq!(
+            err.map(|e| e.to_string()).unwrap_or_default(),
+            "This conversation reached its limit of 2 web fetches per minute; try again in 30 s."
+        );
+        // Model requests have their own window, and other conversations their own account.
+        assert!(ledger.admit(&key("a"), t0, LIMITS).is_ok());
+        assert!(ledger.admit_fetch(&key("b"), t0, LIMITS).is_ok());
+        assert!(ledger
+            .admit_fetch(&key("a"), t0 + Duration::from_secs(60), LIMITS)
+            .is_ok());
+    }
+
+    #[test]
     fn refused_requests_are_not_counted() {
         let mut ledger = Ledger::default();
         let limits = Limits {
             requests_per_minute: 1,
-            tokens_per_day: 0,
+            ..Limits::NONE
         };
         assert!(ledger.admit(&key("a"), noon(), limits).is_ok());
         for _ in 0..5 {
@@ -346,12 +437,10 @@ mod tests {
     #[test]
     fn zero_means_unlimited() {
         let mut ledger = Ledger::default();
-        let limits = Limits {
-            requests_per_minute: 0,
-            tokens_per_day: 0,
-        };
+        let limits = Limits::NONE;
         for _ in 0..100 {
             assert!(ledger.admit(&key("a"), noon(), limits).is_ok());
+            assert!(ledger.admit_fetch(&key("a"), noon(), limits).is_ok());
             ledger.add_tokens(&key("a"), noon(), 1_000_000);
         }
     }

@@ -9,7 +9,10 @@
 //! - Model requests go only to the configured provider's endpoints, with a safe subset of
 //!   the box's headers and the key added here; the answer streams back as it arrives, and
 //!   its token usage is counted on the way.
-//! - Each conversation is held to model requests per minute and tokens per day.
+//! - Each conversation is held to model requests per minute, tokens per day, web fetches
+//!   per minute, and a few requests in flight at once, so that one box can neither use the
+//!   bridge as an HTTP client for unlimited parallel requests nor fill its memory. Fetches
+//!   of all conversations together are further held to [`FETCHES_IN_FLIGHT`] at once.
 //! - Web fetches reach public http(s) hosts only: every resolved address and every
 //!   redirect is checked before connecting, and pages come back as text.
 //!
@@ -39,7 +42,7 @@ use std::time::Duration;
 use clawpen_adapters::egress::Egress;
 use clawpen_adapters::ConversationKey;
 use clawpen_protocol::{Request, ResponsePart};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -55,6 +58,11 @@ const MODEL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// chunks of its body. Generous, because a non-streamed answer arrives only when complete
 /// (the vendors' own SDKs wait up to 10 minutes); streams send pings far more often.
 const MODEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Web fetches performed at once, over all conversations. A fetch holds up to
+/// `web_fetch_max_kb` of its page (and its text) in the bridge's memory, so this bounds
+/// what fetches can take together; more wait their turn, within their own timeout.
+pub const FETCHES_IN_FLIGHT: usize = 16;
 
 /// Why a box's request got a `Failed` answer; its `Display` is the message the box gets.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +127,8 @@ impl Settings {
             limits: Limits {
                 requests_per_minute: config.requests_per_minute,
                 tokens_per_day: config.tokens_per_day,
+                fetches_per_minute: config.web_fetches_per_minute,
+                requests_in_flight: config.max_requests_in_flight,
             },
             fetch: FetchSettings {
                 allow: config
@@ -179,9 +189,11 @@ struct Inner {
     /// Every conversation's counters. A std mutex: held for a few map operations, never
     /// across an `.await`.
     ledger: Mutex<limits::Ledger>,
-    /// Requests being performed now, per conversation (for `status`, and to see that an
-    /// aborted request really stopped). A std mutex, held for one map operation.
+    /// Requests being performed now, per conversation (for its limit, for `status`, and to
+    /// see that an aborted request really stopped). A std mutex, held for one map operation.
     in_flight: Mutex<HashMap<ConversationKey, usize>>,
+    /// Permits for web fetches of all conversations together ([`FETCHES_IN_FLIGHT`]).
+    fetches: Arc<Semaphore>,
 }
 
 /// Counts one request as in flight for as long as it lives (dropped when the request ends
@@ -192,15 +204,23 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn new(tunnel: &'a Tunnel, conversation: &'a ConversationKey) -> Self {
-        *tunnel
-            .in_flight_map()
-            .entry(conversation.clone())
-            .or_default() += 1;
-        Self {
+    /// Counts one more request of `conversation`, unless it has `limit` under way already
+    /// (0: no limit).
+    fn enter(
+        tunnel: &'a Tunnel,
+        conversation: &'a ConversationKey,
+        limit: u32,
+    ) -> Result<Self, LimitReached> {
+        let mut map = tunnel.in_flight_map();
+        let count = map.entry(conversation.clone()).or_default();
+        if limit > 0 && *count >= limit as usize {
+            return Err(LimitReached::InFlight { limit });
+        }
+        *count += 1;
+        Ok(Self {
             tunnel,
             conversation,
-        }
+        })
     }
 }
 
@@ -244,6 +264,7 @@ impl Tunnel {
                 clock,
                 ledger: Mutex::default(),
                 in_flight: Mutex::default(),
+                fetches: Arc::new(Semaphore::new(FETCHES_IN_FLIGHT)),
             }),
             metrics: Metrics::off(),
         }
@@ -269,40 +290,14 @@ impl Tunnel {
         request: Request,
         out: mpsc::Sender<ResponsePart>,
     ) {
-        let _in_flight = InFlight::new(self, conversation);
-        let (what, result) = match request {
-            Request::Model {
-                method,
-                path,
-                headers,
-                body,
-            } => {
-                let call = model::Call {
-                    method: &method,
-                    path: &path,
-                    headers: &headers,
-                    body,
-                };
-                let result = self.model(conversation, call, &out).await;
-                let provider = self.inner.settings.provider.name();
-                self.metrics.model_request(provider, outcome(&result));
-                ("model request", result)
+        let limit = self.inner.settings.limits.requests_in_flight;
+        let (what, result) = match InFlight::enter(self, conversation, limit) {
+            Ok(in_flight) => {
+                let result = self.perform_admitted(conversation, request, &out).await;
+                drop(in_flight);
+                result
             }
-            Request::WebFetch { url } => (
-                "web fetch",
-                fetch::perform(&self.inner.settings.fetch, &url, &out).await,
-            ),
-            // The router hands these to the scheduler; they never come here.
-            Request::ScheduleTask { .. }
-            | Request::ListTasks
-            | Request::PauseTask { .. }
-            | Request::ResumeTask { .. }
-            | Request::CancelTask { .. } => (
-                "task request",
-                Err(TunnelError::Refused(
-                    "task requests are performed by the scheduler".into(),
-                )),
-            ),
+            Err(limit) => ("request", Err(TunnelError::Limit(limit))),
         };
         let Err(error) = result else {
             return;
@@ -317,6 +312,64 @@ impl Tunnel {
         }
         let message = error.to_string();
         let _ = out.send(ResponsePart::Failed { message }).await;
+    }
+
+    /// Performs a request counted as in flight: what it was, and how it went.
+    async fn perform_admitted(
+        &self,
+        conversation: &ConversationKey,
+        request: Request,
+        out: &mpsc::Sender<ResponsePart>,
+    ) -> (&'static str, Result<(), TunnelError>) {
+        match request {
+            Request::Model {
+                method,
+                path,
+                headers,
+                body,
+            } => {
+                let call = model::Call {
+                    method: &method,
+                    path: &path,
+                    headers: &headers,
+                    body,
+                };
+                let result = self.model(conversation, call, out).await;
+                let provider = self.inner.settings.provider.name();
+                self.metrics.model_request(provider, outcome(&result));
+                ("model request", result)
+            }
+            Request::WebFetch { url } => ("web fetch", self.fetch(conversation, &url, out).await),
+            // The router hands these to the scheduler; they never come here.
+            Request::ScheduleTask { .. }
+            | Request::ListTasks
+            | Request::PauseTask { .. }
+            | Request::ResumeTask { .. }
+            | Request::CancelTask { .. } => (
+                "task request",
+                Err(TunnelError::Refused(
+                    "task requests are performed by the scheduler".into(),
+                )),
+            ),
+        }
+    }
+
+    /// A web fetch: counted against the conversation's fetches per minute, then performed
+    /// once one of the bridge's [`FETCHES_IN_FLIGHT`] permits is free.
+    async fn fetch(
+        &self,
+        conversation: &ConversationKey,
+        url: &str,
+        out: &mpsc::Sender<ResponsePart>,
+    ) -> Result<(), TunnelError> {
+        let settings = &self.inner.settings;
+        self.ledger()
+            .admit_fetch(conversation, self.inner.clock.now(), settings.limits)?;
+        // The semaphore is never closed, so acquiring fails only in theory.
+        let _permit = self.inner.fetches.acquire().await.map_err(|_| {
+            TunnelError::Unreachable("the bridge is shutting down its web fetches".into())
+        })?;
+        fetch::perform(&settings.fetch, url, out).await
     }
 
     async fn model(

@@ -9,7 +9,7 @@ use clawpen_protocol::{ToAgent, TurnMessage};
 
 use super::{Actor, Requests, Sequencer, Session, Turn};
 use crate::metrics::TurnFailure;
-use crate::router::turn::{box_gone_message, error_text, turn_message};
+use crate::router::turn::{box_gone_message, error_text, turn_message, Stopped};
 use crate::router::ConversationState;
 use crate::sandbox::{BoxExit, SandboxError};
 use crate::store::{InboundState, TurnRecord};
@@ -65,6 +65,7 @@ impl Actor {
             },
             resync: false,
             requests: Requests::default(),
+            malformed: Default::default(),
         });
         self.last_activity = self.now();
         Ok(())
@@ -156,6 +157,7 @@ impl Actor {
                         seq: Sequencer::known(acked),
                         resync: true,
                         requests: Requests::default(),
+                        malformed: Default::default(),
                     });
                     return;
                 }
@@ -168,23 +170,79 @@ impl Actor {
         }
     }
 
+    /// The stall timer or the turn's cap on duration ran out: the box is stopped.
     pub(super) async fn stalled(&mut self) {
-        let after = self.shared.config.turn_stall;
+        let config = &self.shared.config;
+        let (stall, max_turn) = (config.turn_stall, config.max_turn);
+        let now = self.now();
+        let Some(turn) = self.turn.as_ref() else {
+            return;
+        };
+        let reason = if now >= turn.started + max_turn {
+            Stopped::TooLong(max_turn)
+        } else if turn
+            .cancelled
+            .is_some_and(|at| now >= at + super::caps::STOP_GRACE)
+        {
+            Stopped::Unstoppable(super::caps::STOP_GRACE)
+        } else {
+            Stopped::Stalled(stall)
+        };
+        self.stop_box(reason).await;
+    }
+
+    /// Kills the running turn's box for `reason`, which its reply then gives.
+    pub(super) async fn stop_box(&mut self, reason: Stopped) {
         let Some(turn) = self.turn.as_mut() else {
             return;
         };
-        turn.stalled = Some(after);
-        tracing::warn!(conversation = %self.key, after = ?after, "the box stalled mid-turn; killing it");
+        turn.stopped = Some(reason);
+        tracing::warn!(conversation = %self.key, ?reason, "stopping the box mid-turn");
         let container = turn.record.container.clone();
         if let Err(e) = self.shared.sandbox.kill(&container).await {
-            tracing::warn!(conversation = %self.key, error = %e, "could not kill the stalled box");
+            tracing::warn!(conversation = %self.key, error = %e, "could not kill the box");
         }
         self.box_gone().await;
+    }
+
+    /// The box's agent speaks a protocol version this bridge cannot use: its box is
+    /// removed (the workspace stays), so the next message starts one from the current
+    /// image; a running turn ends saying why.
+    pub(super) async fn incompatible(&mut self, version: u32) {
+        let Some(container) = self.session.as_ref().map(|s| s.conn.container.clone()) else {
+            return;
+        };
+        let (min, max) = (clawpen_protocol::MIN_VERSION, clawpen_protocol::VERSION);
+        tracing::error!(
+            conversation = %self.key,
+            r#box = %container,
+            version,
+            "the box's agent speaks protocol version {version}, and this bridge speaks {min} to \
+             {max}: removing the box; the next message starts one from the current image \
+             (`clawpen image build` rebuilds it)"
+        );
+        if self.turn.is_some() {
+            self.stop_box(Stopped::Incompatible(version)).await;
+        } else {
+            if let Err(e) = self.shared.sandbox.kill(&container).await {
+                tracing::warn!(conversation = %self.key, error = %e, "could not kill the box");
+            }
+            self.box_gone().await;
+        }
+        if let Err(e) = self.shared.sandbox.remove_container(&container).await {
+            tracing::warn!(conversation = %self.key, error = %e, "could not remove the box");
+        }
     }
 
     /// The box went away: end the running turn with a clear error; the next message
     /// starts the box again (same workspace).
     pub(super) async fn box_gone(&mut self) {
+        if let Some(session) = self.session.as_mut() {
+            let suppressed = session.malformed.take_suppressed();
+            if suppressed > 0 {
+                tracing::warn!(conversation = %self.key, count = suppressed, "more malformed lines came from the box before it went");
+            }
+        }
         let session = self.session.take();
         let container = session
             .as_ref()
@@ -205,15 +263,22 @@ impl Actor {
             tracing::debug!(conversation = %self.key, "box detached while idle");
             return;
         };
-        let message = box_gone_message(exit.as_ref(), turn.stalled);
-        let failure = turn
-            .stalled
-            .map_or(TurnFailure::BoxGone, |_| TurnFailure::Stalled);
+        let message = box_gone_message(exit.as_ref(), turn.stopped);
+        let failure = match turn.stopped {
+            None => TurnFailure::BoxGone,
+            Some(Stopped::Stalled(_)) => TurnFailure::Stalled,
+            Some(Stopped::TooLong(_)) => TurnFailure::TooLong,
+            Some(Stopped::Flooding(_)) => TurnFailure::Flooding,
+            Some(Stopped::Incompatible(_)) => TurnFailure::BoxGone,
+            Some(Stopped::Unstoppable(_)) => TurnFailure::Flooding,
+        };
         self.shared.metrics.turn_failed(failure);
         tracing::warn!(conversation = %self.key, r#box = ?container, message, "turn ended by the box going away");
         let text = error_text(turn.progress.text(), &message);
         turn.progress.note(&text);
         if let Some(outbox) = self.outbox() {
+            // What the dead box had queued goes no further; the reply ends with why.
+            outbox.drop_queued();
             outbox.push(&text);
         }
         if !self.finish_turn().await {

@@ -6,23 +6,35 @@ use std::sync::Arc;
 use clawpen_adapters::reply::ReplyState;
 use clawpen_protocol::{Event, EventBody, FromAgent, Request, ToAgent};
 
+use super::caps;
+use super::noise::Log;
 use super::sequence::{AfterState, Verdict};
 use super::{Actor, Turn, FINISHED_KEPT};
 use crate::metrics::TurnFailure;
 use crate::router::delivery::{Outbox, Side};
-use crate::router::turn::{error_text, now_secs};
+use crate::router::turn::{error_text, now_secs, Stopped};
 use crate::sandbox::BoxOutput;
 use crate::store::{StoreError, TurnRecord};
 use clawpen_domain::{MessageRef, TurnId};
 
 impl Actor {
     pub(super) async fn on_output(&mut self, output: BoxOutput) {
-        self.last_activity = self.now();
+        // A box's output is a sign of life for its turn, never activity of the
+        // conversation: a box that writes while idle does not keep its slot by it.
         if let Some(turn) = self.turn.as_mut() {
             turn.last_sign = self.shared.config.clock.now();
         }
         match output {
             BoxOutput::Message(FromAgent::Event(event)) => self.on_event(event).await,
+            BoxOutput::Message(FromAgent::State {
+                version: Some(version),
+                ..
+            })
+            | BoxOutput::Message(FromAgent::Ready { version, .. })
+                if !supported(version) =>
+            {
+                self.incompatible(version).await
+            }
             BoxOutput::Message(FromAgent::State {
                 running,
                 finished,
@@ -43,7 +55,12 @@ impl Actor {
             BoxOutput::Message(FromAgent::Credit { id, parts }) => self.on_credit(id, parts),
             BoxOutput::Message(FromAgent::Rejected { reason }) => self.on_rejected(reason).await,
             BoxOutput::Malformed(reason) => {
-                tracing::warn!(conversation = %self.key, reason, "malformed line from the box");
+                let now = self.now();
+                if let Some(session) = self.session.as_mut() {
+                    if let Log::This { suppressed } = session.malformed.occurred(now) {
+                        tracing::warn!(conversation = %self.key, reason, suppressed, "malformed line from the box (one a minute is logged; `suppressed` counts the rest of the minute before)");
+                    }
+                }
                 self.send_to_box(&ToAgent::Rejected { reason }).await;
             }
             BoxOutput::Closed => self.box_gone().await,
@@ -225,15 +242,28 @@ impl Actor {
             self.store_progress().await;
             return;
         };
+        let limits = &{ self.shared.config.reply_limits };
+        let stopped = turn.cancelled.is_some();
         let progress = &mut turn.progress;
         let side_done = progress.side_done(event.seq);
         match event.body {
             EventBody::TextDelta { text } => {
-                progress.push(event.seq, &text);
-                if let Some(outbox) = &outbox {
-                    outbox.push(&text);
+                let len = progress.text().len();
+                let text = match turn.overflow.text(limits, len, &text, stopped) {
+                    caps::Take::All => text,
+                    caps::Take::Cut { keep } => {
+                        format!("{}{}", &text[..keep], caps::size_note(limits))
+                    }
+                    caps::Take::Nothing => String::new(),
+                };
+                if !text.is_empty() {
+                    progress.push(event.seq, &text);
+                    if let Some(outbox) = &outbox {
+                        outbox.push(&text);
+                    }
                 }
             }
+            EventBody::Retract { .. } if stopped || progress.text().len() >= limits.bytes => {}
             EventBody::Retract { bytes } => {
                 progress.retract(event.seq, bytes);
                 if let Some(outbox) = &outbox {
@@ -251,8 +281,15 @@ impl Actor {
                     outbox.push(&text);
                 }
             }
+            EventBody::Status { .. } | EventBody::File { .. } if stopped => {}
             EventBody::Status { text } if !side_done => side(&outbox, Side::Status(text)),
-            EventBody::Message { text } if !side_done => side(&outbox, Side::Message(text)),
+            EventBody::Message { text } if !side_done => {
+                match turn.overflow.message(limits, text.len(), stopped) {
+                    caps::Send::Yes => side(&outbox, Side::Message(text)),
+                    caps::Send::Note => side(&outbox, Side::Message(caps::messages_note(limits))),
+                    caps::Send::No => {}
+                }
+            }
             EventBody::File { path } if !side_done => {
                 let container = turn.record.container.clone();
                 side(&outbox, Side::Upload { container, path });
@@ -264,6 +301,15 @@ impl Actor {
                     return;
                 }
             }
+        }
+        if self
+            .turn
+            .as_ref()
+            .is_some_and(|t| t.overflow.flooding(limits))
+        {
+            let kb = u64::try_from(limits.bytes / 1024).unwrap_or(u64::MAX);
+            self.stop_box(Stopped::Flooding(kb)).await;
+            return;
         }
         self.store_progress().await;
     }
@@ -392,6 +438,11 @@ impl Actor {
         let Some(session) = self.session.as_ref() else {
             return;
         };
+        if !std::mem::take(&mut self.owed_turn) {
+            // Its events are acknowledged and dropped with those of finished turns.
+            tracing::debug!(conversation = %self.key, turn = id, "the box began a turn nobody asked for; ignored");
+            return;
+        }
         // A follow-up that reached the agent after it had finished the last turn is what
         // this turn answers (`<last turn>+<n>`): its reply is a reply to that message.
         let reply_to = self
@@ -467,6 +518,7 @@ impl Actor {
             .turn
             .take()
             .and_then(|t| Some((turn_id.clone(), t.record.last_follow_up()?.to_owned())));
+        self.owed_turn = self.late_follow_up.is_some();
         self.shared.metrics.turn_finished(&self.key);
         self.remember_finished(&turn_id);
         if let Some(outbox) = self.outbox() {
@@ -505,4 +557,9 @@ fn side(outbox: &Option<Arc<Outbox>>, op: Side) {
     if let Some(outbox) = outbox {
         outbox.side(op);
     }
+}
+
+/// Whether the bridge can speak with an agent of protocol `version`.
+fn supported(version: u32) -> bool {
+    (clawpen_protocol::MIN_VERSION..=clawpen_protocol::VERSION).contains(&version)
 }

@@ -18,7 +18,9 @@ use tokio::time::Instant;
 
 mod begin;
 mod boxes;
+mod caps;
 mod events;
+mod noise;
 mod progress;
 mod requests;
 mod scheduled;
@@ -30,7 +32,7 @@ use sequence::Sequencer;
 
 use super::delivery::{self, Outbox};
 use super::mailbox::Retire;
-use super::turn::turn_message;
+use super::turn::{turn_message, Stopped};
 use super::{ConversationState, Shared};
 use crate::sandbox::{BoxConn, BoxOutput};
 use crate::schedule::occurrence::{self, Occurrence};
@@ -115,6 +117,8 @@ struct Session {
     /// The box's requests being performed, so that the box can pace or abort one and a
     /// box that goes away takes its requests with it.
     requests: Requests,
+    /// Malformed lines from the box, logged one a minute and the rest counted.
+    malformed: noise::Noise,
 }
 
 /// The running turn.
@@ -131,8 +135,15 @@ struct Turn {
     last_sign: Instant,
     /// When to renew the typing indicator.
     next_typing: Option<Instant>,
-    /// Set when the bridge killed the box for stalling, to explain the failure.
-    stalled: Option<Duration>,
+    /// When the turn began, for its cap on duration.
+    started: Instant,
+    /// When the user stopped it (`/stop`): its box then has [`caps::STOP_GRACE`] to end it.
+    cancelled: Option<Instant>,
+    /// What its output has cost past the reply's caps.
+    overflow: caps::Overflow,
+    /// Set when the bridge stopped the box (stalled, too long, flooding), to explain the
+    /// failure.
+    stopped: Option<Stopped>,
 }
 
 impl Turn {
@@ -151,7 +162,10 @@ impl Turn {
             messages,
             last_sign: now,
             next_typing,
-            stalled: None,
+            started: now,
+            cancelled: None,
+            overflow: caps::Overflow::default(),
+            stopped: None,
         }
     }
 }
@@ -170,6 +184,10 @@ pub(crate) struct Actor {
     /// The last finished turn and the last follow-up sent to it, which the agent answers
     /// in a turn of its own if the turn was over when the follow-up reached it.
     late_follow_up: Option<(TurnId, String)>,
+    /// Whether the agent may begin a turn of its own: only to answer a follow-up that
+    /// reached it after the last turn was over (or one a restart may have left owed), so a
+    /// box cannot post to its chat unasked, nor keep itself busy with turns of its own.
+    owed_turn: bool,
     last_activity: Instant,
     /// Hands replies to the conversation's delivery task, started on first use.
     outbox: Option<Arc<Outbox>>,
@@ -224,6 +242,7 @@ impl Actor {
             context: VecDeque::new(),
             finished: VecDeque::new(),
             late_follow_up: None,
+            owed_turn: true,
             last_activity,
             outbox: None,
             store_failures: 0,
@@ -332,10 +351,13 @@ impl Actor {
         let clock = self.shared.config.clock.clone();
         let far = clock.now() + Duration::from_secs(86_400);
         let typing_due = self.turn.as_ref().and_then(|t| t.next_typing);
-        let stall_due = self
-            .turn
-            .as_ref()
-            .map(|t| t.last_sign + self.shared.config.turn_stall);
+        // The stall timer, or the turn's cap on duration if that comes first: output keeps
+        // the first away, never the second.
+        let stall_due = self.turn.as_ref().map(|t| {
+            let config = &self.shared.config;
+            let due = (t.last_sign + config.turn_stall).min(t.started + config.max_turn);
+            t.cancelled.map_or(due, |at| due.min(at + caps::STOP_GRACE))
+        });
         let idle_due = (self.turn.is_none() && self.session.is_some())
             .then(|| self.last_activity + self.shared.config.idle_timeout);
         let replay_due = self.session.as_ref().and_then(|s| s.replay_at);
@@ -465,12 +487,18 @@ impl Actor {
     }
 
     async fn cancel(&mut self) {
-        if let Some(turn) = &self.turn {
-            let request = ToAgent::Cancel {
-                turn: turn.record.turn.to_string(),
-            };
-            self.send_to_box(&request).await;
+        let now = self.now();
+        let Some(turn) = self.turn.as_mut() else {
+            return;
+        };
+        turn.cancelled.get_or_insert(now);
+        let request = ToAgent::Cancel {
+            turn: turn.record.turn.to_string(),
+        };
+        if let Some(outbox) = &self.outbox {
+            outbox.drop_queued();
         }
+        self.send_to_box(&request).await;
     }
 }
 
