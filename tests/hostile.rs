@@ -15,7 +15,7 @@ use clawpen::config::Config;
 use clawpen::router::ConversationState;
 use serde_json::json;
 use support::model::{FakeModel, Reply};
-use support::{eventually, next_reply_events, TestBridge};
+use support::{eventually, lines, next_reply_events, TestBridge};
 use tokio::net::TcpListener;
 
 /// A web server that accepts connections and never answers, counting them.
@@ -236,6 +236,60 @@ async fn an_agent_of_an_unknown_protocol_version_is_refused_and_replaced() {
     assert_eq!(t.ask("odd", "again").await, "again");
     assert_ne!(t.container("odd").await, first);
     assert_ne!(t.state("odd"), Some(ConversationState::Stopped));
+    t.stop().await;
+}
+
+/// Arbitrary protocol lines from a box, mostly near real ones and during a turn, go through
+/// the real bridge: the conversation and another one are served afterwards. The suite
+/// writes 3,000 lines; `CLAWPEN_FUZZ_BOX_LINES` writes more, `CLAWPEN_FUZZ_SEED` repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fuzz_arbitrary_lines_from_a_box_leave_the_bridge_serving() {
+    let count = lines::env_number("CLAWPEN_FUZZ_BOX_LINES").unwrap_or(3_000);
+    let seed = lines::seed();
+    let t = TestBridge::start(|c| {
+        // A turn streams for a while, so the lines meet one running.
+        c.echo_delay_ms = 50;
+        c.web_fetch_timeout_secs = 2;
+        // A box that lies about its events wrecks its own turn at most: this ends it.
+        c.max_turn_secs = 20;
+    })
+    .await;
+    assert_eq!(t.ask("noisy", "hello").await, "hello");
+    let mut events = t.watch("noisy");
+    t.say("noisy", &"word ".repeat(200)).await;
+    let mut rng = lines::Rng(seed);
+    let templates = lines::templates("t1", true);
+    let container = t.container("noisy").await;
+    let sandbox = t.bridge.router.sandbox();
+    let mut written = 0;
+    while written < count {
+        // In batches through a file in the workspace: lines may hold any byte.
+        let mut batch = Vec::new();
+        for _ in 0..count.min(written + 1_000) - written {
+            batch.extend(lines::arbitrary_line(&mut rng, &templates, true));
+            batch.push(b'\n');
+        }
+        written = count.min(written + 1_000);
+        sandbox
+            .write_workspace_file(&container, "lines", &batch)
+            .await
+            .unwrap_or_else(|e| panic!("write the lines: {e}"));
+        let (code, out) = t
+            .exec(
+                "noisy",
+                &["sh", "-c", "cat /workspace/lines > /proc/1/fd/1"],
+            )
+            .await;
+        assert_eq!(code, 0, "seed {seed}: {out}");
+    }
+    eprintln!("fuzz: {count} lines from a box, seed {seed}");
+    // The other conversation is served exactly; the noisy one's turn ends (answered, or
+    // failed with a word: its box may have told lies about its own events), and it answers
+    // again afterwards.
+    assert_eq!(t.ask("other", "fine?").await, "fine?", "seed {seed}");
+    let _ = next_reply_events(&mut events).await;
+    let again = t.ask("noisy", "still?").await;
+    assert!(!again.is_empty(), "seed {seed}");
     t.stop().await;
 }
 

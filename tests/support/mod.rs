@@ -5,6 +5,7 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod lines;
 pub mod model;
 
 use std::time::Duration;

@@ -66,6 +66,7 @@ impl Actor {
             resync: false,
             requests: Requests::default(),
             malformed: Default::default(),
+            states_due: 1,
         });
         self.last_activity = self.now();
         Ok(())
@@ -84,6 +85,10 @@ impl Actor {
         };
         let after = session.seq.acked().unwrap_or(0);
         tracing::info!(conversation = %self.key, version, "the box's agent speaks an older protocol; resuming it in that version");
+        if let Some(session) = self.session.as_mut() {
+            // The rejected `Resume` gets no answer; the one sent now does.
+            session.states_due = session.states_due.saturating_sub(1);
+        }
         self.send_to_box(&ToAgent::Resume { version, after }).await;
     }
 
@@ -91,6 +96,9 @@ impl Actor {
         let Some(session) = self.session.as_mut() else {
             return false;
         };
+        if matches!(message, ToAgent::Resume { .. }) {
+            session.states_due = session.states_due.saturating_add(1);
+        }
         match session.conn.send(message).await {
             Ok(()) => true,
             Err(e) => {
@@ -158,6 +166,7 @@ impl Actor {
                         resync: true,
                         requests: Requests::default(),
                         malformed: Default::default(),
+                        states_due: 1,
                     });
                     return;
                 }

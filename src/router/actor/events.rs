@@ -76,9 +76,14 @@ impl Actor {
         last_seq: u64,
         agent_acked: Option<u64>,
     ) {
-        if self.session.is_none() {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        if session.states_due == 0 {
+            tracing::debug!(conversation = %self.key, "a State nobody asked for; ignored");
             return;
         }
+        session.states_due -= 1;
         // Turns the agent finished are never answered in a new reply, even when their last
         // events come again after a restart of the bridge.
         for id in &finished {

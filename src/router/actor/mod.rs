@@ -119,6 +119,9 @@ struct Session {
     requests: Requests,
     /// Malformed lines from the box, logged one a minute and the rest counted.
     malformed: noise::Noise,
+    /// `Resume`s sent and not yet answered by a `State`: a `State` nobody asked for is
+    /// ignored, so a box cannot move its own sequence with one.
+    states_due: u32,
 }
 
 /// The running turn.
