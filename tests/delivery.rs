@@ -113,3 +113,67 @@ async fn stop_ends_the_turn_at_once_while_an_edit_waits_out_a_long_429() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_drops_the_messages_a_box_queued_and_not_yet_shown() {
+    let chat = -812;
+    // Twenty separate messages at once, which the chat's pace spreads over a minute, then
+    // an answer that is under way until the turn is stopped.
+    let model = FakeModel::start().await;
+    let notes = (0..20)
+        .map(|n| {
+            (
+                "send_message",
+                serde_json::json!({"text": format!("note {n}")}),
+            )
+        })
+        .collect();
+    model.push_reply(Reply::tool_calls(notes));
+    let (held, _hold) = Reply::held("working on it", " and the end");
+    model.push_reply(held);
+    model.push_reply(Reply::text("the next answer"));
+    let t = Tg::start(|config, telegram| {
+        model.serve(config);
+        telegram.allowed_chats = vec![chat];
+    })
+    .await;
+    let shown = |t: &Tg, what: &str| {
+        t.fake
+            .messages(chat)
+            .iter()
+            .filter(|m| m.text.contains(what))
+            .count()
+    };
+    t.fake.send(
+        t.fake
+            .message(chat, 101, "@ClawBot tell me in many messages"),
+    );
+    let started = eventually(REPLY_TIMEOUT, || async { shown(&t, "note") > 0 }).await;
+    assert!(started, "no message of the box arrived");
+    t.fake.send(t.fake.message(chat, 101, "/stop@ClawBot"));
+    let stopped = eventually(REPLY_TIMEOUT, || async { shown(&t, "(stopped)") > 0 }).await;
+    assert!(
+        stopped,
+        "the turn never showed as stopped: {:#?}",
+        t.fake.messages(chat)
+    );
+    // The next answer goes out after whatever the stopped turn still had queued: once it
+    // is shown, every message that was going to come has come.
+    t.fake.send(t.fake.message(chat, 101, "@ClawBot and now?"));
+    let next = eventually(Duration::from_secs(90), || async {
+        shown(&t, "the next answer") > 0
+    })
+    .await;
+    assert!(
+        next,
+        "the next answer never came: {:#?}",
+        t.fake.messages(chat)
+    );
+    let notes = shown(&t, "note");
+    assert!(
+        notes < 10,
+        "{notes} of the 20 queued messages reached the chat after /stop: {:#?}",
+        t.fake.messages(chat)
+    );
+    t.stop().await;
+}
