@@ -41,46 +41,71 @@ const USER_AGENT: &str = concat!(
 
 /// Fetch `url` and send the page to `out`: `Head` (status; `content-type` of the page as
 /// served, `content-location` with the URL after redirects), its text as `Body` parts, `End`.
+/// Plain text and JSON stream through as they arrive; HTML is read whole (within
+/// `max_bytes`) to be turned into text.
 pub(super) async fn perform(
     settings: &FetchSettings,
     url: &str,
     out: &mpsc::Sender<ResponsePart>,
 ) -> Result<(), TunnelError> {
-    let page = match tokio::time::timeout(settings.timeout, fetch(settings, url)).await {
-        Ok(page) => page?,
+    let mut began = false;
+    let fetched = tokio::time::timeout(settings.timeout, fetch(settings, url, out, &mut began));
+    match fetched.await {
+        Ok(Ok(())) => {
+            let _ = out.send(ResponsePart::End).await;
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e),
         Err(_) => {
-            return Err(TunnelError::Unreachable(format!(
+            let message = format!(
                 "fetching {} took longer than {}",
                 shorten(url),
                 seconds(settings.timeout)
-            )))
+            );
+            // Once the page began, the box has part of it: the answer broke off.
+            Err(if began {
+                TunnelError::Broken(message)
+            } else {
+                TunnelError::Unreachable(message)
+            })
         }
-    };
-    let head = ResponsePart::Head {
-        status: page.status,
-        headers: vec![
-            ("content-type".into(), page.content_type),
-            ("content-location".into(), page.url.to_string()),
-        ],
-    };
-    if out.send(head).await.is_ok() && send_text(out, &page.text).await {
-        let _ = out.send(ResponsePart::End).await;
     }
-    Ok(())
 }
 
-/// A fetched page.
-#[derive(Debug)]
-struct Page {
+/// Where a page came from, for its `Head`.
+struct Source<'a> {
     status: u16,
     /// As the server declared it (`text/plain` when it declared none).
-    content_type: String,
+    content_type: &'a str,
     /// Where it was found, after redirects.
-    url: Url,
-    text: String,
+    url: &'a Url,
 }
 
-async fn fetch(settings: &FetchSettings, url: &str) -> Result<Page, TunnelError> {
+impl Source<'_> {
+    /// Sends the page's `Head`; false if the box is gone.
+    async fn send_head(&self, out: &mpsc::Sender<ResponsePart>, began: &mut bool) -> bool {
+        *began = true;
+        let content_type = match self.content_type {
+            "" => "text/plain",
+            declared => declared,
+        };
+        let head = ResponsePart::Head {
+            status: self.status,
+            headers: vec![
+                ("content-type".into(), content_type.to_string()),
+                ("content-location".into(), self.url.to_string()),
+            ],
+        };
+        out.send(head).await.is_ok()
+    }
+}
+
+async fn fetch(
+    settings: &FetchSettings,
+    url: &str,
+    out: &mpsc::Sender<ResponsePart>,
+    began: &mut bool,
+) -> Result<(), TunnelError> {
     let mut url = Url::parse(url.trim()).map_err(|e| {
         TunnelError::Refused(format!(
             "refused: `{}` is not a valid URL ({e})",
@@ -104,7 +129,7 @@ async fn fetch(settings: &FetchSettings, url: &str) -> Result<Page, TunnelError>
             .then(|| response.headers().get(LOCATION)?.to_str().ok())
             .flatten();
         let Some(location) = location else {
-            return read(settings, url, response).await;
+            return read(settings, url, response, out, began).await;
         };
         if hop == MAX_REDIRECTS {
             break;
@@ -279,12 +304,15 @@ fn kind_of(content_type: &str) -> Option<Kind> {
     }
 }
 
-/// Read the body, within the size cap, and make it text.
+/// Read the body, within the size cap, make it text and send it: as it arrives for text,
+/// whole for HTML and for a body whose kind must be guessed from its start.
 async fn read(
     settings: &FetchSettings,
     url: Url,
     mut response: Response,
-) -> Result<Page, TunnelError> {
+    out: &mpsc::Sender<ResponsePart>,
+    began: &mut bool,
+) -> Result<(), TunnelError> {
     let status = response.status().as_u16();
     let declared = response
         .headers()
@@ -297,58 +325,74 @@ async fn read(
             "refused: {url} is {declared}, which web_fetch does not read (it reads HTML, text and JSON)"
         )));
     };
+    let source = Source {
+        status,
+        content_type: &declared,
+        url: &url,
+    };
+    let streamed = kind == Kind::Text;
+    if streamed && !source.send_head(out, began).await {
+        return Ok(());
+    }
     let mut body = Vec::new();
+    let mut utf8 = Utf8Chunks::default();
+    let mut read = 0;
     let mut truncated = false;
     loop {
         let chunk = response.chunk().await.map_err(|e| {
             TunnelError::Broken(format!(
-                "the page {url} broke off after {} bytes: {}",
-                body.len(),
+                "the page {url} broke off after {read} bytes: {}",
                 error_chain(&e)
             ))
         })?;
         let Some(chunk) = chunk else { break };
-        let room = settings.max_bytes - body.len();
+        let room = settings.max_bytes - read;
+        let take = &chunk[..chunk.len().min(room)];
+        read += take.len();
+        if streamed {
+            if !send_text(out, &utf8.push(take)).await {
+                return Ok(());
+            }
+        } else {
+            body.extend_from_slice(take);
+        }
         if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
             truncated = true;
             break;
         }
-        body.extend_from_slice(&chunk);
-    }
-    if kind == Kind::Unknown {
-        kind = sniff(&body).ok_or_else(|| {
-            TunnelError::Refused(format!(
-                "refused: {url} has no content type and does not look like text"
-            ))
-        })?;
     }
     // A cut at the size cap may split the last character: drop it rather than show U+FFFD.
-    let mut utf8 = Utf8Chunks::default();
-    let mut decoded = utf8.push(&body);
-    if !truncated {
-        decoded.push_str(&utf8.finish());
-    }
-    let mut text = match kind {
-        Kind::Html => html_to_text(&decoded, Some(&url)),
-        Kind::Text | Kind::Unknown => decoded,
+    let mut text = if streamed {
+        String::new()
+    } else {
+        if kind == Kind::Unknown {
+            kind = sniff(&body).ok_or_else(|| {
+                TunnelError::Refused(format!(
+                    "refused: {url} has no content type and does not look like text"
+                ))
+            })?;
+        }
+        let decoded = utf8.push(&body);
+        drop(body);
+        match kind {
+            Kind::Html => html_to_text(&decoded, Some(&url)),
+            Kind::Text | Kind::Unknown => decoded,
+        }
     };
+    if !truncated {
+        text.push_str(&utf8.finish());
+    }
     if truncated {
         text.push_str(&format!(
             "\n\n[truncated: the page is larger than {} KB]",
             settings.max_bytes / 1024
         ));
     }
-    Ok(Page {
-        status,
-        content_type: if declared.is_empty() {
-            "text/plain".into()
-        } else {
-            declared
-        },
-        url,
-        text,
-    })
+    if !streamed && !source.send_head(out, began).await {
+        return Ok(());
+    }
+    send_text(out, &text).await;
+    Ok(())
 }
 
 /// A page without a content type: HTML if it starts like HTML, text if it has no NUL
