@@ -274,3 +274,46 @@ async fn pids_of(docker: &bollard::Docker, container: &str) -> (Option<u64>, Opt
         pids.as_ref().and_then(|p| p.limit),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_are_reaped_so_zombies_never_fill_the_pids_limit() {
+    let t = TestBridge::start(|c| c.limits.pids = 64).await;
+    assert_eq!(t.ask("orphans", "hi").await, "hi");
+    // Each subshell starts a sleep and ends at once, so the sleep is reparented to the
+    // box's PID 1 and, when it ends, is a zombie until PID 1 reaps it. Three rounds of 40
+    // orphans each: without reaping, the second round already finds no room to fork.
+    let orphans = "fail=0; for i in $(seq 40); do (sleep 0.1 &) || fail=1; done; exit $fail";
+    for round in 0..3 {
+        let (code, out) = t.exec("orphans", &["sh", "-c", orphans]).await;
+        assert_eq!(code, 0, "round {round} could not fork: {out}");
+        let reaped = eventually(Duration::from_secs(20), || async {
+            t.zombies("orphans").await == 0
+        })
+        .await;
+        assert!(
+            reaped,
+            "round {round} left {} zombies",
+            t.zombies("orphans").await
+        );
+    }
+    // Double-forked daemons too: `setsid` puts them out of every process group the agent
+    // knows.
+    let (code, _) = t
+        .exec(
+            "orphans",
+            &[
+                "sh",
+                "-c",
+                "for i in $(seq 10); do setsid sleep 0.1 & done; exit 3",
+            ],
+        )
+        .await;
+    assert_eq!(code, 3, "the command's own exit code");
+    let reaped = eventually(Duration::from_secs(20), || async {
+        t.zombies("orphans").await == 0
+    })
+    .await;
+    assert!(reaped, "{} zombies left", t.zombies("orphans").await);
+    assert_eq!(t.ask("orphans", "still here").await, "still here");
+    t.stop().await;
+}
