@@ -275,6 +275,76 @@ async fn pids_of(docker: &bollard::Docker, container: &str) -> (Option<u64>, Opt
     )
 }
 
+/// A static x86-64 Linux program of 176 bytes that calls `io_uring_setup(1, &params)` and
+/// exits with the error number it got (0 if the call succeeded). Busybox cannot make an
+/// arbitrary system call, so the test writes this into the box and runs it there.
+///
+/// ELF header and one loadable segment at 0x400000, then: zero 128 bytes of stack for the
+/// parameters, `mov edi, 1; mov rsi, rsp; mov eax, 425; syscall`, then `exit(-rax)` when
+/// rax is negative and `exit(0)` otherwise.
+const URING_PROBE: [u8; 176] = [
+    0x7f, 0x45, 0x4c, 0x46, 0x02, 0x01, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x02, 0x00, 0x3e, 0x00, 0x01, 0x00, 0x00, 0x00, 0x78, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x38, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xb0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xb0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // The code.
+    0x48, 0x81, 0xec, 0x80, 0x00, 0x00, 0x00, 0x48, 0x89, 0xe7, 0x31, 0xc0, 0xb9, 0x80, 0x00, 0x00,
+    0x00, 0xf3, 0xaa, 0xbf, 0x01, 0x00, 0x00, 0x00, 0x48, 0x89, 0xe6, 0xb8, 0xa9, 0x01, 0x00, 0x00,
+    0x0f, 0x05, 0x48, 0x89, 0xc7, 0x48, 0xf7, 0xdf, 0x48, 0x85, 0xc0, 0x79, 0x02, 0xeb, 0x02, 0x31,
+    0xff, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0x0f, 0x05,
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_runs_under_clawpens_seccomp_profile_which_refuses_io_uring() {
+    let t = TestBridge::start(|_| {}).await;
+    assert_eq!(t.ask("uring", "hi").await, "hi");
+    // The engine holds the profile as the box's security option.
+    let sandbox = t.bridge.router.sandbox();
+    let profile = sandbox
+        .seccomp()
+        .map(|s| s.security_opt())
+        .unwrap_or_else(|| panic!("no seccomp profile by default"));
+    let container = t.container("uring").await;
+    let info = sandbox
+        .docker()
+        .inspect_container(container.as_str(), None)
+        .await
+        .unwrap_or_else(|e| panic!("inspect: {e}"));
+    let options = info
+        .host_config
+        .and_then(|h| h.security_opt)
+        .unwrap_or_default();
+    assert!(options.contains(&profile), "{options:?}");
+
+    // A program in the box asks for an io_uring and is told the kernel has none.
+    let bytes: String = URING_PROBE.iter().map(|b| format!("\\{b:03o}")).collect();
+    let script = format!(
+        "printf '{bytes}' > /workspace/probe && chmod +x /workspace/probe && /workspace/probe; \
+         echo \"io_uring_setup: $?\"; rm -f /workspace/probe"
+    );
+    let (_, out) = t.exec("uring", &["sh", "-c", &script]).await;
+    assert_eq!(out.trim(), "io_uring_setup: 38", "38 is ENOSYS");
+
+    // The shell still does what shells do: pipes, background jobs, files.
+    let (code, out) = t
+        .exec(
+            "uring",
+            &[
+                "sh",
+                "-c",
+                "echo hello | tr a-z A-Z > /tmp/x & wait; cat /tmp/x",
+            ],
+        )
+        .await;
+    assert_eq!((code, out.trim()), (0, "HELLO"));
+    // And the agent still answers.
+    assert_eq!(t.ask("uring", "still talking").await, "still talking");
+    t.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_reaped_so_zombies_never_fill_the_pids_limit() {
     let t = TestBridge::start(|c| c.limits.pids = 64).await;
