@@ -38,6 +38,13 @@ async fn a_box_that_writes_past_its_workspace_quota_is_stopped_and_its_chat_told
         json!({ "command": "dd if=/dev/zero of=/workspace/hidden bs=1M count=8 \
                             && exec 3</workspace/hidden && rm /workspace/hidden && sleep 60" }),
     ));
+    // A job left running after its turn fills the workspace while the box is idle.
+    model.push_reply(Reply::tool_call(
+        "shell",
+        json!({ "command": "(sleep 1; dd if=/dev/zero of=/workspace/late bs=1M count=8; \
+                            sleep 60) >/dev/null 2>&1 &" }),
+    ));
+    model.push_reply(Reply::text("started in the background"));
     model.push_reply(Reply::text("still serving you"));
     let t = small_quota_bridge(&model).await;
 
@@ -56,6 +63,17 @@ async fn a_box_that_writes_past_its_workspace_quota_is_stopped_and_its_chat_told
         assert!(reply.contains("[box] workspace_mb"), "{name}: {reply}");
         assert_eq!(t.box_running(name).await, Some(false), "{name}");
     }
+    let mut events = t.watch("late");
+    t.say("late", "fill it later").await;
+    assert_eq!(next_reply(&mut events).await, "started in the background");
+    let notice = tokio::time::timeout(Duration::from_secs(50), next_reply(&mut events))
+        .await
+        .unwrap_or_else(|_| panic!("late: the chat was never told"));
+    assert!(
+        notice.starts_with("⚠️ The box was stopped: its workspace is over the 5 MB limit ("),
+        "{notice}"
+    );
+    assert_eq!(t.box_running("late").await, Some(false));
     // Another conversation is served meanwhile.
     assert_eq!(
         t.ask("bystander", "are you there?").await,

@@ -387,3 +387,71 @@ async fn orphans_are_reaped_so_zombies_never_fill_the_pids_limit() {
     assert_eq!(t.ask("orphans", "still here").await, "still here");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_box_made_without_the_profile_is_made_again_with_it() {
+    use clawpen::config::SeccompChoice;
+    // A box made by a bridge without the profile (as an older clawpen made them).
+    let t = TestBridge::start(|c| c.limits.seccomp = SeccompChoice::Engine).await;
+    assert_eq!(t.ask("upgraded", "hi").await, "hi");
+    let (code, _) = t
+        .exec("upgraded", &["sh", "-c", "echo kept > /workspace/note"])
+        .await;
+    assert_eq!(code, 0);
+    let old = t.container("upgraded").await;
+    let support::TestBridge {
+        dir,
+        mut config,
+        bridge,
+        cleanup,
+    } = t;
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    sandbox
+        .stop(&old)
+        .await
+        .unwrap_or_else(|e| panic!("stop: {e}"));
+
+    // The next bridge applies the profile: the box is made again, its workspace kept.
+    config.limits.seccomp = SeccompChoice::Clawpen;
+    let bridge = clawpen::daemon::Bridge::start(&config, Vec::new())
+        .await
+        .unwrap_or_else(|e| panic!("restart: {e}"));
+    let t = support::TestBridge {
+        dir,
+        config,
+        bridge,
+        cleanup,
+    };
+    assert_eq!(t.ask("upgraded", "again").await, "again");
+    let new = t.container("upgraded").await;
+    assert_ne!(new, old, "the old box was started as it was");
+    let sandbox = t.bridge.router.sandbox().clone();
+    let profile = sandbox.seccomp().map(|s| s.security_opt());
+    let options = sandbox
+        .docker()
+        .inspect_container(new.as_str(), None)
+        .await
+        .ok()
+        .and_then(|info| info.host_config)
+        .and_then(|h| h.security_opt)
+        .unwrap_or_default();
+    assert!(profile.is_some_and(|p| options.contains(&p)), "{options:?}");
+    let (_, note) = t.exec("upgraded", &["cat", "/workspace/note"]).await;
+    assert_eq!(note.trim(), "kept");
+
+    // A box stopped with the profile in force is started again as it is.
+    sandbox
+        .stop(&new)
+        .await
+        .unwrap_or_else(|e| panic!("stop: {e}"));
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            t.box_running("upgraded").await == Some(false)
+        })
+        .await
+    );
+    assert_eq!(t.ask("upgraded", "once more").await, "once more");
+    assert_eq!(t.container("upgraded").await, new);
+    t.stop().await;
+}
