@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use clawpen::config::Secret;
+use clawpen::sandbox::quota::Measured;
 use serde_json::json;
 use support::model::{FakeModel, Reply};
 use support::{next_reply, TestBridge};
@@ -78,6 +79,30 @@ async fn a_box_that_writes_past_its_workspace_quota_is_stopped_and_its_chat_told
     assert_eq!(
         t.ask("bystander", "are you there?").await,
         "still serving you"
+    );
+    // A box within its quota is measured in full, never taken for one that hides its use.
+    let sandbox = t.bridge.router.sandbox();
+    let id = t.container("bystander").await;
+    let Measured::Kib(before) = sandbox.measure_workspace(&id).await else {
+        panic!("an ordinary workspace could not be measured");
+    };
+    let (code, _) = t
+        .exec(
+            "bystander",
+            &[
+                "dd",
+                "if=/dev/zero",
+                "of=/workspace/two",
+                "bs=1M",
+                "count=2",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0);
+    let after = sandbox.measure_workspace(&id).await;
+    assert!(
+        matches!(after, Measured::Kib(kib) if kib >= before + 2048 && kib < 5 * 1024),
+        "{before} KiB, then {after:?}"
     );
     t.stop().await;
 }

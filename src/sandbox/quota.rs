@@ -43,11 +43,15 @@ pub const UNMEASURED_LIMIT: u32 = 3;
 const MARK: &str = "clawpen-workspace-kb";
 
 /// The measurement, run with `sh -c` in the box: the workspace's allocated KiB, plus the
-/// blocks of deleted files that processes in the box hold open there, then whether `du`
-/// read everything (its exit status).
+/// blocks of deleted files that processes in the box hold open there, then whether all of
+/// it could be read: `du`'s exit status, or 1 when a process hides its open files (one
+/// that made itself non-dumpable has a `/proc/PID/fd` the box user cannot read).
 const MEASURE: &str = r#"used=$(du -sk /workspace 2>/dev/null); status=$?
 kb=${used%%[!0-9]*}
 kb=${kb:-0}
+for dir in /proc/[0-9]*/fd; do
+  if [ ! -r "$dir" ] && [ -e "$dir" ]; then status=1; fi
+done
 for fd in /proc/[0-9]*/fd/*; do
   case "$(readlink "$fd" 2>/dev/null)" in
     /workspace/*" (deleted)")
