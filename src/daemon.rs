@@ -2,8 +2,8 @@
 //!
 //! The store and the sandbox are opened first; the rest are [`Component`]s, started in this
 //! order and stopped in reverse: the router (recovering what the last run left), the
-//! scheduler, the inbound-log pruning, the workspace quota's watchdog, the metrics endpoint (when `[metrics] listen` is set), the adapters,
-//! and in `clawpen run` the control socket.
+//! scheduler, the inbound-log pruning, the workspace quota's watchdog, the metrics endpoint
+//! (when `[metrics] listen` is set), the adapters, and in `clawpen run` the control socket.
 
 use std::sync::Arc;
 use std::time::Duration;

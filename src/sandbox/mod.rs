@@ -481,10 +481,9 @@ impl Sandbox {
                 let state = info.state.unwrap_or_default();
                 let running = state.running.unwrap_or(false)
                     || matches!(state.status, Some(ContainerStateStatusEnum::RUNNING));
-                let stopped_for = match running {
-                    true => None,
-                    false => info.id.and_then(|id| self.stopped_for().get(&id).cloned()),
-                };
+                // Also while the engine still shows the box running: the kill is under way
+                // (the reason goes when the box starts again).
+                let stopped_for = info.id.and_then(|id| self.stopped_for().get(&id).cloned());
                 Ok(Some(BoxExit {
                     stopped_for,
                     running,
