@@ -2,8 +2,8 @@
 //!
 //! The store and the sandbox are opened first; the rest are [`Component`]s, started in this
 //! order and stopped in reverse: the router (recovering what the last run left), the
-//! scheduler, the inbound-log pruning, the metrics endpoint (when `[metrics] listen` is set), the adapters,
-//! and in `clawpen run` the control socket.
+//! scheduler, the inbound-log pruning, the workspace quota's watchdog, the metrics endpoint
+//! (when `[metrics] listen` is set), the adapters, and in `clawpen run` the control socket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,6 +209,12 @@ impl Bridge {
         let store = router.store().clone();
         components.register(Job::new("inbound pruning", move |stop, _| {
             prune_inbound(store, stop)
+        }));
+        // Every running box's workspace against `[box] workspace_mb`; after the router,
+        // whose recovery adopts the boxes the last run left.
+        let sandbox = router.sandbox().clone();
+        components.register(Job::new("workspace quota", move |stop, _| {
+            crate::sandbox::quota::watch(sandbox, stop)
         }));
         let liveness: Vec<Arc<AdapterLiveness>> =
             metered.into_iter().map(AdapterLiveness::new).collect();

@@ -519,3 +519,34 @@ async fn a_slow_harness_reads_a_10_mb_answer_whole() {
     assert!(stopped, "the stream did not end with message_stop");
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shell_command_that_leaves_orphans_keeps_its_exit_code_and_leaves_no_zombie() {
+    let model = FakeModel::start().await;
+    // Orphans of every kind: background jobs of subshells, and daemons in their own session.
+    let command =
+        "for i in $(seq 20); do (sleep 0.1 &); setsid sleep 0.1 & done; echo spawned; exit 3";
+    model.push_reply(Reply::tool_call("shell", json!({ "command": command })));
+    model.push_reply(Reply::tool_call(
+        "shell",
+        json!({ "command": "echo second; exit 0" }),
+    ));
+    model.push_reply(Reply::text("done"));
+    let t = anthropic_bridge(&model, |c| c.limits.pids = 64).await;
+
+    assert_eq!(t.ask("reaped", "make orphans").await, "done");
+    let requests = model.requests();
+    let first = last_tool_result(&requests[1].body);
+    assert!(
+        first.contains("spawned") && first.ends_with("[exit code 3]"),
+        "{first}"
+    );
+    let second = last_tool_result(&requests[2].body);
+    assert_eq!(second.trim(), "second");
+    let reaped = eventually(Duration::from_secs(20), || async {
+        t.zombies("reaped").await == 0
+    })
+    .await;
+    assert!(reaped, "{} zombies left", t.zombies("reaped").await);
+    t.stop().await;
+}

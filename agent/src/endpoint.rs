@@ -57,8 +57,8 @@ struct Endpoint {
 /// the in-box HTTP endpoint meanwhile. An error means stdin or stdout failed; bad input
 /// never ends the loop.
 pub async fn run(config: Config) -> io::Result<()> {
-    // The box's PID 1 gets no default signal handling, so `docker stop` and Ctrl-C on an
-    // attached terminal only work if the agent listens for them itself.
+    // `docker stop` and Ctrl-C on an attached terminal (passed on by the box's init) end
+    // the agent after what is queued is written, not in the middle of a line.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
 

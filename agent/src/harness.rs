@@ -15,7 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::config::Limits;
-use crate::process::{read_some, Group, Reaper, AFTER_EXIT};
+use crate::process::{read_some, Group, AFTER_EXIT};
 use crate::provider::run::{Out, TaskRun, TurnResult};
 
 /// The key handed to the harness. It is not secret and goes nowhere: the endpoint strips
@@ -33,7 +33,6 @@ pub struct Harness {
     /// The in-box endpoint's port.
     port: u16,
     limits: Limits,
-    reaper: Reaper,
 }
 
 impl Harness {
@@ -44,7 +43,6 @@ impl Harness {
             workspace,
             port,
             limits,
-            reaper: Reaper::default(),
         }
     }
 
@@ -65,7 +63,6 @@ impl Harness {
     }
 
     async fn run(self, input: String, options: TurnOptions, mut out: Out) -> TurnResult {
-        self.reaper.reap();
         let base = format!("http://127.0.0.1:{}", self.port);
         let mut command = Command::new("sh");
         command
@@ -87,7 +84,7 @@ impl Harness {
         let mut child = command
             .spawn()
             .map_err(|err| format!("could not start the harness: {err}"))?;
-        let mut group = Group::new(&child, &self.reaper);
+        let mut group = Group::new(&child);
         let mut stdin = child.stdin.take();
         let mut stdout = child.stdout.take();
         let mut stderr = child.stderr.take();

@@ -26,13 +26,15 @@
 //!   `harness`), and the model wire formats.
 //! - `agent`: the built-in agent loop, its tools and its memory.
 //! - `harness`: an external agent program run per turn.
-//! - `process`: process groups and reaping, for the shell tool and the harness.
+//! - `process`: process groups, for the shell tool and the harness.
+//! - `init`: the box's PID 1, which starts the agent and reaps every orphan in the box.
 
 mod agent;
 mod config;
 mod endpoint;
 mod harness;
 mod http;
+mod init;
 mod process;
 mod provider;
 mod session;
@@ -48,6 +50,9 @@ use config::Config;
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
+    if init::is_init() {
+        return init::run();
+    }
     let config = Config::from_env();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_io()

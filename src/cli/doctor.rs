@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use clawpen_adapters::egress::Egress;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, SeccompChoice};
 use crate::control;
+use crate::sandbox::seccomp::Seccomp;
 use crate::sandbox::{self, image, Sandbox};
 use crate::store::Store;
 
@@ -148,6 +149,45 @@ async fn network() -> bool {
     healthy
 }
 
+/// The seccomp profile boxes run under, and whether the engine can apply it. False if the
+/// profile is unusable or the engine has no seccomp support.
+async fn seccomp(config: &Config, docker: &bollard::Docker) -> bool {
+    let profile = match config.limits.seccomp {
+        SeccompChoice::Engine => {
+            println!(
+                "warn seccomp: the engine's default profile ([box] seccomp = \"engine\"); \
+                 it may allow io_uring — use \"clawpen\" where the engine supports it"
+            );
+            return true;
+        }
+        SeccompChoice::Clawpen => match Seccomp::clawpen() {
+            Ok(profile) => profile,
+            Err(e) => return report(false, "seccomp", &format!("{e} — rebuild clawpen")),
+        },
+    };
+    // The engine lists `name=seccomp,profile=…` among its security options when it can
+    // apply a profile; an engine that does not say refuses to create boxes with one.
+    let engine = docker
+        .info()
+        .await
+        .ok()
+        .and_then(|info| info.security_options)
+        .unwrap_or_default();
+    if engine.iter().any(|option| option.contains("seccomp")) {
+        report(true, "seccomp", &profile.describe())
+    } else {
+        report(
+            false,
+            "seccomp",
+            &format!(
+                "{} cannot be applied: the engine reports no seccomp support — enable it, or \
+                 set [box] seccomp = \"engine\"",
+                profile.describe()
+            ),
+        )
+    }
+}
+
 /// The one command that builds every piece of the box image.
 fn setup_command() -> String {
     if image::in_checkout() {
@@ -243,6 +283,7 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
                 .and_then(|v| v.version)
                 .unwrap_or_default();
             report(true, "engine", &format!("Docker {version} at {host}"));
+            healthy &= seccomp(&config, &docker).await;
             // Building the image needs the two pieces above; when one is missing, the
             // command that makes everything fixes the image too.
             let fix = if pieces {

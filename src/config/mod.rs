@@ -95,6 +95,26 @@ pub struct BoxLimits {
     pub tmp_mb: u64,
     /// Size cap of the engine's stored logs of one box, in KiB.
     pub log_kb: u64,
+    /// The most the box's workspace may hold, in MiB; a box found over it is stopped and
+    /// its chat told. 0 for no limit.
+    pub workspace_mb: u64,
+    /// How often every running box's workspace is measured against `workspace_mb`, in
+    /// seconds.
+    pub workspace_check_secs: u64,
+    /// Which seccomp profile boxes run under.
+    pub seccomp: SeccompChoice,
+}
+
+/// The seccomp profile of every box (`[box] seccomp`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompChoice {
+    /// clawpen's own allowlist (see `sandbox::seccomp`), without io_uring.
+    #[default]
+    Clawpen,
+    /// The engine's default profile: only for engines that cannot apply a profile of
+    /// their own.
+    Engine,
 }
 
 impl Default for BoxLimits {
@@ -105,6 +125,9 @@ impl Default for BoxLimits {
             pids: 256,
             tmp_mb: 64,
             log_kb: 1024,
+            workspace_mb: 2048,
+            workspace_check_secs: 30,
+            seccomp: SeccompChoice::Clawpen,
         }
     }
 }

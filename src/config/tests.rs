@@ -293,3 +293,18 @@ fn the_metrics_endpoint_is_off_unless_an_address_is_given() {
         .unwrap_or_default();
     assert!(err.contains("CLAWPEN_METRICS_LISTEN"), "{err}");
 }
+
+#[test]
+fn box_workspace_quota_and_seccomp_are_read_from_the_file() {
+    let config = Config::parse("").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.limits.workspace_mb, 2048);
+    assert_eq!(config.limits.seccomp, super::SeccompChoice::Clawpen);
+    let config = Config::parse("[box]\nworkspace_mb = 5\nseccomp = \"engine\"\n")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.limits.workspace_mb, 5);
+    assert_eq!(config.limits.seccomp, super::SeccompChoice::Engine);
+    let err = Config::parse("[box]\nseccomp = \"off\"\n")
+        .err()
+        .unwrap_or_default();
+    assert!(err.contains("clawpen") && err.contains("engine"), "{err}");
+}

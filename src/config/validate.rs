@@ -32,6 +32,9 @@ impl Config {
         if self.limits.pids < 8 {
             return invalid("box.pids", "must be at least 8");
         }
+        if self.limits.workspace_check_secs == 0 {
+            return invalid("box.workspace_check_secs", "must be at least 1");
+        }
         if self.provider.is_empty() {
             return invalid("provider", "must not be empty");
         }

@@ -137,14 +137,23 @@ pub fn box_gone_message(exit: Option<&BoxExit>, stopped: Option<Stopped>) -> Str
         // Gone, or going: `docker rm -f` kills first, so the box would also show 137.
         (None, None) => "the box was removed".to_string(),
         (None, Some(exit)) if exit.removing => "the box was removed".to_string(),
+        // The bridge stopped it (over its workspace quota): its own words say why and what
+        // to do, so the usual advice to retry does not follow.
+        (
+            None,
+            Some(BoxExit {
+                stopped_for: Some(reason),
+                ..
+            }),
+        ) => return format!("This turn failed: the box was stopped: {reason}."),
         (None, Some(exit)) if exit.oom_killed => {
             "the box ran out of memory and was stopped".to_string()
         }
         (None, Some(exit)) if exit.running => "the connection to the box was lost".to_string(),
         (None, Some(exit)) => match exit.exit_code {
-            // SIGKILL: the agent is the box's PID 1, which nothing inside the box can
-            // SIGKILL, and the kernel's memory killer is reported above; so `docker kill`
-            // or the engine killing it.
+            // SIGKILL, and the kernel's memory killer is reported above: `docker kill` or
+            // the engine killing it (or, rarely, a process in the box killing its agent,
+            // which the box's init reports the same way).
             Some(137) => "the box was stopped from outside (killed)".to_string(),
             // The agent exits 0 only on a stop signal or when its input ends, and the bridge
             // keeps its input open through a turn: so `docker stop`, or the engine shutting
@@ -176,7 +185,20 @@ mod tests {
             exit_code: Some(code),
             oom_killed: false,
             removing: false,
+            stopped_for: None,
         }
+    }
+
+    #[test]
+    fn a_box_the_bridge_stopped_is_explained_in_the_bridges_words() {
+        let stopped = BoxExit {
+            stopped_for: Some("its workspace is over the 5 MB limit (8 MB used)".into()),
+            ..exited(137)
+        };
+        assert_eq!(
+            box_gone_message(Some(&stopped), None),
+            "This turn failed: the box was stopped: its workspace is over the 5 MB limit (8 MB used)."
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Every box and volume carries the labels [`spec::LABEL_CONVERSATION`] and
 //! [`spec::LABEL_INSTANCE`], which is how a restarted bridge finds its boxes again.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerStateStatusEnum, VolumeCreateRequest};
@@ -21,14 +22,17 @@ mod exec;
 mod files;
 pub mod image;
 pub mod mounts;
+pub mod quota;
+pub mod seccomp;
 pub mod spec;
 
 pub use attach::{BoxConn, BoxInput, BoxOutput, Outputs, OUTPUT_BYTES};
 pub use files::MAX_UPLOAD;
 use mounts::{AllowedMount, MountError};
+use seccomp::{Seccomp, SeccompError};
 use spec::{AgentEnv, BoxSpec};
 
-use crate::config::{BoxLimits, Config};
+use crate::config::{BoxLimits, Config, SeccompChoice};
 use crate::metrics::{BoxStart, Metrics};
 
 /// A failure of the sandbox, in our words; engine errors are converted where they enter.
@@ -71,6 +75,9 @@ pub enum SandboxError {
     /// A mount was refused.
     #[error(transparent)]
     Mount(#[from] MountError),
+    /// The built-in seccomp profile is unusable.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// A protocol message could not be encoded.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -163,6 +170,9 @@ pub struct BoxExit {
     /// Whether the engine is removing it (`docker rm -f`), or left it dead after a removal
     /// failed part-way. Such a box also shows the exit code of the kill that came first.
     pub removing: bool,
+    /// Why the bridge itself stopped the box (over its workspace quota), in words for its
+    /// chat: "the box was stopped: <this>".
+    pub stopped_for: Option<String>,
 }
 
 /// The result of making sure a conversation's box runs.
@@ -192,6 +202,11 @@ struct Inner {
     env: AgentEnv,
     /// Per-conversation model and harness overrides.
     conversations: std::collections::BTreeMap<String, crate::config::ConversationSettings>,
+    /// The seccomp profile of every box; `None` leaves the engine's default in force.
+    seccomp: Option<Seccomp>,
+    /// Why the bridge stopped a box, by container id, until it starts again: read when
+    /// the box's conversation asks how it ended. A std mutex, held only to read or write.
+    stopped_for: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -227,6 +242,10 @@ impl Sandbox {
             Some(path) => Some(mounts::check_instructions(path)?),
             None => None,
         };
+        let seccomp = match config.limits.seccomp {
+            SeccompChoice::Clawpen => Some(Seccomp::clawpen()?),
+            SeccompChoice::Engine => None,
+        };
         let (docker, host) = connect_engine().await?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -244,6 +263,8 @@ impl Sandbox {
                     instructions,
                 },
                 conversations: config.conversations.clone(),
+                seccomp,
+                stopped_for: Mutex::new(HashMap::new()),
             }),
             metrics: Metrics::off(),
         })
@@ -268,6 +289,36 @@ impl Sandbox {
             env.harness = own.harness.clone().or(env.harness);
         }
         env
+    }
+
+    /// The seccomp profile boxes run under; `None` when the engine's default is in force.
+    pub fn seccomp(&self) -> Option<&Seccomp> {
+        self.inner.seccomp.as_ref()
+    }
+
+    /// The workspace quota and how often it is checked.
+    pub fn limits(&self) -> &BoxLimits {
+        &self.inner.limits
+    }
+
+    fn stopped_for(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        // A poisoned map only means a panic mid-insert; its entries are still usable.
+        self.inner
+            .stopped_for
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Kill a box for a reason of the bridge's own (`reason` completes "the box was
+    /// stopped: …"), which its conversation is told when it finds the box gone.
+    pub async fn stop_for(
+        &self,
+        container: &ContainerId,
+        reason: String,
+    ) -> Result<(), SandboxError> {
+        self.stopped_for()
+            .insert(container.as_str().to_string(), reason);
+        self.kill(container).await
     }
 
     /// The engine client, for diagnostics and tests.
@@ -306,54 +357,80 @@ impl Sandbox {
             Some(exit) if exit.running => {
                 let id = self.container_id(&name).await?;
                 self.metrics.box_started(BoxStart::Adopted);
-                Ok(Started {
+                return Ok(Started {
                     container: ContainerId(id),
                     fresh: false,
-                })
+                });
             }
             Some(_) => {
                 let id = self.container_id(&name).await?;
-                self.start(&id).await?;
-                self.metrics.box_started(BoxStart::Resumed);
-                Ok(Started {
-                    container: ContainerId(id),
-                    fresh: true,
-                })
+                self.stopped_for().remove(&id);
+                if !self.outdated(&id).await? {
+                    self.start(&id).await?;
+                    self.metrics.box_started(BoxStart::Resumed);
+                    return Ok(Started {
+                        container: ContainerId(id),
+                        fresh: true,
+                    });
+                }
+                // Made before the current hardening (without the seccomp profile, or with
+                // another): made again below. Its root is read-only and its /tmp went with
+                // the stop, so only the container goes; the workspace volume stays.
+                tracing::info!(conversation = %conversation, r#box = %id, "the box's security options are out of date; making it again");
+                self.remove_container(&ContainerId(id)).await?;
             }
-            None => {
-                self.ensure_volume(conversation).await?;
-                let body = spec::container_body(&BoxSpec {
-                    instance: &self.inner.instance,
-                    conversation,
-                    image: &self.inner.image,
-                    limits: &self.inner.limits,
-                    mounts: &self.inner.mounts,
-                    env: &self.agent_env(conversation),
-                });
-                let options = CreateContainerOptions {
-                    name: Some(name.clone()),
-                    platform: String::new(),
-                };
-                let created = match docker.create_container(Some(options), body).await {
-                    Ok(created) => created,
-                    Err(e) => {
-                        let err = SandboxError::from_engine("create", &name, e);
-                        if err.is_status(404) {
-                            return Err(SandboxError::ImageMissing {
-                                image: self.inner.image.clone(),
-                            });
-                        }
-                        return Err(err);
-                    }
-                };
-                self.start(&created.id).await?;
-                self.metrics.box_started(BoxStart::Cold);
-                Ok(Started {
-                    container: ContainerId(created.id),
-                    fresh: true,
-                })
-            }
+            None => {}
         }
+        self.ensure_volume(conversation).await?;
+        let body = spec::container_body(&BoxSpec {
+            instance: &self.inner.instance,
+            conversation,
+            image: &self.inner.image,
+            limits: &self.inner.limits,
+            mounts: &self.inner.mounts,
+            env: &self.agent_env(conversation),
+            seccomp: self.inner.seccomp.as_ref(),
+        });
+        let options = CreateContainerOptions {
+            name: Some(name.clone()),
+            platform: String::new(),
+        };
+        let created = match docker.create_container(Some(options), body).await {
+            Ok(created) => created,
+            Err(e) => {
+                let err = SandboxError::from_engine("create", &name, e);
+                if err.is_status(404) {
+                    return Err(SandboxError::ImageMissing {
+                        image: self.inner.image.clone(),
+                    });
+                }
+                return Err(err);
+            }
+        };
+        self.start(&created.id).await?;
+        self.metrics.box_started(BoxStart::Cold);
+        Ok(Started {
+            container: ContainerId(created.id),
+            fresh: true,
+        })
+    }
+
+    /// Whether a stopped box was made with other security options than a new box gets
+    /// now (before the seccomp profile, or with another one).
+    async fn outdated(&self, id: &str) -> Result<bool, SandboxError> {
+        let info = self
+            .inner
+            .docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|e| SandboxError::from_engine("inspect", id, e))?;
+        let has: Vec<String> = info
+            .host_config
+            .and_then(|h| h.security_opt)
+            .unwrap_or_default();
+        let seccomp = |opts: &[String]| opts.iter().find(|o| o.starts_with("seccomp=")).cloned();
+        let wanted = self.inner.seccomp.as_ref().map(Seccomp::security_opt);
+        Ok(seccomp(&has) != wanted)
     }
 
     async fn ensure_volume(&self, conversation: &ConversationKey) -> Result<(), SandboxError> {
@@ -404,7 +481,11 @@ impl Sandbox {
                 let state = info.state.unwrap_or_default();
                 let running = state.running.unwrap_or(false)
                     || matches!(state.status, Some(ContainerStateStatusEnum::RUNNING));
+                // Also while the engine still shows the box running: the kill is under way
+                // (the reason goes when the box starts again).
+                let stopped_for = info.id.and_then(|id| self.stopped_for().get(&id).cloned());
                 Ok(Some(BoxExit {
+                    stopped_for,
                     running,
                     exit_code: if running { None } else { state.exit_code },
                     oom_killed: state.oom_killed.unwrap_or(false),

@@ -9,6 +9,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Moun
 use clawpen_adapters::ConversationKey;
 
 use super::mounts::AllowedMount;
+use super::seccomp::Seccomp;
 use crate::config::BoxLimits;
 
 /// Label carrying the conversation key of a box.
@@ -52,6 +53,8 @@ pub struct BoxSpec<'a> {
     pub mounts: &'a [AllowedMount],
     /// The agent's non-secret environment.
     pub env: &'a AgentEnv,
+    /// The seccomp profile to apply; `None` leaves the engine's default in force.
+    pub seccomp: Option<&'a Seccomp>,
 }
 
 /// A short stable hash (FNV-1a, 64 bit), so names and labels do not depend on the std
@@ -158,7 +161,11 @@ pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
             format!("rw,nosuid,nodev,size={}m,mode=1777", limits.tmp_mb),
         )])),
         cap_drop: Some(vec!["ALL".into()]),
-        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        security_opt: Some(
+            std::iter::once("no-new-privileges:true".to_string())
+                .chain(spec.seccomp.map(Seccomp::security_opt))
+                .collect(),
+        ),
         privileged: Some(false),
         pids_limit: Some(limits.pids),
         memory: Some(memory),
@@ -215,6 +222,7 @@ mod tests {
 
     #[test]
     fn a_box_is_hardened_by_default() {
+        let seccomp = Seccomp::clawpen().unwrap_or_else(|e| panic!("{e}"));
         let key = ConversationKey::new("terminal", "me");
         let env = AgentEnv {
             provider: "echo".into(),
@@ -230,8 +238,12 @@ mod tests {
             limits: &BoxLimits::default(),
             mounts: &[],
             env: &env,
+            seccomp: Some(&seccomp),
         });
         let host = body.host_config.clone().unwrap_or_default();
+        let security = host.security_opt.clone().unwrap_or_default();
+        assert_eq!(security[0], "no-new-privileges:true");
+        assert_eq!(security[1], seccomp.security_opt());
         assert_eq!(host.network_mode.as_deref(), Some("none"));
         assert_eq!(host.readonly_rootfs, Some(true));
         assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));

@@ -175,6 +175,15 @@ impl TestBridge {
         .await
     }
 
+    /// How many zombie processes a conversation's box holds now (ended, never reaped).
+    pub async fn zombies(&self, name: &str) -> usize {
+        let count = "grep -l '^State:.*Z' /proc/[0-9]*/status 2>/dev/null | wc -l";
+        let (_, out) = self.exec(name, &["sh", "-c", count]).await;
+        out.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("zombie count: {out:?}"))
+    }
+
     /// What a conversation's box wrote to stderr (its log lines), as the engine kept it.
     pub async fn box_stderr(&self, name: &str) -> String {
         let container = self.container(name).await;

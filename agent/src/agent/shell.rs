@@ -7,7 +7,7 @@
 //! runners put what matters.
 //!
 //! Background jobs a command leaves running (`server &`) are left alone when it exits on
-//! its own; [`Reaper`] reaps them when they end.
+//! its own; when they end, the box's init reaps them (see `init`).
 
 use std::path::Path;
 use std::process::Stdio;
@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-pub use crate::process::Reaper;
 use crate::process::{read_some, Group};
 
 /// The timeout when the model gives none.
@@ -82,9 +81,7 @@ pub async fn run(
     dir: &Path,
     timeout: Duration,
     cap: usize,
-    reaper: &Reaper,
 ) -> std::io::Result<String> {
-    reaper.reap();
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -95,7 +92,7 @@ pub async fn run(
         .process_group(0)
         .kill_on_drop(true)
         .spawn()?;
-    let mut group = Group::new(&child, reaper);
+    let mut group = Group::new(&child);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let mut capture = Capture::new(cap);
@@ -188,20 +185,18 @@ mod tests {
     #[tokio::test]
     async fn output_and_exit_codes_are_reported() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let reaper = Reaper::default();
         let text = run(
             "echo out; echo err >&2; exit 3",
             dir.path(),
             DEFAULT_TIMEOUT,
             1024,
-            &reaper,
         )
         .await?;
         assert!(text.contains("out\n") && text.contains("err\n"), "{text}");
         assert!(text.ends_with("[exit code 3]"), "{text}");
-        let text = run("true", dir.path(), DEFAULT_TIMEOUT, 1024, &reaper).await?;
+        let text = run("true", dir.path(), DEFAULT_TIMEOUT, 1024).await?;
         assert_eq!(text, "(no output; exit code 0)");
-        let text = run("pwd", dir.path(), DEFAULT_TIMEOUT, 1024, &reaper).await?;
+        let text = run("pwd", dir.path(), DEFAULT_TIMEOUT, 1024).await?;
         assert_eq!(
             text.trim(),
             dir.path().canonicalize()?.to_string_lossy().as_ref()
@@ -217,7 +212,6 @@ mod tests {
             dir.path(),
             DEFAULT_TIMEOUT,
             16 * 1024,
-            &Reaper::default(),
         )
         .await?;
         assert!(text.len() < 16 * 1024 + 200, "{}", text.len());
@@ -236,14 +230,7 @@ mod tests {
             marker.display()
         );
         let start = Instant::now();
-        let text = run(
-            &command,
-            dir.path(),
-            Duration::from_millis(500),
-            1024,
-            &Reaper::default(),
-        )
-        .await?;
+        let text = run(&command, dir.path(), Duration::from_millis(500), 1024).await?;
         assert!(
             start.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -259,16 +246,8 @@ mod tests {
     #[tokio::test]
     async fn a_background_job_holding_the_pipe_does_not_block() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
-        let reaper = Reaper::default();
         let start = Instant::now();
-        let text = run(
-            "sleep 5 & echo done",
-            dir.path(),
-            DEFAULT_TIMEOUT,
-            1024,
-            &reaper,
-        )
-        .await?;
+        let text = run("sleep 5 & echo done", dir.path(), DEFAULT_TIMEOUT, 1024).await?;
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "{:?}",
@@ -283,8 +262,7 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let marker = dir.path().join("survived");
         let command = format!("sleep 1; touch {}", marker.display());
-        let reaper = Reaper::default();
-        let running = run(&command, dir.path(), DEFAULT_TIMEOUT, 1024, &reaper);
+        let running = run(&command, dir.path(), DEFAULT_TIMEOUT, 1024);
         assert!(tokio::time::timeout(Duration::from_millis(200), running)
             .await
             .is_err());

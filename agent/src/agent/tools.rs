@@ -17,7 +17,7 @@ use super::files;
 use super::fs::Workspace;
 use super::memory::clip;
 use super::search;
-use super::shell::{self, Reaper};
+use super::shell;
 use super::tasks;
 use crate::provider::run::Out;
 use crate::provider::wire::{ToolCall, ToolSpec};
@@ -60,7 +60,6 @@ impl Outcome {
 pub struct Tools {
     workspace: Workspace,
     tunnel: Tunnel,
-    reaper: Reaper,
 }
 
 /// The tools as offered to the model.
@@ -178,11 +177,7 @@ fn base_specs() -> Vec<ToolSpec> {
 impl Tools {
     /// Tools working in `workspace`, fetching through `tunnel`.
     pub fn new(workspace: Workspace, tunnel: Tunnel) -> Self {
-        Tools {
-            workspace,
-            tunnel,
-            reaper: Reaper::default(),
-        }
+        Tools { workspace, tunnel }
     }
 
     /// Run one call: a status line to `out`, then the tool.
@@ -214,7 +209,6 @@ impl Tools {
                     self.workspace.root(),
                     Duration::from_secs(secs),
                     SHELL_OUTPUT,
-                    &self.reaper,
                 )
                 .await
                 .map_err(|err| format!("could not start the shell: {err}"))?;

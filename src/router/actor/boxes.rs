@@ -270,6 +270,16 @@ impl Actor {
         drop(session);
         let Some(turn) = self.turn.as_mut() else {
             tracing::debug!(conversation = %self.key, "box detached while idle");
+            // Stopped by the bridge between turns (a background job filled the workspace):
+            // the chat hears why, or its next message would meet the same stop unexplained.
+            if let Some(reason) = exit.and_then(|e| e.stopped_for) {
+                if let Some(outbox) = self.outbox() {
+                    outbox.notice(
+                        ReplyState::new(None),
+                        &format!("⚠️ The box was stopped: {reason}."),
+                    );
+                }
+            }
             return;
         };
         let message = box_gone_message(exit.as_ref(), turn.stopped);

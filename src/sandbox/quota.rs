@@ -1,0 +1,267 @@
+//! The workspace quota (`[box] workspace_mb`): a watchdog that measures every running box's
+//! workspace and stops a box found over its quota, telling its chat why.
+//!
+//! Why a watchdog and not the engine: a workspace is a named volume of the engine's `local`
+//! driver, a directory on the engine host's disk, and that driver takes no size option
+//! except for `tmpfs` volumes, which live in memory and are lost when the box stops.
+//! (`--storage-opt size` bounds only a container's own writable layer, which a box does not
+//! write to: its root is read-only.) So the bridge measures instead, and a box can exceed
+//! its quota by what it writes between two checks (`[box] workspace_check_secs`).
+//!
+//! The measurement runs in the box (the engine host's disk may be out of the bridge's reach,
+//! in a VM or behind `DOCKER_HOST`), as the box user, so a hostile box may try to make it
+//! slow or wrong. Hence:
+//! - it counts allocated blocks (`du -sk`), so sparse files count for what they take;
+//! - it adds files deleted but still held open by a process in the box, which `du` cannot
+//!   see but which fill the disk all the same;
+//! - it has a time limit, and a box whose workspace cannot be measured (a directory it made
+//!   unreadable, a tree too big to walk in time, no room for one more process)
+//!   [`UNMEASURED_LIMIT`] times in a row is stopped as well: measuring it is the condition
+//!   of running it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clawpen_domain::ContainerId;
+use futures_util::StreamExt;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use super::Sandbox;
+
+/// How long one box's measurement may take.
+pub const MEASURE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Boxes measured at once, so that many boxes do not load the engine all together.
+const MEASURED_AT_ONCE: usize = 4;
+
+/// How many checks in a row may fail to measure a box before it is stopped.
+pub const UNMEASURED_LIMIT: u32 = 3;
+
+/// The marker of the measurement's result line, so that whatever else the box prints is
+/// ignored.
+const MARK: &str = "clawpen-workspace-kb";
+
+/// The measurement, run with `sh -c` in the box: the workspace's allocated KiB, plus the
+/// blocks of deleted files that processes in the box hold open there, then whether all of
+/// it could be read: `du`'s exit status, or 1 when a process hides its open files (one
+/// that made itself non-dumpable has a `/proc/PID/fd` the box user cannot read).
+const MEASURE: &str = r#"used=$(du -sk /workspace 2>/dev/null); status=$?
+kb=${used%%[!0-9]*}
+kb=${kb:-0}
+for dir in /proc/[0-9]*/fd; do
+  if [ ! -r "$dir" ] && [ -e "$dir" ]; then status=1; fi
+done
+for fd in /proc/[0-9]*/fd/*; do
+  case "$(readlink "$fd" 2>/dev/null)" in
+    /workspace/*" (deleted)")
+      if held=$(stat -L -c '%b*%B/1024' "$fd" 2>/dev/null); then kb=$((kb + $held)); fi;;
+  esac
+done
+echo "clawpen-workspace-kb $kb $status""#;
+
+/// What one measurement found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Measured {
+    /// The workspace takes this many KiB.
+    Kib(u64),
+    /// Parts could not be read; they take at least this many KiB.
+    AtLeast(u64),
+    /// Nothing usable came back.
+    Unknown,
+}
+
+/// Read the measurement's output.
+pub fn parse(output: &str) -> Measured {
+    let Some(line) = output.lines().rev().find(|l| l.starts_with(MARK)) else {
+        return Measured::Unknown;
+    };
+    let mut fields = line.split_whitespace().skip(1);
+    let kib = fields.next().and_then(|f| f.parse::<u64>().ok());
+    let status = fields.next().and_then(|f| f.parse::<i64>().ok());
+    match (kib, status) {
+        (Some(kib), Some(0)) => Measured::Kib(kib),
+        (Some(kib), _) => Measured::AtLeast(kib),
+        (None, _) => Measured::Unknown,
+    }
+}
+
+/// What to do with a box after a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within its quota (or not measured yet often enough to act).
+    Keep,
+    /// Stop it; the text completes "the box was stopped: …".
+    Stop(String),
+}
+
+/// The quota's decisions for one box, with no I/O: `unmeasured` counts the checks in a
+/// row that could not measure it, and is updated here.
+pub fn judge(limit_mb: u64, measured: Measured, unmeasured: &mut u32) -> Verdict {
+    let limit_kib = limit_mb.saturating_mul(1024);
+    let over = |kib: u64| {
+        Verdict::Stop(format!(
+            "its workspace is over the {limit_mb} MB limit ({} MB used). The next message \
+             starts it again: have files deleted to make room, or ask the operator to raise \
+             `[box] workspace_mb`",
+            kib.div_ceil(1024)
+        ))
+    };
+    match measured {
+        Measured::Kib(kib) if kib > limit_kib => over(kib),
+        Measured::Kib(_) => {
+            *unmeasured = 0;
+            Verdict::Keep
+        }
+        Measured::AtLeast(kib) if kib > limit_kib => over(kib),
+        Measured::AtLeast(_) | Measured::Unknown => {
+            *unmeasured += 1;
+            if *unmeasured < UNMEASURED_LIMIT {
+                return Verdict::Keep;
+            }
+            Verdict::Stop(format!(
+                "its workspace could not be measured against the {limit_mb} MB limit \
+                 {UNMEASURED_LIMIT} times in a row (a directory the box user cannot read, \
+                 too many files to count within {} s, or no room for one more process)",
+                MEASURE_TIMEOUT.as_secs()
+            ))
+        }
+    }
+}
+
+impl Sandbox {
+    /// Measure one running box's workspace.
+    pub async fn measure_workspace(&self, container: &ContainerId) -> Measured {
+        match self.run_in_box(container, MEASURE, MEASURE_TIMEOUT).await {
+            Ok(ran) => parse(&ran.output),
+            Err(e) => {
+                tracing::debug!(r#box = %container, error = %e, "could not measure the workspace");
+                Measured::Unknown
+            }
+        }
+    }
+}
+
+/// Check every running box of this instance every `[box] workspace_check_secs` until
+/// `stop` fires; does nothing when `[box] workspace_mb` is 0.
+pub async fn watch(sandbox: Sandbox, stop: CancellationToken) {
+    let limit_mb = sandbox.limits().workspace_mb;
+    if limit_mb == 0 {
+        return;
+    }
+    let mut ticks =
+        tokio::time::interval(Duration::from_secs(sandbox.limits().workspace_check_secs));
+    // A round that took longer than the interval is followed by the next, not by a burst.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    // Checks in a row that could not measure each box; boxes no longer running drop out.
+    let mut unmeasured: HashMap<ContainerId, u32> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let round = check_all(&sandbox, limit_mb, &mut unmeasured);
+        tokio::select! {
+            _ = round => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One round: measure every running box (a few at a time) and stop those over quota.
+async fn check_all(sandbox: &Sandbox, limit_mb: u64, unmeasured: &mut HashMap<ContainerId, u32>) {
+    let running: Vec<ContainerId> = match sandbox.list().await {
+        Ok(boxes) => boxes
+            .into_iter()
+            .filter(|b| b.running)
+            .map(|b| b.id)
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not list the boxes to check their workspaces");
+            return;
+        }
+    };
+    unmeasured.retain(|id, _| running.contains(id));
+    let measured: Vec<(ContainerId, Measured)> = futures_util::stream::iter(running)
+        .map(|id| async move {
+            let measured = sandbox.measure_workspace(&id).await;
+            (id, measured)
+        })
+        .buffer_unordered(MEASURED_AT_ONCE)
+        .collect()
+        .await;
+    for (id, measured) in measured {
+        let count = unmeasured.entry(id.clone()).or_default();
+        let Verdict::Stop(reason) = judge(limit_mb, measured, count) else {
+            continue;
+        };
+        // Stopped in the meantime (idle, or its conversation ended it): nothing to do.
+        if !matches!(sandbox.inspect(&id).await, Ok(Some(exit)) if exit.running) {
+            continue;
+        }
+        tracing::warn!(r#box = %id, limit_mb, ?measured, "stopping a box over its workspace quota");
+        unmeasured.remove(&id);
+        if let Err(e) = sandbox.stop_for(&id, reason).await {
+            tracing::warn!(r#box = %id, error = %e, "could not stop a box over its workspace quota");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_measurement_is_read_from_its_own_line() {
+        assert_eq!(parse("clawpen-workspace-kb 1234 0\n"), Measured::Kib(1234));
+        assert_eq!(
+            parse("noise from a hostile profile\nclawpen-workspace-kb 77 1\n"),
+            Measured::AtLeast(77)
+        );
+        assert_eq!(parse("clawpen-workspace-kb  0\n"), Measured::AtLeast(0));
+        assert_eq!(parse(""), Measured::Unknown);
+        assert_eq!(parse("clawpen-workspace-kb lots 0"), Measured::Unknown);
+    }
+
+    #[test]
+    fn a_box_over_its_quota_is_stopped_with_the_numbers() {
+        let mut unmeasured = 0;
+        assert_eq!(
+            judge(5, Measured::Kib(5 * 1024), &mut unmeasured),
+            Verdict::Keep
+        );
+        let Verdict::Stop(reason) = judge(5, Measured::Kib(7 * 1024 + 1), &mut unmeasured) else {
+            panic!("kept a box over its quota");
+        };
+        assert!(
+            reason.starts_with("its workspace is over the 5 MB limit (8 MB used)"),
+            "{reason}"
+        );
+        // A partial count already over the limit is enough.
+        assert!(matches!(
+            judge(5, Measured::AtLeast(6 * 1024), &mut unmeasured),
+            Verdict::Stop(_)
+        ));
+    }
+
+    #[test]
+    fn a_box_that_cannot_be_measured_is_stopped_after_a_few_tries() {
+        let mut unmeasured = 0;
+        for _ in 1..UNMEASURED_LIMIT {
+            assert_eq!(judge(5, Measured::Unknown, &mut unmeasured), Verdict::Keep);
+        }
+        // One good measurement starts the count again.
+        assert_eq!(judge(5, Measured::Kib(1), &mut unmeasured), Verdict::Keep);
+        assert_eq!(unmeasured, 0);
+        for _ in 1..UNMEASURED_LIMIT {
+            assert_eq!(
+                judge(5, Measured::AtLeast(1), &mut unmeasured),
+                Verdict::Keep
+            );
+        }
+        let Verdict::Stop(reason) = judge(5, Measured::Unknown, &mut unmeasured) else {
+            panic!("kept a box that cannot be measured");
+        };
+        assert!(reason.contains("could not be measured"), "{reason}");
+    }
+}
