@@ -12,9 +12,10 @@ mod support;
 use std::process::{Child, Command, Stdio};
 
 use clawpen::adapters::Adapter;
-use discord_bridge::{logged, Dc, ANN, BOB, DM_ANN, DM_BOB};
+use discord_bridge::{Dc, ANN, BOB, DM_ANN, DM_BOB};
 use discord_fake::{Failure, FakeDiscord, TOKEN};
 use serde_json::json;
+use support::logs::logged;
 use support::model::{FakeModel, Reply};
 use support::{eventually, test_config, REPLY_TIMEOUT};
 

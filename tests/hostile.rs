@@ -239,6 +239,25 @@ async fn an_agent_of_an_unknown_protocol_version_is_refused_and_replaced() {
     t.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_writing_garbage_gets_one_warning_a_minute_not_one_a_line() {
+    support::logs::logs();
+    let t = TestBridge::start(|_| {}).await;
+    assert_eq!(t.ask("garbage", "hello").await, "hello");
+    let lines: Vec<String> = (0..2_000).map(|n| format!("not protocol {n}")).collect();
+    inject(&t, "garbage", &lines).await;
+    // The box's answer comes after its garbage in the same stream: by then all of it was
+    // read and answered.
+    assert_eq!(t.ask("garbage", "ping").await, "ping");
+    let key = TestBridge::key("garbage").to_string();
+    let warnings = support::logs::logged()
+        .lines()
+        .filter(|l| l.contains("malformed line from the box") && l.contains(&key))
+        .count();
+    assert_eq!(warnings, 1, "{warnings} warnings for 2,000 malformed lines");
+    t.stop().await;
+}
+
 /// Arbitrary protocol lines from a box, mostly near real ones and during a turn, go through
 /// the real bridge: the conversation and another one are served afterwards. The suite
 /// writes 3,000 lines; `CLAWPEN_FUZZ_BOX_LINES` writes more, `CLAWPEN_FUZZ_SEED` repeats.

@@ -12,9 +12,10 @@ use clawpen::adapters::telegram::TelegramAdapter;
 use clawpen::adapters::terminal::TerminalEvent;
 use clawpen::adapters::{Adapter, InboundSink, Upload};
 use serde_json::json;
+use support::logs::logged;
 use support::model::{FakeModel, Reply};
 use support::{eventually, test_config, REPLY_TIMEOUT};
-use telegram_fake::bridge::{key, logged, telegram_config, Tg};
+use telegram_fake::bridge::{key, telegram_config, Tg};
 use telegram_fake::{Failure, FakeTelegram, Sent, BOT_ID, TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

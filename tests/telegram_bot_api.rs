@@ -10,8 +10,9 @@ mod telegram_fake;
 
 use clawpen::adapters::InboundSink;
 use serde_json::json;
+use support::logs::logged;
 use support::{eventually, REPLY_TIMEOUT};
-use telegram_fake::bridge::{key, logged, Tg};
+use telegram_fake::bridge::{key, Tg};
 use telegram_fake::{chat_json, Failure};
 
 /// Whether a line at warn level names the update and says `what` (the tests of this

@@ -257,7 +257,12 @@ impl Task {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (side, closed) = self.take();
-            for op in side {
+            // One at a time, so that `/stop` (which empties the queue) also stops what this
+            // round would still have sent; those that came meanwhile wait for the next round.
+            for _ in 0..side {
+                let Some(op) = self.outbox.lock().side.pop_front() else {
+                    break;
+                };
                 self.perform(op).await;
             }
             if self.current.as_ref().is_some_and(|c| c.finished) {
@@ -294,8 +299,8 @@ impl Task {
     }
 
     /// Moves what the actor handed over into the current reply (starting the next one when
-    /// none is current), and takes the side operations.
-    fn take(&mut self) -> (Vec<Side>, bool) {
+    /// none is current); says how many side operations wait, and whether the actor is gone.
+    fn take(&mut self) -> (usize, bool) {
         let mut pending = self.outbox.lock();
         if std::mem::take(&mut pending.dropping) {
             if let Some(current) = self.current.as_mut().filter(|c| !c.finished) {
@@ -307,8 +312,7 @@ impl Task {
             job.text.clear();
             job.restart = false;
             if !job.finished {
-                let side = pending.side.drain(..).collect();
-                return (side, pending.closed);
+                return (pending.side.len(), pending.closed);
             }
             pending.replies.pop_front();
         }
@@ -334,8 +338,7 @@ impl Task {
                 pending.replies.pop_front();
             }
         }
-        let side = pending.side.drain(..).collect();
-        (side, pending.closed)
+        (pending.side.len(), pending.closed)
     }
 
     fn stream(&self, turn: Option<TurnId>, start: ReplyState) -> ReplyStream {

@@ -6,6 +6,7 @@
 )]
 
 pub mod lines;
+pub mod logs;
 pub mod model;
 
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! A bridge with the Telegram adapter against the fake, in-process, for the tests that
 //! watch a chat through the fake: start it, look at its boxes, wait for replies, stop it.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::Arc;
 
 use clawpen::adapters::telegram::{TelegramAdapter, TelegramConfig};
 use clawpen::adapters::{Adapter, ConversationKey};
@@ -10,6 +9,7 @@ use clawpen::config::Config;
 use clawpen::daemon::Bridge;
 
 use super::{FakeTelegram, Sent, TOKEN};
+use crate::support::logs::logs;
 use crate::support::{eventually, exec_in, test_config, REPLY_TIMEOUT};
 
 /// A bridge with the Telegram adapter, on its own data directory and fake server.
@@ -112,46 +112,6 @@ impl Tg {
             eprintln!("cleanup failed: {e}");
         }
     }
-}
-
-/// Every log line of this test binary, for tests that check something was logged.
-pub fn logs() -> Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let buffer = Arc::new(Mutex::new(Vec::new()));
-        let sink = buffer.clone();
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "clawpen_adapters=debug,clawpen=info,warn",
-            ))
-            .with_ansi(false)
-            .with_writer(move || LogWriter(sink.clone()))
-            .try_init();
-        buffer
-    })
-    .clone()
-}
-
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl Write for LogWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(data);
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-pub fn logged() -> String {
-    let logs = logs();
-    let bytes = logs.lock().unwrap_or_else(PoisonError::into_inner);
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 pub fn key(chat: i64) -> ConversationKey {
