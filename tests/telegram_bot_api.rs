@@ -296,7 +296,7 @@ async fn formatting_telegram_would_drop_is_not_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_group_upgraded_to_a_supergroup_keeps_its_reply_and_its_allowlist_entry() {
+async fn a_group_upgraded_to_a_supergroup_keeps_its_reply_its_allowlist_entry_and_its_box() {
     let (old, new) = (-620, -100_620);
     let t = Tg::start(|config, telegram| {
         config.echo_delay_ms = 150;
@@ -317,9 +317,15 @@ async fn a_group_upgraded_to_a_supergroup_keeps_its_reply_and_its_allowlist_entr
     })
     .await;
     assert!(followed, "the reply was dropped: {:#?}", fake.messages(new));
-    // Members of the supergroup are admitted by the old id's allowlist entry.
+    // Members of the supergroup are admitted by the old id's allowlist entry, and the
+    // conversation goes on where it was: same box, workspace and history.
     t.fake.send(t.fake.message(new, 101, "@ClawBot again"));
     t.reply(new, 2, "again").await;
+    assert_eq!(
+        t.boxes().await,
+        vec![key(old)],
+        "the supergroup became a new conversation"
+    );
     let named = logged()
         .lines()
         .any(|l| l.contains(" WARN ") && l.contains("new=-100620") && l.contains("supergroup"));

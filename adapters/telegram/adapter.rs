@@ -270,7 +270,10 @@ impl TelegramAdapter {
         text: String,
         mode: Option<ParseMode>,
     ) -> Result<(), RequestError> {
-        let mut request = self.bot.edit_message_text(ChatId(target.chat), id, text);
+        // Sent where the conversation's chat is now (a message sent before an upgrade is not
+        // found there, and the reply goes on in a new message).
+        let chat = ChatId(self.migrations.route(target.chat));
+        let mut request = self.bot.edit_message_text(chat, id, text);
         if let Some(mode) = mode {
             request = request.parse_mode(mode);
         }
@@ -288,7 +291,7 @@ impl TelegramAdapter {
         mode: Option<ParseMode>,
     ) -> Result<(), RequestError> {
         let payload = SendMessageDraft {
-            chat_id: target.chat,
+            chat_id: self.migrations.route(target.chat),
             message_thread_id: target.thread,
             draft_id: id,
             text,

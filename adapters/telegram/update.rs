@@ -88,10 +88,18 @@ impl TelegramAdapter {
                 }
                 Translated::Message(inbound, command) => (*inbound, command),
             };
+        let mut inbound = inbound;
         let private = message.chat.is_private();
-        // An allowlist entry naming a group before its upgrade admits the supergroup.
         let id = message.chat.id;
-        let chat = match self.migrations.origin(id) {
+        let origin = self.migrations.origin(id);
+        if let Some(old) = origin {
+            // A supergroup that was a group goes on as the group's conversation (box,
+            // workspace, history, tasks): its key keeps the id it was born with, and what is
+            // sent to that id goes to the new one.
+            inbound.conversation.chat = old.to_string();
+        }
+        // An allowlist entry naming a group before its upgrade admits the supergroup.
+        let chat = match origin {
             Some(old) if !self.config.allowed_chats.contains(&id) => old,
             _ => id,
         };
