@@ -447,16 +447,7 @@ async fn stop_during_a_model_call_ends_the_turn_and_the_providers_request() {
     let t = anthropic_bridge(&model, |_| {}).await;
     let mut events = t.watch("stuck");
     t.say("stuck", "think very hard").await;
-    let in_flight = |t: &TestBridge| {
-        let key = TestBridge::key("stuck").to_string();
-        t.bridge
-            .router
-            .status()
-            .into_iter()
-            .find(|s| s.conversation == key)
-            .map(|s| s.requests_in_flight)
-            .unwrap_or(0)
-    };
+    let in_flight = |t: &TestBridge| t.requests_in_flight("stuck");
     assert!(eventually(Duration::from_secs(30), || async { in_flight(&t) == 1 }).await);
     t.say("stuck", "/stop").await;
     let reply = support::next_reply(&mut events).await;

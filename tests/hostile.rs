@@ -54,17 +54,6 @@ async fn inject(t: &TestBridge, name: &str, lines: &[String]) {
     assert_eq!(code, 0, "the hostile writer failed: {out}");
 }
 
-fn in_flight(t: &TestBridge, name: &str) -> usize {
-    let key = TestBridge::key(name).to_string();
-    t.bridge
-        .router
-        .status()
-        .into_iter()
-        .find(|s| s.conversation == key)
-        .map(|s| s.requests_in_flight)
-        .unwrap_or(0)
-}
-
 /// The bridge's resident memory, in MiB (the bridge runs in this test process).
 fn rss_mib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -108,7 +97,7 @@ async fn three_hundred_fetches_at_once_get_four_connections_and_the_others_are_s
         4,
         "one box opened more connections than its requests in flight"
     );
-    assert_eq!(in_flight(&t, "greedy"), 4);
+    assert_eq!(t.requests_in_flight("greedy"), 4);
     let grown = rss_mib().saturating_sub(before);
     assert!(grown < 64, "the bridge grew by {grown} MiB");
     t.stop().await;

@@ -202,6 +202,17 @@ fn window_wait(window: &VecDeque<Duration>, now: Duration) -> Duration {
 }
 
 impl Ledger {
+    /// The account of `key`, up to date as of `now` (made when new, forgetting idle ones
+    /// first when many are kept).
+    fn account(&mut self, key: &ConversationKey, now: Duration) -> &mut Account {
+        if self.accounts.len() >= ACCOUNTS_KEPT && !self.accounts.contains_key(key) {
+            self.forget_idle(now);
+        }
+        let account = self.accounts.entry(key.clone()).or_default();
+        account.roll(now);
+        account
+    }
+
     /// Admit one model request of `key` at `now` and count it, or say which limit is reached.
     pub(crate) fn admit(
         &mut self,
@@ -209,11 +220,7 @@ impl Ledger {
         now: Duration,
         limits: Limits,
     ) -> Result<(), LimitReached> {
-        if self.accounts.len() >= ACCOUNTS_KEPT && !self.accounts.contains_key(key) {
-            self.forget_idle(now);
-        }
-        let account = self.accounts.entry(key.clone()).or_default();
-        account.roll(now);
+        let account = self.account(key, now);
         if limits.tokens_per_day > 0 && account.tokens >= limits.tokens_per_day {
             let midnight = (account.day + 1) * DAY_SECS;
             return Err(LimitReached::TokensPerDay {
@@ -240,11 +247,7 @@ impl Ledger {
         now: Duration,
         limits: Limits,
     ) -> Result<(), LimitReached> {
-        if self.accounts.len() >= ACCOUNTS_KEPT && !self.accounts.contains_key(key) {
-            self.forget_idle(now);
-        }
-        let account = self.accounts.entry(key.clone()).or_default();
-        account.roll(now);
+        let account = self.account(key, now);
         let limit = limits.fetches_per_minute;
         if limit > 0 && account.fetches.len() >= limit as usize {
             return Err(LimitReached::FetchesPerMinute {

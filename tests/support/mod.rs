@@ -125,6 +125,17 @@ impl TestBridge {
         next_reply(&mut events).await
     }
 
+    /// The requests (model calls, web fetches) of a conversation's box being performed now.
+    pub fn requests_in_flight(&self, name: &str) -> usize {
+        let key = Self::key(name).to_string();
+        self.bridge
+            .router
+            .status()
+            .into_iter()
+            .find(|s| s.conversation == key)
+            .map_or(0, |s| s.requests_in_flight)
+    }
+
     /// What a conversation is doing now (`None`: it has no live actor).
     pub fn state(&self, name: &str) -> Option<ConversationState> {
         let key = Self::key(name).to_string();
