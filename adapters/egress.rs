@@ -171,6 +171,20 @@ impl Egress {
         }
     }
 
+    /// The proxy a request to `url` goes through, if any: the one set, or the environment's
+    /// for its scheme (`HTTPS_PROXY`, `HTTP_PROXY`, then `ALL_PROXY`; lower case too) unless
+    /// `NO_PROXY` names its host. For clients that must know, such as web fetches, which
+    /// check destinations themselves.
+    pub fn proxy_for(&self, url: &reqwest::Url) -> Option<String> {
+        match &self.proxy {
+            ProxyChoice::Direct => None,
+            ProxyChoice::Url(proxy) => Some(proxy.clone()),
+            ProxyChoice::Environment => env_proxy_for(url, |name| {
+                std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+            }),
+        }
+    }
+
     /// Adds the extra roots only (for a client that must connect directly).
     pub fn apply_roots(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
         self.roots
@@ -180,9 +194,86 @@ impl Egress {
     }
 }
 
+/// [`Egress::proxy_for`] with the environment read through `var`.
+fn env_proxy_for(url: &reqwest::Url, var: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let either = |upper: &str| var(upper).or_else(|| var(&upper.to_ascii_lowercase()));
+    let proxy = match url.scheme() {
+        "https" => either("HTTPS_PROXY"),
+        "http" => either("HTTP_PROXY"),
+        _ => None,
+    }
+    .or_else(|| either("ALL_PROXY"))?;
+    let host = url
+        .host_str()?
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let bypassed = either("NO_PROXY").is_some_and(|list| {
+        list.split(',').map(str::trim).any(|entry| {
+            let entry = entry.trim_start_matches("*.").trim_start_matches('.');
+            let entry = entry
+                .split(':')
+                .next()
+                .unwrap_or(entry)
+                .to_ascii_lowercase();
+            entry == "*"
+                || (!entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}"))))
+        })
+    });
+    (!bypassed).then_some(proxy)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxy_of_a_url_follows_its_scheme_and_no_proxy() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let url = |u: &str| reqwest::Url::parse(u).unwrap_or_else(|e| panic!("{e}"));
+        let vars = env(&[
+            ("HTTPS_PROXY", "http://proxy:3128"),
+            ("http_proxy", "http://plain:3128"),
+            (
+                "NO_PROXY",
+                "localhost, .internal.example,api.example.com:443",
+            ),
+        ]);
+        let proxy_of = |u: &str| env_proxy_for(&url(u), &vars);
+        assert_eq!(
+            proxy_of("https://example.org/").as_deref(),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            proxy_of("http://example.org/").as_deref(),
+            Some("http://plain:3128")
+        );
+        assert_eq!(proxy_of("https://localhost:8080/"), None);
+        assert_eq!(proxy_of("https://a.internal.example/"), None);
+        assert_eq!(proxy_of("https://api.example.com/"), None);
+        assert_eq!(
+            proxy_of("https://notapi.example.com/").as_deref(),
+            Some("http://proxy:3128")
+        );
+        let all = env(&[("ALL_PROXY", "http://all:1"), ("no_proxy", "*")]);
+        assert_eq!(env_proxy_for(&url("https://x.org/"), &all), None);
+        let none = env(&[]);
+        assert_eq!(env_proxy_for(&url("https://x.org/"), &none), None);
+        let direct = Egress::default().direct();
+        assert_eq!(direct.proxy_for(&url("https://x.org/")), None);
+        let set = Egress::default().with_proxy("http://set:1");
+        assert_eq!(
+            set.proxy_for(&url("https://x.org/")).as_deref(),
+            Some("http://set:1")
+        );
+    }
 
     #[test]
     fn garbage_and_empty_bundles_are_named_and_nothing_is_added() {

@@ -247,3 +247,74 @@ async fn model_requests_go_through_the_proxy_and_trust_its_ca_once_given() {
         "{asked:?}"
     );
 }
+
+/// One web fetch of `url` through `egress`; every part the box would get.
+async fn fetch(url: &str, egress: Egress) -> Vec<ResponsePart> {
+    let config = Config {
+        web_fetch_timeout_secs: 20,
+        ..Config::default()
+    };
+    let mut settings = Settings::from_config(&config);
+    settings.fetch.egress = egress;
+    let tunnel = Tunnel::with_settings(settings, Arc::new(SystemClock));
+    let (tx, mut rx) = mpsc::channel(8);
+    let key = ConversationKey::new("test", "egress");
+    let request = Request::WebFetch { url: url.into() };
+    let collect = async {
+        let mut parts = Vec::new();
+        while let Some(part) = rx.recv().await {
+            parts.push(part);
+        }
+        parts
+    };
+    let both = async { tokio::join!(tunnel.perform(&key, request, tx), collect).1 };
+    tokio::time::timeout(Duration::from_secs(60), both)
+        .await
+        .unwrap_or_else(|_| panic!("the fetch did not finish"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_fetches_go_through_the_proxy_and_private_destinations_are_still_refused() {
+    let pki = pki();
+    let provider = provider(&pki).await;
+    let proxy = proxy(provider).await;
+    let mut egress = Egress::default().with_proxy(&proxy.url);
+    egress
+        .add_pem(pki.ca_pem.as_bytes(), "the test CA")
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    // A host only the proxy can resolve: the page comes through it.
+    let parts = fetch(&format!("https://{PROVIDER_HOST}/page"), egress.clone()).await;
+    assert_eq!(failure(&parts), None, "{parts:?}");
+    let body: String = parts
+        .iter()
+        .filter_map(|part| match part {
+            ResponsePart::Body { data } => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(body.contains("hi through the proxy"), "{parts:?}");
+
+    // A host the proxy's policy refuses: a clear error naming the proxy.
+    let refused = fetch(&format!("https://{REFUSED_HOST}/"), egress.clone()).await;
+    let message = failure(&refused).unwrap_or_else(|| panic!("not refused: {refused:?}"));
+    assert!(message.contains("proxy refused"), "{message}");
+
+    // Private destinations are refused before anything reaches the proxy.
+    let asked_before = proxy.asked.lock().unwrap_or_else(|e| e.into_inner()).len();
+    for url in [
+        "https://localhost/",
+        "http://127.0.0.1:8080/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/",
+    ] {
+        let parts = fetch(url, egress.clone()).await;
+        let message = failure(&parts).unwrap_or_else(|| panic!("{url} fetched: {parts:?}"));
+        assert!(message.starts_with("refused"), "{url}: {message}");
+    }
+    let asked_after = proxy.asked.lock().unwrap_or_else(|e| e.into_inner()).len();
+    assert_eq!(
+        asked_before, asked_after,
+        "a private destination reached the proxy"
+    );
+}

@@ -6,6 +6,11 @@
 //! (unless the operator listed this host explicitly). The connection is then pinned to the
 //! checked addresses, so a DNS answer that changes between the check and the connection
 //! (DNS rebinding) cannot send it elsewhere; the client resolves nothing by itself.
+//!
+//! Behind the operator's forward proxy (`HTTPS_PROXY`, as inside a Docker Sandboxes VM,
+//! where nothing else gets out) the proxy resolves and connects: the same checks apply to
+//! the URL and to whatever the name resolves to here, a name that does not resolve here is
+//! left to the proxy, and the proxy's own policy is what stops rebinding.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -113,15 +118,26 @@ async fn fetch(
         ))
     })?;
     for hop in 0..=MAX_REDIRECTS {
-        let addresses = destination(settings, &url).await?;
-        let client = pinned_client(settings, &url, &addresses)?;
+        let proxy = settings.egress.proxy_for(&url);
+        let addresses = destination(settings, &url, proxy.is_some()).await?;
+        let client = match &proxy {
+            Some(proxy) => proxied_client(settings, proxy)?,
+            None => pinned_client(settings, &url, &addresses)?,
+        };
         let response = client
             .get(url.clone())
             .header(ACCEPT, ACCEPTED)
             .send()
             .await
             .map_err(|e| {
-                TunnelError::Unreachable(format!("could not fetch {url}: {}", error_chain(&e)))
+                let chain = error_chain(&e);
+                // A forward proxy that refuses the CONNECT: its policy, not the page.
+                let proxy = if proxy.is_some() && chain.contains("tunnel error") {
+                    " (the proxy refused to connect there: is the host on its allowlist?)"
+                } else {
+                    ""
+                };
+                TunnelError::Unreachable(format!("could not fetch {url}{proxy}: {chain}"))
             })?;
         let location = response
             .status()
@@ -147,7 +163,14 @@ async fn fetch(
 }
 
 /// Check that `url` may be fetched and return the addresses to connect to.
-async fn destination(settings: &FetchSettings, url: &Url) -> Result<Vec<SocketAddr>, TunnelError> {
+/// Through a proxy (`proxied`) the proxy resolves and connects: a name this host cannot
+/// resolve is then left to it (and to its policy), while one that resolves here must still
+/// resolve to public addresses only.
+async fn destination(
+    settings: &FetchSettings,
+    url: &Url,
+    proxied: bool,
+) -> Result<Vec<SocketAddr>, TunnelError> {
     let refused = |why: String| Err(TunnelError::Refused(format!("refused: {why}")));
     if !matches!(url.scheme(), "http" | "https") {
         return refused(format!(
@@ -181,14 +204,19 @@ async fn destination(settings: &FetchSettings, url: &Url) -> Result<Vec<SocketAd
             if let Some(why) = refused_name(&name).filter(|_| !named) {
                 return refused(format!("web_fetch does not reach {name} ({why})"));
             }
-            let mut ips: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), port))
-                .await
-                .map_err(|e| TunnelError::Unreachable(format!("could not resolve {name}: {e}")))?
-                .map(|addr| addr.ip())
-                .collect();
+            let resolved = tokio::net::lookup_host((name.as_str(), port)).await;
+            let mut ips: Vec<IpAddr> = match resolved {
+                Ok(addresses) => addresses.map(|addr| addr.ip()).collect(),
+                Err(_) if proxied => Vec::new(),
+                Err(e) => {
+                    return Err(TunnelError::Unreachable(format!(
+                        "could not resolve {name}: {e}"
+                    )))
+                }
+            };
             ips.sort_unstable();
             ips.dedup();
-            if ips.is_empty() {
+            if ips.is_empty() && !proxied {
                 return Err(TunnelError::Unreachable(format!(
                     "{name} resolves to no address"
                 )));
@@ -242,6 +270,25 @@ fn pinned_client(
             "the bridge could not set up a client for {url}: {e}"
         ))
     })
+}
+
+/// A client for one hop through the operator's forward proxy, which resolves and connects
+/// (inside a Docker Sandboxes VM nothing else reaches out): no redirects of its own.
+fn proxied_client(settings: &FetchSettings, proxy: &str) -> Result<reqwest::Client, TunnelError> {
+    let proxy = reqwest::Proxy::all(proxy).map_err(|e| {
+        TunnelError::Unreachable(format!("the proxy `{proxy}` is not a proxy URL: {e}"))
+    })?;
+    settings
+        .egress
+        .apply_roots(reqwest::Client::builder())
+        .redirect(Policy::none())
+        .proxy(proxy)
+        .connect_timeout(CONNECT_TIMEOUT.min(settings.timeout))
+        .user_agent(USER_AGENT)
+        .build()
+        .map_err(|e| {
+            TunnelError::Unreachable(format!("the bridge could not set up its fetch client: {e}"))
+        })
 }
 
 /// A URL's host: a name to resolve, or an address.
@@ -438,7 +485,9 @@ mod tests {
 
     async fn check(settings: &FetchSettings, url: &str) -> Result<Vec<SocketAddr>, String> {
         let url = Url::parse(url).map_err(|e| e.to_string())?;
-        destination(settings, &url).await.map_err(|e| e.to_string())
+        destination(settings, &url, false)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     #[test]

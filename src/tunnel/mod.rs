@@ -91,8 +91,9 @@ pub struct FetchSettings {
     pub max_bytes: usize,
     /// The whole fetch, redirects included, must finish within this.
     pub timeout: Duration,
-    /// The extra CA certificates fetches trust. Fetches connect directly, to the
-    /// addresses they checked, never through a proxy.
+    /// The extra CA certificates fetches trust, and the operator's proxy: without one a
+    /// fetch connects directly, to the addresses it checked; through one, the proxy
+    /// resolves and connects (see `fetch::destination`).
     pub egress: Egress,
 }
 
