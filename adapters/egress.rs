@@ -246,7 +246,7 @@ mod tests {
                 "localhost, .internal.example,api.example.com:443",
             ),
         ]);
-        let proxy_of = |u: &str| env_proxy_for(&url(u), &vars);
+        let proxy_of = |u: &str| env_proxy_for(&url(u), vars);
         assert_eq!(
             proxy_of("https://example.org/").as_deref(),
             Some("http://proxy:3128")
@@ -263,9 +263,9 @@ mod tests {
             Some("http://proxy:3128")
         );
         let all = env(&[("ALL_PROXY", "http://all:1"), ("no_proxy", "*")]);
-        assert_eq!(env_proxy_for(&url("https://x.org/"), &all), None);
+        assert_eq!(env_proxy_for(&url("https://x.org/"), all), None);
         let none = env(&[]);
-        assert_eq!(env_proxy_for(&url("https://x.org/"), &none), None);
+        assert_eq!(env_proxy_for(&url("https://x.org/"), none), None);
         let direct = Egress::default().direct();
         assert_eq!(direct.proxy_for(&url("https://x.org/")), None);
         let set = Egress::default().with_proxy("http://set:1");
