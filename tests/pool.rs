@@ -242,3 +242,46 @@ async fn a_conversation_with_a_model_of_its_own_gets_a_cold_box() {
     assert_eq!(unclaimed(&t).await, warm);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_and_status_know_a_claimed_workspace_for_its_conversations() {
+    let t = TestBridge::start(|c| c.warm_pool = 2).await;
+    pool_of(&t, 2).await;
+    assert_eq!(t.ask("kept", "hello").await, "hello");
+    let write = ["sh", "-c", "echo precious > /workspace/notes.txt"];
+    assert_eq!(t.exec("kept", &write).await.0, 0);
+    let volume = claimed(&t, "kept").unwrap_or_else(|| panic!("no claim stored"));
+    let data = t.config.data_dir.clone();
+    let sandbox = t.bridge.router.sandbox().clone();
+    let _cleanup = support::Cleanup {
+        instance: sandbox.instance().to_string(),
+    };
+    // Stopped as a daemon stops: the claimed box runs on, the unclaimed ones are gone.
+    t.bridge.shutdown().await;
+
+    let clawpen = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_clawpen"))
+            .args(args)
+            .env("CLAWPEN_DATA_DIR", &data)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("spawn clawpen: {e}"));
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = clawpen(&["status"]);
+    assert!(status.contains("terminal:kept"), "{status}");
+    let gc = clawpen(&["gc", "--yes"]);
+    assert!(gc.contains("no orphans"), "{gc}");
+    let volumes = sandbox.volumes().await.unwrap_or_default();
+    assert!(volumes.iter().any(|v| v.name == volume), "{volumes:?}");
+    let container = spec::container_name(sandbox.instance(), &TestBridge::key("kept"));
+    let (code, out) = support::exec_in(
+        sandbox.docker(),
+        &container,
+        &["cat", "/workspace/notes.txt"],
+    )
+    .await;
+    assert_eq!((code, out.trim()), (0, "precious"));
+    let _ = sandbox.remove_all().await;
+}

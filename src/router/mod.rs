@@ -285,7 +285,10 @@ impl Router {
         crate::sandbox::attribute(&mut boxes, &mut volumes, &claims);
         pool::remove_leftovers(sandbox, &boxes, &volumes).await;
         let mut running = Vec::new();
-        for info in boxes.into_iter().filter(|b| !b.pool || b.conversation.is_some()) {
+        for info in boxes
+            .into_iter()
+            .filter(|b| !b.pool || b.conversation.is_some())
+        {
             match &info.conversation {
                 Some(key) if known.contains(key) => {
                     if info.running {
@@ -627,7 +630,8 @@ impl InboundSink for Router {
         StatusReport {
             queued: live.as_ref().map_or(0, |s| s.queued),
             state: live.map(|s| s.state.to_string()),
-            live_boxes: self.live_boxes(),
+            // The user asks about conversations' boxes; the warm pool's are not theirs.
+            live_boxes: self.conversation_boxes(),
             max_boxes: self.shared.config.max_boxes,
         }
     }

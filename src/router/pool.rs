@@ -67,6 +67,8 @@ pub(crate) struct Pool {
     wake: Notify,
     /// Conversations waiting for a live-box slot, to whom the pool gives its slots up.
     slot_waiters: AtomicUsize,
+    /// Live-box slots the pool holds: its ready boxes, and the one being created.
+    held: AtomicUsize,
 }
 
 /// Counts a conversation as waiting for a slot while it lives.
@@ -93,6 +95,7 @@ impl Pool {
             ready: Mutex::new(VecDeque::new()),
             wake: Notify::new(),
             slot_waiters: AtomicUsize::new(0),
+            held: AtomicUsize::new(0),
         }
     }
 
@@ -106,6 +109,12 @@ impl Pool {
         lock(&self.ready).len()
     }
 
+    /// Live-box slots the pool holds now (ready boxes and one being created): the live
+    /// boxes that serve no conversation.
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
     /// Takes the oldest ready box whose agent is still attached, with its slot; the refill
     /// replaces it. A box whose attach ended is removed on the way.
     pub(crate) fn take(&self, sandbox: &Sandbox, tracker: &TaskTracker) -> Option<Ready> {
@@ -115,8 +124,10 @@ impl Pool {
                 break ready;
             }
             tracing::warn!(r#box = %ready.warm.name, "a warm box's agent went away; removing it");
-            discard_later(sandbox, tracker, ready);
+            discard_later(self, sandbox, tracker, ready);
         };
+        // Its slot goes with it, to the conversation.
+        self.held.fetch_sub(1, Ordering::Relaxed);
         self.wake.notify_one();
         Some(ready)
     }
@@ -124,6 +135,7 @@ impl Pool {
     /// Puts back a box that was taken but could not be claimed (the store did not take
     /// the claim): nothing was written to it.
     pub(crate) fn put_back(&self, ready: Ready) {
+        self.held.fetch_add(1, Ordering::Relaxed);
         lock(&self.ready).push_front(ready);
     }
 
@@ -151,14 +163,17 @@ impl Router {
         }
         let span = tracing::info_span!("warm pool");
         let shared = self.shared.clone();
-        self.shared
-            .tracker
-            .spawn(run(shared).instrument(span));
+        self.shared.tracker.spawn(run(shared).instrument(span));
     }
 
     /// Warm pool boxes ready to be claimed now.
     pub fn warm_boxes(&self) -> usize {
         self.shared.pool.ready()
+    }
+
+    /// Live boxes that serve a conversation: those not held by the warm pool.
+    pub fn conversation_boxes(&self) -> usize {
+        self.live_boxes().saturating_sub(self.shared.pool.held())
     }
 
     /// How many boxes the warm pool keeps ready when it can (`warm_pool`).
@@ -169,13 +184,20 @@ impl Router {
 
 /// Removes a taken box in the background (tracked with the actors, so shutdown waits for
 /// it); its slot is released once it is gone.
-fn discard_later(sandbox: &Sandbox, tracker: &TaskTracker, ready: Ready) {
+fn discard_later(pool: &Pool, sandbox: &Sandbox, tracker: &TaskTracker, ready: Ready) {
+    // Counted out of the pool now: the conversation taking a box must not wait for this.
+    pool.held.fetch_sub(1, Ordering::Relaxed);
     let sandbox = sandbox.clone();
-    tracker.spawn(async move { discard(&sandbox, ready).await });
+    tracker.spawn(async move { remove(&sandbox, ready).await });
 }
 
 /// Removes a pool box no conversation claimed, with its volume, then frees its slot.
-async fn discard(sandbox: &Sandbox, ready: Ready) {
+async fn discard(pool: &Pool, sandbox: &Sandbox, ready: Ready) {
+    remove(sandbox, ready).await;
+    pool.held.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn remove(sandbox: &Sandbox, ready: Ready) {
     let Ready { warm, permit, .. } = ready;
     let name = warm.name.clone();
     if let Err(e) = sandbox.remove_warm_box(warm).await {
@@ -199,7 +221,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if pool.slot_waiters.load(Ordering::Relaxed) > 0 {
             if let Some(ready) = pool.pop_if(|_| true) {
                 tracing::debug!(r#box = %ready.warm.name, "giving a warm box's slot to a waiting conversation");
-                discard(sandbox, ready).await;
+                discard(pool, sandbox, ready).await;
                 continue;
             }
         }
@@ -209,14 +231,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         };
         if let Some(ready) = pool.pop_if(stale) {
             tracing::debug!(r#box = %ready.warm.name, "recycling a warm box");
-            discard(sandbox, ready).await;
+            discard(pool, sandbox, ready).await;
             continue;
         }
         let short = pool.ready() < pool.target;
-        let quiet =
-            sandbox.starts_waiting() == 0 && pool.slot_waiters.load(Ordering::Relaxed) == 0;
+        let quiet = sandbox.starts_waiting() == 0 && pool.slot_waiters.load(Ordering::Relaxed) == 0;
         if short && quiet {
             if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
+                pool.held.fetch_add(1, Ordering::Relaxed);
                 match sandbox.create_warm_box().await {
                     Ok(warm) => {
                         failures = 0;
@@ -230,13 +252,16 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     }
                     Err(e) => {
                         drop(permit);
+                        pool.held.fetch_sub(1, Ordering::Relaxed);
                         failures = failures.saturating_add(1);
                         if failures.is_power_of_two() {
                             tracing::warn!(error = %e, failures, "could not start a warm box; new conversations get cold boxes meanwhile");
                         }
                         let jitter = (clawpen_adapters::access::random_u64() >> 11) as f64
                             / (1u64 << 53) as f64;
-                        let wait = REFILL_BACKOFF.delay(failures, jitter).unwrap_or(REFILL_TICK);
+                        let wait = REFILL_BACKOFF
+                            .delay(failures, jitter)
+                            .unwrap_or(REFILL_TICK);
                         tokio::select! {
                             _ = tokio::time::sleep(wait) => {}
                             _ = shared.shutdown.cancelled() => {}
@@ -253,18 +278,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
     }
     while let Some(ready) = pool.pop_if(|_| true) {
-        discard(sandbox, ready).await;
+        discard(pool, sandbox, ready).await;
     }
 }
 
 /// Removes what an earlier run of this instance left of its pool: boxes and volumes with
 /// the pool label that no conversation claimed (after [`crate::sandbox::attribute`]). They
 /// never held anything of anyone's. Failures are logged; the next start tries again.
-pub(crate) async fn remove_leftovers(
-    sandbox: &Sandbox,
-    boxes: &[BoxInfo],
-    volumes: &[VolumeInfo],
-) {
+pub(crate) async fn remove_leftovers(sandbox: &Sandbox, boxes: &[BoxInfo], volumes: &[VolumeInfo]) {
     // Containers first: the engine refuses to remove a volume a container still uses.
     for info in boxes.iter().filter(|b| b.pool && b.conversation.is_none()) {
         tracing::info!(r#box = %info.name, "removing a warm box left by the last run");
@@ -272,7 +293,10 @@ pub(crate) async fn remove_leftovers(
             tracing::warn!(r#box = %info.name, error = %e, "could not remove a leftover warm box");
         }
     }
-    for volume in volumes.iter().filter(|v| v.pool && v.conversation.is_none()) {
+    for volume in volumes
+        .iter()
+        .filter(|v| v.pool && v.conversation.is_none())
+    {
         if let Err(e) = sandbox.remove_volume(&volume.name).await {
             tracing::warn!(volume = %volume.name, error = %e, "could not remove a leftover warm box's volume");
         }

@@ -113,7 +113,12 @@ impl Sandbox {
             name: Some(name.to_string()),
             platform: String::new(),
         };
-        match self.inner.docker.create_container(Some(options), body).await {
+        match self
+            .inner
+            .docker
+            .create_container(Some(options), body)
+            .await
+        {
             Ok(created) => Ok(created.id),
             Err(e) => {
                 let err = SandboxError::from_engine("create", name, e);
@@ -184,7 +189,11 @@ impl Sandbox {
             Ok(info) => info,
             Err(e) => {
                 let err = SandboxError::from_engine("inspect", name, e);
-                return if err.is_status(404) { Ok(None) } else { Err(err) };
+                return if err.is_status(404) {
+                    Ok(None)
+                } else {
+                    Err(err)
+                };
             }
         };
         let id = info.id.ok_or_else(|| SandboxError::BoxGone {

@@ -12,9 +12,8 @@ use std::sync::Arc;
 use bollard::errors::Error as DockerError;
 use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
-    InspectContainerOptions, KillContainerOptions, ListContainersOptions,
-    ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
-    StopContainerOptions,
+    InspectContainerOptions, KillContainerOptions, ListContainersOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use clawpen_domain::{ContainerId, ConversationKey};

@@ -74,7 +74,9 @@ impl Sandbox {
             }
             Err(e) => {
                 // Nothing of it may stay behind: it never served anyone.
-                let _ = self.remove_container(&ContainerId::from(name.as_str())).await;
+                let _ = self
+                    .remove_container(&ContainerId::from(name.as_str()))
+                    .await;
                 let _ = self.remove_volume(&volume).await;
                 Err(e)
             }
@@ -147,7 +149,10 @@ pub fn attribute(
     volumes: &mut [VolumeInfo],
     claims: &HashMap<String, ConversationKey>,
 ) {
-    for info in boxes.iter_mut().filter(|b| b.pool && b.conversation.is_none()) {
+    for info in boxes
+        .iter_mut()
+        .filter(|b| b.pool && b.conversation.is_none())
+    {
         info.conversation = info
             .workspace
             .as_ref()

@@ -288,7 +288,13 @@ mod tests {
         assert_eq!(claims, HashMap::from([("pool-7-ws".to_string(), new)]));
         // A record without a claim is written as before.
         store.touch_conversation(&old, 30).unwrap();
-        let bytes = store.db().unwrap().conversations.get(old.to_string().as_bytes()).unwrap().unwrap();
+        let bytes = store
+            .db()
+            .unwrap()
+            .conversations
+            .get(old.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
         assert!(!String::from_utf8_lossy(&bytes).contains("workspace"));
     }
 

@@ -45,7 +45,10 @@ impl Actor {
         }
         let mut ready = ready;
         let claimed = async {
-            shared.sandbox.rename_claimed(&ready.warm, &self.key).await?;
+            shared
+                .sandbox
+                .rename_claimed(&ready.warm, &self.key)
+                .await?;
             // As after any fresh start: nothing was acknowledged yet.
             ready
                 .warm
@@ -61,7 +64,10 @@ impl Actor {
             // The volume is this conversation's now; only the container goes. The cold
             // path starts a box of its own on that volume.
             tracing::warn!(conversation = %self.key, r#box = %ready.warm.name, error = %e, "could not take over a warm box; starting a box of its own on its workspace");
-            let _ = shared.sandbox.remove_container(ready.warm.container()).await;
+            let _ = shared
+                .sandbox
+                .remove_container(ready.warm.container())
+                .await;
             return None;
         }
         tracing::debug!(conversation = %self.key, r#box = %ready.warm.container(), workspace = %volume, "claimed a warm box");
