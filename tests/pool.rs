@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use clawpen::config::ConversationSettings;
-use clawpen::router::{ConversationState, ManualClock};
+use clawpen::router::{ConversationState, ManualClock, RECYCLE_AFTER};
 use clawpen::sandbox::spec;
 use clawpen_domain::ContainerId;
 use support::{eventually, next_reply, TestBridge, REPLY_TIMEOUT};
@@ -170,6 +170,26 @@ async fn warm_boxes_count_against_max_boxes_and_give_their_slot_to_a_waiting_con
     t.say("first", "back").await;
     assert_eq!(next_reply(&mut a).await, "back");
     assert_eq!(t.bridge.router.live_boxes(), 1);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unclaimed_warm_boxes_are_replaced_after_a_while() {
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), |c| c.warm_pool = 2).await;
+    let before = pool_of(&t, 2).await;
+    let old_volumes = volume_names(&t).await;
+    clock.advance(RECYCLE_AFTER);
+    // New boxes on new volumes (so a rebuilt image reaches the pool), and the old ones gone.
+    let replaced = eventually(REPLY_TIMEOUT, || async {
+        let now = unclaimed(&t).await;
+        now.len() == 2 && now.is_disjoint(&before) && t.bridge.router.warm_boxes() == 2
+    })
+    .await;
+    assert!(replaced, "the warm boxes were not replaced");
+    let volumes = volume_names(&t).await;
+    assert_eq!(volumes.len(), 2, "{volumes:?}");
+    assert!(volumes.is_disjoint(&old_volumes), "{volumes:?}");
     t.stop().await;
 }
 

@@ -18,11 +18,11 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clawpen_adapters::stream::Backoff;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::task::TaskTracker;
 
 use tracing::Instrument;
@@ -54,6 +54,7 @@ const REFILL_BACKOFF: Backoff = Backoff {
 pub(crate) struct Ready {
     pub(crate) warm: WarmBox,
     pub(crate) permit: OwnedSemaphorePermit,
+    /// When it was ready, on the router's clock (a manual one in tests).
     born: Instant,
 }
 
@@ -225,7 +226,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 continue;
             }
         }
-        let now = Instant::now();
+        let now = shared.config.clock.now();
         let stale = |r: &Ready| {
             now.duration_since(r.born) >= RECYCLE_AFTER || r.warm.conn.output.is_closed()
         };
@@ -246,7 +247,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                         lock(&pool.ready).push_back(Ready {
                             warm,
                             permit,
-                            born: Instant::now(),
+                            born: shared.config.clock.now(),
                         });
                         continue;
                     }

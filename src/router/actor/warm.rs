@@ -20,6 +20,10 @@ impl Actor {
         if shared.pool.target() == 0 || claimed.is_some() {
             return None;
         }
+        if shared.pool.ready() == 0 {
+            // Nothing to claim (a burst took it all): no engine call for nothing.
+            return None;
+        }
         if !shared.sandbox.fits_pool(&self.key) {
             tracing::debug!(conversation = %self.key, "settings of its own: a box of its own, not a warm one");
             return None;
