@@ -305,3 +305,37 @@ async fn gc_and_status_know_a_claimed_workspace_for_its_conversations() {
     assert_eq!((code, out.trim()), (0, "precious"));
     let _ = sandbox.remove_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_cut_short_by_a_crash_keeps_the_workspace_and_no_stray_box() {
+    let t = TestBridge::start(|c| c.warm_pool = 1).await;
+    pool_of(&t, 1).await;
+    // A claim stored, then the bridge gone before the box was renamed: the box runs on
+    // under its pool name, its volume the conversation's.
+    let sandbox = t.bridge.router.sandbox().clone();
+    let warm = sandbox
+        .create_warm_box()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (stray, volume) = (warm.container().clone(), warm.volume.clone());
+    let key = TestBridge::key("cut");
+    t.bridge
+        .router
+        .store()
+        .claim_workspace(&key, &volume, 1)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mark = ["sh", "-c", "echo claimed > /workspace/mark.txt"];
+    let (code, _) = support::exec_in(sandbox.docker(), stray.as_str(), &mark).await;
+    assert_eq!(code, 0);
+    drop(warm);
+
+    let t = t.restart().await;
+    assert_eq!(t.ask("cut", "hello").await, "hello");
+    // Its own box on the claimed volume; the one never renamed is gone.
+    let boxes = t.bridge.router.sandbox().list().await.unwrap_or_default();
+    assert!(boxes.iter().all(|b| b.id != stray), "{boxes:?}");
+    let (code, out) = t.exec("cut", &["cat", "/workspace/mark.txt"]).await;
+    assert_eq!((code, out.trim()), (0, "claimed"));
+    t.stop().await;
+}

@@ -285,10 +285,7 @@ impl Router {
         crate::sandbox::attribute(&mut boxes, &mut volumes, &claims);
         pool::remove_leftovers(sandbox, &boxes, &volumes).await;
         let mut running = Vec::new();
-        for info in boxes
-            .into_iter()
-            .filter(|b| !b.pool || b.conversation.is_some())
-        {
+        for info in boxes.into_iter().filter(|b| !pool::leftover(sandbox, b)) {
             match &info.conversation {
                 Some(key) if known.contains(key) => {
                     if info.running {

@@ -283,12 +283,23 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-/// Removes what an earlier run of this instance left of its pool: boxes and volumes with
-/// the pool label that no conversation claimed (after [`crate::sandbox::attribute`]). They
-/// never held anything of anyone's. Failures are logged; the next start tries again.
+/// Whether a box is what an earlier run left of its pool: a pool box no conversation
+/// claimed, or one claimed but never renamed to its conversation's box (a crash between the
+/// claim and the rename; the conversation gets a box of its own on the claimed volume).
+/// Such a box never served anyone. `info` has been through [`crate::sandbox::attribute`].
+pub(crate) fn leftover(sandbox: &Sandbox, info: &BoxInfo) -> bool {
+    info.pool
+        && info.conversation.as_ref().is_none_or(|key| {
+            info.name != crate::sandbox::spec::container_name(sandbox.instance(), key)
+        })
+}
+
+/// Removes what an earlier run of this instance left of its pool: [`leftover`] boxes, and
+/// pool volumes no conversation claimed (after [`crate::sandbox::attribute`]), which never
+/// held anything of anyone's. Failures are logged; the next start tries again.
 pub(crate) async fn remove_leftovers(sandbox: &Sandbox, boxes: &[BoxInfo], volumes: &[VolumeInfo]) {
     // Containers first: the engine refuses to remove a volume a container still uses.
-    for info in boxes.iter().filter(|b| b.pool && b.conversation.is_none()) {
+    for info in boxes.iter().filter(|b| leftover(sandbox, b)) {
         tracing::info!(r#box = %info.name, "removing a warm box left by the last run");
         if let Err(e) = sandbox.remove_container(&info.id).await {
             tracing::warn!(r#box = %info.name, error = %e, "could not remove a leftover warm box");
