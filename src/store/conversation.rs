@@ -267,13 +267,14 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         let old = ConversationKey::new("telegram", "1");
         let new = ConversationKey::new("telegram", "2");
-        // A record as earlier releases wrote it, without the field.
-        let written = r#"{"key":"telegram:1","created_at":5,"last_active":6}"#;
+        // A record as earlier releases wrote it, without the field (the store's fixture of
+        // the last release has such records too: see `upgrade`).
+        let written = serde_json::json!({"key": old, "created_at": 5, "last_active": 6});
         store
             .db()
             .unwrap()
             .conversations
-            .insert(old.to_string().as_bytes(), written.as_bytes())
+            .insert(old.to_string().as_bytes(), written.to_string().as_bytes())
             .unwrap();
         assert_eq!(store.conversation(&old).unwrap().unwrap().workspace, None);
         assert_eq!(store.claimed_workspace(&old).await.unwrap(), None);
