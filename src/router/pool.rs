@@ -218,14 +218,18 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if shared.shutdown.is_cancelled() {
             break;
         }
-        // A conversation waits for a slot: it comes before a box nobody asked for yet.
-        if pool.slot_waiters.load(Ordering::Relaxed) > 0 {
-            if let Some(ready) = pool.pop_if(|_| true) {
+        // A conversation waits for a slot: it comes before a box nobody asked for yet. One
+        // box is given up per wake: the waiter stops counting only once it runs again, and
+        // a second look at once would give up a box for a waiter already served.
+        let waiting = pool.slot_waiters.load(Ordering::Relaxed) > 0;
+        let given_up = match waiting.then(|| pool.pop_if(|_| true)).flatten() {
+            Some(ready) => {
                 tracing::debug!(r#box = %ready.warm.name, "giving a warm box's slot to a waiting conversation");
                 discard(pool, sandbox, ready).await;
-                continue;
+                true
             }
-        }
+            None => false,
+        };
         let now = shared.config.clock.now();
         let stale = |r: &Ready| {
             now.duration_since(r.born) >= RECYCLE_AFTER || r.warm.conn.output.is_closed()
@@ -235,7 +239,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             discard(pool, sandbox, ready).await;
             continue;
         }
-        let short = pool.ready() < pool.target;
+        let short = !given_up && pool.ready() < pool.target;
         let quiet = sandbox.starts_waiting() == 0 && pool.slot_waiters.load(Ordering::Relaxed) == 0;
         if short && quiet {
             if let Ok(permit) = shared.slots.clone().try_acquire_owned() {
