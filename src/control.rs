@@ -51,6 +51,18 @@ pub struct StatusReply {
     /// What keeps an adapter from working fully (`telegram: a webhook is set …`).
     #[serde(default)]
     pub adapters: Vec<String>,
+    /// Warm pool boxes ready for new conversations (they count among `live_boxes`).
+    #[serde(default)]
+    pub warm_boxes: usize,
+    /// How many warm boxes the pool keeps ready when it can (`warm_pool`).
+    #[serde(default)]
+    pub warm_pool: usize,
+    /// Conversations waiting for a live-box slot (the fair queue of the cap).
+    #[serde(default)]
+    pub waiting_for_slot: usize,
+    /// Box starts queued for the engine, beyond those under way.
+    #[serde(default)]
+    pub starts_waiting: usize,
 }
 
 // The chat side of the socket is the terminal adapter's; these names stay here for the
@@ -135,6 +147,10 @@ async fn handle(
                 max_boxes,
                 degraded: router.store().trouble(),
                 adapters: router.adapter_troubles(),
+                warm_boxes: router.warm_boxes(),
+                warm_pool: router.warm_pool(),
+                waiting_for_slot: router.conversations_waiting(),
+                starts_waiting: router.sandbox().starts_waiting(),
             };
             let mut line = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
             line.push(b'\n');

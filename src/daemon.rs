@@ -88,7 +88,9 @@ impl Component for RouterPart {
         self.router
             .recover()
             .await
-            .map_err(|e: RecoverError| ComponentError::new(e))
+            .map_err(|e: RecoverError| ComponentError::new(e))?;
+        self.router.start_pool();
+        Ok(())
     }
 
     fn stop(&self) {
@@ -165,6 +167,7 @@ impl Bridge {
         all.extend(metered.iter().map(|m| m.clone() as Arc<dyn Adapter>));
         let router_config = RouterConfig {
             max_boxes: config.max_boxes,
+            warm_pool: config.warm_pool,
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
             max_turn: Duration::from_secs(config.max_turn_secs),

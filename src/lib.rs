@@ -4,8 +4,10 @@
 //! # Layout
 //! - [`config`]: the TOML file and environment, secrets redacted.
 //! - [`store`]: sled, the one durable place: conversations, inbound log, delivery state.
-//! - [`sandbox`]: boxes through the Docker API: hardening, volumes, attach, image build.
-//! - [`router`]: one actor per conversation, the live-box cap, turns and replies.
+//! - [`sandbox`]: boxes through the Docker API: hardening, volumes, attach, image build,
+//!   box starts a few at once, warm boxes started ahead of need.
+//! - [`router`]: one actor per conversation, the live-box cap, the warm pool, turns and
+//!   replies.
 //! - [`schedule`]: tasks asked for in chat (reminders, recurring jobs), due occurrences
 //!   entering the router like messages.
 //! - [`tunnel`]: what boxes ask of the outside (model calls, web fetches), keys added here.

@@ -201,6 +201,12 @@ async fn chat_on_a_pipe_prints_each_complete_reply_in_process_and_through_the_da
     assert!(ok);
     assert!(status.contains("daemon: running"), "{status}");
     assert!(status.contains("terminal:script"), "{status}");
+    // The warm pool (on by default) and the queue for a box, empty here.
+    assert!(status.contains("; pool 2)"), "{status}");
+    assert!(
+        status.contains("waiting for a box: 0 for a slot, 0 for the engine"),
+        "{status}"
+    );
     let (ok, doctor) = clawpen(&data, &["doctor"], "");
     assert!(ok, "{doctor}");
     assert!(

@@ -86,6 +86,37 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_endpoint_counts_warm_boxes_and_their_claims() {
+    let t = TestBridge::start(|c| {
+        c.metrics.listen = "127.0.0.1:0".parse().ok();
+        c.warm_pool = 2;
+    })
+    .await;
+    let addr = t
+        .bridge
+        .metrics_addr()
+        .unwrap_or_else(|| panic!("no metrics endpoint"));
+    let full = || async { t.bridge.router.warm_boxes() == 2 };
+    assert!(support::eventually(support::REPLY_TIMEOUT, full).await);
+    assert_eq!(t.ask("pooled-chat", "count me").await, "count me");
+    // Refilled behind the claim: three created for the pool, one claimed, none cold.
+    assert!(support::eventually(support::REPLY_TIMEOUT, full).await);
+    let (status, _, text) = get(addr, "/metrics").await;
+    assert_eq!(status, 200, "{text}");
+    for line in [
+        "clawpen_box_starts_total{kind=\"warm\"} 1",
+        "clawpen_box_starts_total{kind=\"pooled\"} 3",
+        "clawpen_warm_boxes 2",
+        "clawpen_box_starts_waiting 0",
+        "clawpen_live_boxes 3",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(!text.contains("kind=\"cold\""), "{text}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_metrics_endpoint_counts_a_conversation_and_reports_readiness() {
     let t = TestBridge::start(|c| {
         c.metrics.listen = "127.0.0.1:0".parse().ok();

@@ -107,6 +107,9 @@ async fn a_box_of_an_unknown_conversation_is_stopped_and_kept_until_gc_yes() {
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_clawpen"))
         .arg("run")
         .env("CLAWPEN_DATA_DIR", &data)
+        // The boxes are counted below; warm pool boxes would be among them
+        // (tests/pool.rs covers what a start does with those).
+        .env("CLAWPEN_WARM_POOL", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

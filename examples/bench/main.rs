@@ -28,8 +28,12 @@
 //! - `report`: the Markdown table.
 //! - `tasks`: 100,000 scheduled tasks: store size, memory, one scheduler tick
 //!   (`cargo run --release --example bench -- tasks` runs only this part).
+//! - `pool`: new conversations with and without the warm pool, one at a time and in a
+//!   burst, on bridges of their own (`cargo run --release --example bench -- pool [N]
+//!   [BURST]` runs only this part, with N one at a time and BURST at once).
 
 mod discord;
+mod pool;
 mod procfs;
 mod report;
 mod tasks;
@@ -139,6 +143,21 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("tasks-reopen") => return tasks::reopen_and_tick().await,
+        Some("pool") => {
+            let arg = |n: usize, default: usize| {
+                std::env::args()
+                    .nth(n)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(default)
+            };
+            let (samples, burst) = (arg(2, pool::NEW_SAMPLES), arg(3, pool::BURST));
+            let load = load_average();
+            let report = pool::measure(samples, burst).await?;
+            println!("`cargo run --release --example bench -- pool {samples} {burst}`, provider `echo` with `echo_delay_ms = 0`; load average at start {load}, at the end {}", load_average());
+            println!();
+            pool::print(&report);
+            return Ok(());
+        }
         _ => {}
     }
     let run_started = Instant::now();
@@ -150,6 +169,8 @@ async fn main() -> anyhow::Result<()> {
         provider: "echo".into(),
         echo_delay_ms: 0,
         max_boxes: MAX_BOXES,
+        // New conversations here are cold starts; the pool has its own rows (`pool`).
+        warm_pool: 0,
         ..Config::default()
     };
     eprintln!("starting the bridge (builds the box image if it is missing)");
@@ -171,6 +192,8 @@ async fn main() -> anyhow::Result<()> {
         Err(_) => eprintln!("cleanup did not finish within {CLEANUP_TIMEOUT:?}"),
     }
     let report = measured?;
+    eprintln!("pool: new conversations with and without the warm pool");
+    let pooled = pool::measure(pool::NEW_SAMPLES, pool::BURST).await?;
     report::print(
         &report,
         &engine,
@@ -178,6 +201,8 @@ async fn main() -> anyhow::Result<()> {
         &load_average(),
         run_started.elapsed(),
     );
+    println!();
+    pool::print(&pooled);
     Ok(())
 }
 

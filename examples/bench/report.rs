@@ -179,7 +179,7 @@ fn print_storage(short: &Storage, long: &Storage) {
 }
 
 /// The nearest-rank percentile `p` (0 to 100) of `samples`.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort();
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
@@ -195,7 +195,7 @@ fn median(values: &[u64]) -> u64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or_default()
 }
 
-fn ms(d: Duration) -> String {
+pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 

@@ -65,7 +65,14 @@ pub(super) async fn run(config: &Config, yes: bool) -> anyhow::Result<ExitCode> 
         .known_conversations()
         .context("reading the conversations the store knows")?;
     let sandbox = Sandbox::connect(config, &store.instance_id()).await?;
-    let found = orphans(&known, sandbox.list().await?, sandbox.volumes().await?);
+    // A workspace claimed from the warm pool has no conversation label; the store says
+    // whose it is, and it is no orphan.
+    let claims = store
+        .claimed_workspaces()
+        .context("reading the workspaces conversations claimed")?;
+    let (mut boxes, mut volumes) = (sandbox.list().await?, sandbox.volumes().await?);
+    crate::sandbox::attribute(&mut boxes, &mut volumes, &claims);
+    let found = orphans(&known, boxes, volumes);
     if found.boxes.is_empty() && found.volumes.is_empty() {
         println!("no orphans: every box and volume belongs to a known conversation");
         return Ok(ExitCode::SUCCESS);
@@ -128,6 +135,8 @@ mod tests {
             name: name.into(),
             conversation,
             running: false,
+            pool: false,
+            workspace: None,
         }
     }
 
@@ -135,6 +144,7 @@ mod tests {
         VolumeInfo {
             name: name.into(),
             conversation,
+            pool: false,
         }
     }
 

@@ -10,8 +10,14 @@ use crate::store::Store;
 pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     if let Some(status) = control::query_status(&config.control_socket()).await {
         println!(
-            "daemon: running; live boxes {}/{}",
-            status.live_boxes, status.max_boxes
+            "daemon: running; live boxes {}/{} ({} of them warm, ready for new conversations; pool {})",
+            status.live_boxes, status.max_boxes, status.warm_boxes, status.warm_pool
+        );
+        // The queue for a box, first come first served: a slot under the cap, then the
+        // engine's start.
+        println!(
+            "waiting for a box: {} for a slot, {} for the engine to start it",
+            status.waiting_for_slot, status.starts_waiting
         );
         if let Some(degraded) = &status.degraded {
             println!("degraded: {degraded}");
@@ -43,7 +49,8 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
     println!("daemon: not running");
     let store = Store::open(&config.store_dir())?;
     let sandbox = Sandbox::connect(config, &store.instance_id()).await?;
-    let boxes = sandbox.list().await?;
+    let (mut boxes, mut volumes) = (sandbox.list().await?, sandbox.volumes().await?);
+    crate::sandbox::attribute(&mut boxes, &mut volumes, &store.claimed_workspaces()?);
     let conversations = store.conversations()?;
     println!(
         "{} conversations, {} boxes",
@@ -51,10 +58,12 @@ pub(super) async fn run(config: &Config) -> anyhow::Result<ExitCode> {
         boxes.len()
     );
     for b in boxes {
-        let key = b
-            .conversation
-            .map(|k| k.to_string())
-            .unwrap_or_else(|| "?".into());
+        let key = match (b.conversation, b.pool) {
+            (Some(key), _) => key.to_string(),
+            // Left by a daemon that stopped without removing its pool; its next start does.
+            (None, true) => "(warm pool, unclaimed)".into(),
+            (None, false) => "?".into(),
+        };
         println!(
             "{:<40} {:<14} {}",
             key,

@@ -13,6 +13,7 @@ pub const ENV_VARS: &[&str] = &[
     "CLAWPEN_DATA_DIR",
     "CLAWPEN_IMAGE",
     "CLAWPEN_MAX_BOXES",
+    "CLAWPEN_WARM_POOL",
     "CLAWPEN_IDLE_TIMEOUT_SECS",
     "CLAWPEN_SHUTDOWN_GRACE_SECS",
     "CLAWPEN_TURN_STALL_SECS",
@@ -99,6 +100,7 @@ impl Config {
             self.metrics.listen = Some(listen);
         }
         number(env, "CLAWPEN_MAX_BOXES", &mut self.max_boxes)?;
+        number(env, "CLAWPEN_WARM_POOL", &mut self.warm_pool)?;
         number(
             env,
             "CLAWPEN_IDLE_TIMEOUT_SECS",

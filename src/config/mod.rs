@@ -162,6 +162,9 @@ pub struct Config {
     pub image: String,
     /// The most boxes alive at once; further conversations wait in a fair queue.
     pub max_boxes: usize,
+    /// Boxes kept started and attached ahead of need, each on a fresh workspace, for new
+    /// conversations to claim; they count against `max_boxes`. 0 turns the pool off.
+    pub warm_pool: usize,
     /// Seconds without activity after which a box is stopped (its workspace is kept).
     pub idle_timeout_secs: u64,
     /// Seconds running turns get to finish on shutdown.
@@ -256,6 +259,7 @@ impl Default for Config {
             data_dir: default_data_dir(),
             image: default_image(),
             max_boxes: 32,
+            warm_pool: 2,
             idle_timeout_secs: 15 * 60,
             shutdown_grace_secs: 30,
             turn_stall_secs: 120,

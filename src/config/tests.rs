@@ -39,6 +39,17 @@ fn environment_wins_over_the_file() {
 }
 
 #[test]
+fn the_warm_pool_defaults_to_two_and_the_environment_sets_or_disables_it() {
+    let config = Config::load_from(None, &env(&[])).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.warm_pool, 2);
+    let file = Config::parse("warm_pool = 5\n").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(file.warm_pool, 5);
+    let off = Config::load_from(None, &env(&[("CLAWPEN_WARM_POOL", "0")]))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(off.warm_pool, 0);
+}
+
+#[test]
 fn bad_values_are_named() {
     let err = Config::load_from(None, &env(&[("CLAWPEN_MAX_BOXES", "lots")]))
         .err()

@@ -83,6 +83,10 @@ pub enum BoxStart {
     Resumed,
     /// The box was running already (left by the previous bridge run).
     Adopted,
+    /// A new conversation claimed a box of the warm pool.
+    Warm,
+    /// A box was created and started for the warm pool.
+    Pooled,
 }
 
 impl BoxStart {
@@ -92,6 +96,8 @@ impl BoxStart {
             Self::Cold => "cold",
             Self::Resumed => "resumed",
             Self::Adopted => "adopted",
+            Self::Warm => "warm",
+            Self::Pooled => "pooled",
         }
     }
 }
@@ -151,6 +157,10 @@ struct Inner {
     turn_duration: Histogram,
     live_boxes: Gauge,
     queued: Gauge,
+    /// Warm pool boxes ready to be claimed.
+    warm_boxes: Gauge,
+    /// Box starts waiting for the engine (beyond those under way).
+    starts_waiting: Gauge,
     box_starts: Family<BoxLabels, Counter>,
     model_requests: Family<ModelLabels, Counter>,
     model_tokens: Family<ProviderLabels, Counter>,
@@ -201,6 +211,8 @@ impl Metrics {
             turn_duration: latency(),
             live_boxes: Gauge::default(),
             queued: Gauge::default(),
+            warm_boxes: Gauge::default(),
+            starts_waiting: Gauge::default(),
             box_starts: Family::default(),
             model_requests: Family::default(),
             model_tokens: Family::default(),
@@ -253,8 +265,19 @@ impl Metrics {
             inner.queued.clone(),
         );
         registry.register(
+            "warm_boxes",
+            "Warm pool boxes started ahead of need, ready for new conversations",
+            inner.warm_boxes.clone(),
+        );
+        registry.register(
+            "box_starts_waiting",
+            "Conversations waiting for the engine to create or start their box",
+            inner.starts_waiting.clone(),
+        );
+        registry.register(
             "box_starts",
-            "Boxes started, by kind: cold (created), resumed (stopped box started), adopted",
+            "Boxes started, by kind: cold (created), resumed (stopped box started), adopted, \
+             warm (claimed from the pool), pooled (created for the pool)",
             inner.box_starts.clone(),
         );
         registry.register(
@@ -436,6 +459,17 @@ impl Metrics {
             .live_boxes
             .set(i64::try_from(live).unwrap_or(i64::MAX));
         inner.queued.set(i64::try_from(queued).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the warm pool's gauges, read from the router at each scrape.
+    pub fn set_pool(&self, warm: usize, starts_waiting: usize) {
+        let Some(inner) = &self.inner else { return };
+        inner
+            .warm_boxes
+            .set(i64::try_from(warm).unwrap_or(i64::MAX));
+        inner
+            .starts_waiting
+            .set(i64::try_from(starts_waiting).unwrap_or(i64::MAX));
     }
 }
 

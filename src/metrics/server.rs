@@ -209,6 +209,10 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 state.router.live_boxes(),
                 state.router.conversations_waiting(),
             );
+            state.metrics.set_pool(
+                state.router.warm_boxes(),
+                state.router.sandbox().starts_waiting(),
+            );
             reply(StatusCode::OK, OPENMETRICS, state.metrics.encode())
         }
         _ => reply(

@@ -25,12 +25,15 @@ mod actor;
 mod clock;
 mod delivery;
 mod mailbox;
+mod pool;
 mod scheduled;
 mod turn;
 
 use actor::{Actor, Command, Handoff, Start};
 pub use clock::{Clock, ManualClock};
 use mailbox::{Mailboxes, Retire};
+use pool::Pool;
+pub use pool::RECYCLE_AFTER;
 pub use scheduled::WeakRouter;
 pub use turn::now_secs;
 
@@ -62,6 +65,9 @@ pub enum RecoverError {
 pub struct RouterConfig {
     /// The most boxes alive at once.
     pub max_boxes: usize,
+    /// Boxes kept started ahead of need for new conversations (0: none); they count
+    /// against `max_boxes`.
+    pub warm_pool: usize,
     /// How long an idle box lives.
     pub idle_timeout: Duration,
     /// How long a turn may go without any sign of life from its box.
@@ -122,6 +128,10 @@ pub enum ConversationState {
     /// Waiting for one of the live-box slots.
     #[serde(rename = "waiting for a box slot")]
     WaitingForSlot,
+    /// Holding a slot, its box being created or started (or queued for the engine: see
+    /// `Sandbox::starts_waiting`).
+    #[serde(rename = "starting its box")]
+    StartingBox,
     /// Messages wait, but no box is attached (the engine is away, or a store write failed).
     #[serde(rename = "waiting for a box")]
     WaitingForBox,
@@ -141,6 +151,7 @@ impl std::fmt::Display for ConversationState {
         f.pad(match self {
             Self::Starting => "starting",
             Self::WaitingForSlot => "waiting for a box slot",
+            Self::StartingBox => "starting its box",
             Self::WaitingForBox => "waiting for a box",
             Self::RunningTurn => "running a turn",
             Self::Idle => "idle",
@@ -165,6 +176,8 @@ pub(crate) struct Shared {
     pub(crate) tunnel: Tunnel,
     /// One permit per live box; waiting for one is the fair queue of conversations.
     pub(crate) slots: Arc<Semaphore>,
+    /// Boxes started ahead of need, each holding one of `slots`.
+    pub(crate) pool: Pool,
     /// The mailbox of every live actor. A std mutex: held only to look up or insert.
     actors: Mailboxes<Command>,
     /// What each live actor is doing; written by actors, read by `status`.
@@ -253,6 +266,7 @@ impl Router {
                 sandbox,
                 tunnel,
                 slots: Arc::new(Semaphore::new(config.max_boxes)),
+                pool: Pool::new(config.warm_pool),
                 config,
                 adapters,
                 actors: Mailboxes::new(),
@@ -277,8 +291,15 @@ impl Router {
     pub async fn recover(&self) -> Result<(), RecoverError> {
         let store = &self.shared.store;
         let known = store.known_conversations().map_err(RecoverError::Store)?;
+        // Claimed warm pool boxes and volumes carry no conversation label: the store's
+        // mappings say whose they are. Pool boxes no conversation claimed are removed.
+        let claims = store.claimed_workspaces().map_err(RecoverError::Store)?;
+        let sandbox = &self.shared.sandbox;
+        let (mut boxes, mut volumes) = (sandbox.list().await?, sandbox.volumes().await?);
+        crate::sandbox::attribute(&mut boxes, &mut volumes, &claims);
+        pool::remove_leftovers(sandbox, &boxes, &volumes).await;
         let mut running = Vec::new();
-        for info in self.shared.sandbox.list().await? {
+        for info in boxes.into_iter().filter(|b| !pool::leftover(sandbox, b)) {
             match &info.conversation {
                 Some(key) if known.contains(key) => {
                     if info.running {
@@ -620,7 +641,8 @@ impl InboundSink for Router {
         StatusReport {
             queued: live.as_ref().map_or(0, |s| s.queued),
             state: live.map(|s| s.state.to_string()),
-            live_boxes: self.live_boxes(),
+            // The user asks about conversations' boxes; the warm pool's are not theirs.
+            live_boxes: self.conversation_boxes(),
             max_boxes: self.shared.config.max_boxes,
         }
     }

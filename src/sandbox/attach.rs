@@ -97,6 +97,11 @@ impl Outputs {
         // The permit drops here: its bytes are free for the reader again.
         self.rx.recv().await.map(|(output, _permit)| output)
     }
+
+    /// Whether the reader is gone (the box's output ended).
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
 }
 
 impl std::fmt::Debug for BoxConn {

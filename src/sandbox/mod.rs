@@ -2,38 +2,45 @@
 //! through the Docker API of the engine named by `DOCKER_HOST`.
 //!
 //! Every box and volume carries the labels [`spec::LABEL_CONVERSATION`] and
-//! [`spec::LABEL_INSTANCE`], which is how a restarted bridge finds its boxes again.
+//! [`spec::LABEL_INSTANCE`], which is how a restarted bridge finds its boxes again. Warm
+//! pool boxes (see [`pool`]) carry [`spec::LABEL_POOL`] instead of a conversation; the store
+//! says which conversation claimed one.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerStateStatusEnum, VolumeCreateRequest};
+use bollard::models::ContainerStateStatusEnum;
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, KillContainerOptions, ListContainersOptions,
-    ListVolumesOptions, RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions,
-    StopContainerOptions,
+    InspectContainerOptions, KillContainerOptions, ListContainersOptions, ListVolumesOptions,
+    RemoveContainerOptions, RemoveVolumeOptions, StartContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use clawpen_domain::{ContainerId, ConversationKey};
+use tokio::sync::Semaphore;
 
 pub mod attach;
+mod create;
 mod exec;
 mod files;
 pub mod image;
 pub mod mounts;
+pub mod pool;
 pub mod quota;
 pub mod seccomp;
 pub mod spec;
 
 pub use attach::{BoxConn, BoxInput, BoxOutput, Outputs, OUTPUT_BYTES};
+pub use create::STARTS_AT_ONCE;
 pub use files::MAX_UPLOAD;
 use mounts::{AllowedMount, MountError};
+pub use pool::{attribute, WarmBox};
 use seccomp::{Seccomp, SeccompError};
-use spec::{AgentEnv, BoxSpec};
+use spec::AgentEnv;
 
 use crate::config::{BoxLimits, Config, SeccompChoice};
-use crate::metrics::{BoxStart, Metrics};
+use crate::metrics::Metrics;
 
 /// A failure of the sandbox, in our words; engine errors are converted where they enter.
 #[derive(Debug, thiserror::Error)]
@@ -143,10 +150,15 @@ pub struct BoxInfo {
     pub id: ContainerId,
     /// The container name.
     pub name: String,
-    /// The conversation from its label (None when the label is unreadable).
+    /// The conversation from its label (None when the label is unreadable, and for a warm
+    /// pool box until [`attribute`] finds the conversation that claimed it).
     pub conversation: Option<ConversationKey>,
     /// Whether it runs now.
     pub running: bool,
+    /// Whether it was started for the warm pool ([`spec::LABEL_POOL`]).
+    pub pool: bool,
+    /// The volume mounted as its workspace.
+    pub workspace: Option<String>,
 }
 
 /// A workspace volume as the engine lists it.
@@ -154,8 +166,11 @@ pub struct BoxInfo {
 pub struct VolumeInfo {
     /// The volume name.
     pub name: String,
-    /// The conversation from its label (None when the label is missing or unreadable).
+    /// The conversation from its label (None when the label is missing or unreadable, and
+    /// for a warm pool volume until [`attribute`] finds the conversation that claimed it).
     pub conversation: Option<ConversationKey>,
+    /// Whether it was made for the warm pool ([`spec::LABEL_POOL`]).
+    pub pool: bool,
 }
 
 /// How a box ended, for the message the user gets.
@@ -207,6 +222,11 @@ struct Inner {
     /// Why the bridge stopped a box, by container id, until it starts again: read when
     /// the box's conversation asks how it ended. A std mutex, held only to read or write.
     stopped_for: Mutex<HashMap<String, String>>,
+    /// One permit per box the engine may be creating or starting at once
+    /// ([`STARTS_AT_ONCE`]); tokio's semaphore is fair, so starts are served in order.
+    starts: Semaphore,
+    /// Box starts waiting for a permit of `starts`: the queue's length.
+    starts_waiting: AtomicUsize,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -265,6 +285,8 @@ impl Sandbox {
                 conversations: config.conversations.clone(),
                 seccomp,
                 stopped_for: Mutex::new(HashMap::new()),
+                starts: Semaphore::new(STARTS_AT_ONCE),
+                starts_waiting: AtomicUsize::new(0),
             }),
             metrics: Metrics::off(),
         })
@@ -345,128 +367,12 @@ impl Sandbox {
             .is_ok()
     }
 
-    /// Make sure the box of `conversation` exists and runs: create its volume and container
-    /// if missing, start it if stopped.
-    pub async fn ensure_box(
-        &self,
-        conversation: &ConversationKey,
-    ) -> Result<Started, SandboxError> {
-        let docker = &self.inner.docker;
-        let name = spec::container_name(&self.inner.instance, conversation);
-        match self.inspect(&ContainerId::from(name.as_str())).await? {
-            Some(exit) if exit.running => {
-                let id = self.container_id(&name).await?;
-                self.metrics.box_started(BoxStart::Adopted);
-                return Ok(Started {
-                    container: ContainerId(id),
-                    fresh: false,
-                });
-            }
-            Some(_) => {
-                let id = self.container_id(&name).await?;
-                self.stopped_for().remove(&id);
-                if !self.outdated(&id).await? {
-                    self.start(&id).await?;
-                    self.metrics.box_started(BoxStart::Resumed);
-                    return Ok(Started {
-                        container: ContainerId(id),
-                        fresh: true,
-                    });
-                }
-                // Made before the current hardening (without the seccomp profile, or with
-                // another): made again below. Its root is read-only and its /tmp went with
-                // the stop, so only the container goes; the workspace volume stays.
-                tracing::info!(conversation = %conversation, r#box = %id, "the box's security options are out of date; making it again");
-                self.remove_container(&ContainerId(id)).await?;
-            }
-            None => {}
-        }
-        self.ensure_volume(conversation).await?;
-        let body = spec::container_body(&BoxSpec {
-            instance: &self.inner.instance,
-            conversation,
-            image: &self.inner.image,
-            limits: &self.inner.limits,
-            mounts: &self.inner.mounts,
-            env: &self.agent_env(conversation),
-            seccomp: self.inner.seccomp.as_ref(),
-        });
-        let options = CreateContainerOptions {
-            name: Some(name.clone()),
-            platform: String::new(),
-        };
-        let created = match docker.create_container(Some(options), body).await {
-            Ok(created) => created,
-            Err(e) => {
-                let err = SandboxError::from_engine("create", &name, e);
-                if err.is_status(404) {
-                    return Err(SandboxError::ImageMissing {
-                        image: self.inner.image.clone(),
-                    });
-                }
-                return Err(err);
-            }
-        };
-        self.start(&created.id).await?;
-        self.metrics.box_started(BoxStart::Cold);
-        Ok(Started {
-            container: ContainerId(created.id),
-            fresh: true,
-        })
-    }
-
-    /// Whether a stopped box was made with other security options than a new box gets
-    /// now (before the seccomp profile, or with another one).
-    async fn outdated(&self, id: &str) -> Result<bool, SandboxError> {
-        let info = self
-            .inner
-            .docker
-            .inspect_container(id, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| SandboxError::from_engine("inspect", id, e))?;
-        let has: Vec<String> = info
-            .host_config
-            .and_then(|h| h.security_opt)
-            .unwrap_or_default();
-        let seccomp = |opts: &[String]| opts.iter().find(|o| o.starts_with("seccomp=")).cloned();
-        let wanted = self.inner.seccomp.as_ref().map(Seccomp::security_opt);
-        Ok(seccomp(&has) != wanted)
-    }
-
-    async fn ensure_volume(&self, conversation: &ConversationKey) -> Result<(), SandboxError> {
-        let name = spec::volume_name(&self.inner.instance, conversation);
-        let request = VolumeCreateRequest {
-            name: Some(name.clone()),
-            labels: Some(spec::labels(&self.inner.instance, conversation)),
-            ..Default::default()
-        };
-        self.inner
-            .docker
-            .create_volume(request)
-            .await
-            .map(|_| ())
-            .map_err(|e| SandboxError::from_engine("create volume", &name, e))
-    }
-
     async fn start(&self, id: &str) -> Result<(), SandboxError> {
         self.inner
             .docker
             .start_container(id, None::<StartContainerOptions>)
             .await
             .map_err(|e| SandboxError::from_engine("start", id, e))
-    }
-
-    async fn container_id(&self, name: &str) -> Result<String, SandboxError> {
-        let info = self
-            .inner
-            .docker
-            .inspect_container(name, None::<InspectContainerOptions>)
-            .await
-            .map_err(|e| SandboxError::from_engine("inspect", name, e))?;
-        info.id.ok_or_else(|| SandboxError::BoxGone {
-            container: name.into(),
-            reason: "no id".into(),
-        })
     }
 
     /// The state of a container, or None when it does not exist.
@@ -562,13 +468,17 @@ impl Sandbox {
         }
     }
 
-    /// Remove a conversation's box and its workspace volume.
-    pub async fn remove_box(&self, conversation: &ConversationKey) -> Result<(), SandboxError> {
+    /// Remove a conversation's box and its workspace volume `workspace` (the one named
+    /// after it, or the one it claimed from the warm pool).
+    pub async fn remove_box(
+        &self,
+        conversation: &ConversationKey,
+        workspace: &str,
+    ) -> Result<(), SandboxError> {
         let name = spec::container_name(&self.inner.instance, conversation);
         self.remove_container(&ContainerId::from(name.as_str()))
             .await?;
-        let volume = spec::volume_name(&self.inner.instance, conversation);
-        self.remove_volume(&volume).await
+        self.remove_volume(workspace).await
     }
 
     /// Remove a workspace volume (gone already counts as removed). Its files are lost:
@@ -649,11 +559,18 @@ impl Sandbox {
                     c.state,
                     Some(bollard::models::ContainerSummaryStateEnum::RUNNING)
                 );
+                let workspace = c.mounts.unwrap_or_default().into_iter().find_map(|m| {
+                    (m.destination.as_deref() == Some(spec::WORKSPACE))
+                        .then_some(m.name)
+                        .flatten()
+                });
                 Some(BoxInfo {
                     id: ContainerId(id),
                     name,
                     conversation,
                     running,
+                    pool: labels.contains_key(spec::LABEL_POOL),
+                    workspace,
                 })
             })
             .collect())
@@ -680,6 +597,7 @@ impl Sandbox {
                     .labels
                     .get(spec::LABEL_CONVERSATION)
                     .and_then(|k| k.parse().ok()),
+                pool: v.labels.contains_key(spec::LABEL_POOL),
                 name: v.name,
             })
             .collect())

@@ -16,6 +16,11 @@ use crate::config::BoxLimits;
 pub const LABEL_CONVERSATION: &str = "clawpen.conversation";
 /// Label carrying the clawpen instance that owns a box.
 pub const LABEL_INSTANCE: &str = "clawpen.instance";
+/// Label of a box, and its volume, started ahead of need for the warm pool. Such a box has
+/// no [`LABEL_CONVERSATION`] (labels are fixed at creation, and no conversation is known
+/// then); once claimed, the store's mapping of the conversation to the volume says whose it
+/// is (see `sandbox::pool`).
+pub const LABEL_POOL: &str = "clawpen.pool";
 
 /// Where the conversation's volume is mounted in the box.
 pub const WORKSPACE: &str = "/workspace";
@@ -38,13 +43,40 @@ pub struct AgentEnv {
     pub instructions: Option<std::path::PathBuf>,
 }
 
+/// Whose box it is, which decides its labels and its workspace volume.
+#[derive(Clone, Copy, Debug)]
+pub enum Owner<'a> {
+    /// A conversation's box, on its workspace: [`volume_name`] of the conversation, or the
+    /// volume it claimed from the warm pool.
+    Conversation {
+        /// The conversation.
+        key: &'a ConversationKey,
+        /// Its workspace volume.
+        workspace: &'a str,
+    },
+    /// A warm pool box no conversation has claimed yet, on its own fresh volume.
+    Pool {
+        /// Its workspace volume.
+        workspace: &'a str,
+    },
+}
+
+impl Owner<'_> {
+    /// The workspace volume mounted at [`WORKSPACE`].
+    pub fn workspace(&self) -> &str {
+        match self {
+            Self::Conversation { workspace, .. } | Self::Pool { workspace } => workspace,
+        }
+    }
+}
+
 /// What a box is made of.
 #[derive(Clone, Debug)]
 pub struct BoxSpec<'a> {
     /// The instance id (label and name prefix).
     pub instance: &'a str,
-    /// The conversation it serves.
-    pub conversation: &'a ConversationKey,
+    /// Whose box it is.
+    pub owner: Owner<'a>,
     /// The image to run.
     pub image: &'a str,
     /// Resource limits.
@@ -106,6 +138,30 @@ pub fn labels(instance: &str, conversation: &ConversationKey) -> HashMap<String,
     ])
 }
 
+/// The labels of a warm pool box and its volume: the instance, and no conversation.
+pub fn pool_labels(instance: &str) -> HashMap<String, String> {
+    HashMap::from([
+        (LABEL_POOL.to_string(), "warm".to_string()),
+        (LABEL_INSTANCE.to_string(), instance.to_string()),
+    ])
+}
+
+/// The container and volume names of a warm pool box, from a random id: the pool box is
+/// renamed to its conversation's [`container_name`] when claimed, but its volume (which
+/// the engine cannot rename) keeps this name for good.
+pub fn pool_names(instance: &str, id: u64) -> (String, String) {
+    let container = format!("clawpen-{instance}-pool-{id:016x}");
+    let volume = format!("{container}-ws");
+    (container, volume)
+}
+
+fn owner_labels(instance: &str, owner: &Owner<'_>) -> HashMap<String, String> {
+    match owner {
+        Owner::Conversation { key, .. } => labels(instance, key),
+        Owner::Pool { .. } => pool_labels(instance),
+    }
+}
+
 /// The box's environment: settings only, never a secret.
 fn agent_env(env: &AgentEnv) -> Vec<String> {
     let mut vars = vec![
@@ -133,7 +189,7 @@ pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
     let memory = i64::try_from(limits.memory_mb.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX);
     let mut mounts = vec![Mount {
         target: Some(WORKSPACE.into()),
-        source: Some(volume_name(spec.instance, spec.conversation)),
+        source: Some(spec.owner.workspace().to_string()),
         typ: Some(MountType::VOLUME),
         read_only: Some(false),
         ..Default::default()
@@ -186,7 +242,7 @@ pub fn container_body(spec: &BoxSpec<'_>) -> ContainerCreateBody {
         user: Some(BOX_USER.into()),
         working_dir: Some(WORKSPACE.into()),
         env: Some(agent_env(spec.env)),
-        labels: Some(labels(spec.instance, spec.conversation)),
+        labels: Some(owner_labels(spec.instance, &spec.owner)),
         attach_stdin: Some(true),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
@@ -231,9 +287,13 @@ mod tests {
             harness: None,
             instructions: None,
         };
+        let workspace = volume_name("i1", &key);
         let body = container_body(&BoxSpec {
             instance: "i1",
-            conversation: &key,
+            owner: Owner::Conversation {
+                key: &key,
+                workspace: &workspace,
+            },
             image: "clawpen-box:test",
             limits: &BoxLimits::default(),
             mounts: &[],

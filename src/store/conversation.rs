@@ -1,6 +1,6 @@
 //! Conversations the daemon has seen, with their settings and last activity.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use clawpen_domain::ConversationKey;
 use serde::{Deserialize, Serialize};
@@ -22,6 +22,12 @@ pub struct ConversationRecord {
     pub created_at: u64,
     /// When a message last arrived or a turn last ran, in seconds since the Unix epoch.
     pub last_active: u64,
+    /// The workspace volume the conversation claimed from the warm pool, which it keeps for
+    /// good. `None` (every record written before the pool existed, and conversations that
+    /// started in a cold box): its workspace is the volume named after the conversation
+    /// (`sandbox::spec::volume_name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
 
 impl ConversationRecord {
@@ -31,6 +37,7 @@ impl ConversationRecord {
             key,
             created_at: now,
             last_active: now,
+            workspace: None,
         }
     }
 }
@@ -119,6 +126,62 @@ impl Store {
         Ok(known)
     }
 
+    /// Records that `conversation` claimed the warm pool volume `volume` as its workspace,
+    /// creating its record if it is new. Flushed (off the async workers), and done before
+    /// the box is given anything: a workspace the store does not know would be taken for
+    /// an unclaimed pool volume and removed at the next start.
+    pub async fn claim_workspace(
+        &self,
+        conversation: &ConversationKey,
+        volume: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let (key, volume) = (conversation.clone(), volume.to_string());
+        self.blocking(move |store| {
+            let id = key.to_string();
+            store
+                .db()?
+                .conversations
+                .transaction(|tree| {
+                    let mut record = match tree.get(id.as_bytes())? {
+                        Some(bytes) => store
+                            .decode(TREE, id.as_bytes(), &bytes)
+                            .map_err(sled::transaction::ConflictableTransactionError::Abort)?,
+                        None => ConversationRecord::new(key.clone(), now),
+                    };
+                    record.workspace = Some(volume.clone());
+                    let value = encode(&record)
+                        .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
+                    tree.insert(id.as_bytes(), value)?;
+                    Ok(())
+                })
+                .map_err(|e| store.tx_err(e))?;
+            store.flush()
+        })
+        .await
+    }
+
+    /// The workspace volume `conversation` claimed from the warm pool, if it did.
+    pub async fn claimed_workspace(
+        &self,
+        conversation: &ConversationKey,
+    ) -> Result<Option<String>, StoreError> {
+        let key = conversation.clone();
+        self.blocking(move |store| Ok(store.conversation(&key)?.and_then(|r| r.workspace)))
+            .await
+    }
+
+    /// Every workspace volume claimed from the warm pool, with the conversation that owns
+    /// it: how claimed pool boxes and volumes, which carry no conversation label, are told
+    /// from unclaimed leftovers (`sandbox::attribute`). Unreadable records are skipped.
+    pub fn claimed_workspaces(&self) -> Result<HashMap<String, ConversationKey>, StoreError> {
+        Ok(self
+            .conversations()?
+            .into_iter()
+            .filter_map(|r| Some((r.workspace?, r.key)))
+            .collect())
+    }
+
     /// Records activity in a conversation at `now`, creating its record if it is new, and
     /// returns the record. Not flushed: losing the last few seconds of activity times in a
     /// crash costs nothing, and this runs for every message.
@@ -196,6 +259,44 @@ mod tests {
             store.conversation(&thread).unwrap().unwrap().last_active,
             300
         );
+    }
+
+    #[tokio::test]
+    async fn a_claimed_workspace_is_kept_with_the_record_and_old_records_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let old = ConversationKey::new("telegram", "1");
+        let new = ConversationKey::new("telegram", "2");
+        // A record as earlier releases wrote it, without the field (the store's fixture of
+        // the last release has such records too: see `upgrade`).
+        let written = serde_json::json!({"key": old, "created_at": 5, "last_active": 6});
+        store
+            .db()
+            .unwrap()
+            .conversations
+            .insert(old.to_string().as_bytes(), written.to_string().as_bytes())
+            .unwrap();
+        assert_eq!(store.conversation(&old).unwrap().unwrap().workspace, None);
+        assert_eq!(store.claimed_workspace(&old).await.unwrap(), None);
+
+        store.claim_workspace(&new, "pool-7-ws", 10).await.unwrap();
+        // Touching the record later keeps the claim.
+        store.touch_conversation(&new, 20).unwrap();
+        let record = store.conversation(&new).unwrap().unwrap();
+        assert_eq!(record.workspace.as_deref(), Some("pool-7-ws"));
+        assert_eq!((record.created_at, record.last_active), (10, 20));
+        let claims = store.claimed_workspaces().unwrap();
+        assert_eq!(claims, HashMap::from([("pool-7-ws".to_string(), new)]));
+        // A record without a claim is written as before.
+        store.touch_conversation(&old, 30).unwrap();
+        let bytes = store
+            .db()
+            .unwrap()
+            .conversations
+            .get(old.to_string().as_bytes())
+            .unwrap()
+            .unwrap();
+        assert!(!String::from_utf8_lossy(&bytes).contains("workspace"));
     }
 
     #[test]

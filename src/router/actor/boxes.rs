@@ -20,6 +20,19 @@ impl Actor {
         if self.session.is_some() {
             return Ok(());
         }
+        // Where its files are: a volume claimed from the warm pool, or (None) the one named
+        // after it. Unreadable, no box is started rather than one on an empty workspace.
+        let claimed = self
+            .shared
+            .store
+            .claimed_workspace(&self.key)
+            .await
+            .map_err(|e| SandboxError::Protocol(format!("cannot read its workspace: {e}")))?;
+        if let Some(session) = self.claim_warm(claimed.as_deref()).await {
+            self.session = Some(session);
+            self.last_activity = self.now();
+            return Ok(());
+        }
         // Its first poll puts the acquire in the semaphore's fair queue; only then is the
         // conversation shown as waiting, so "waiting for a box slot" means its place is taken.
         let acquire = self.shared.slots.clone().acquire_owned();
@@ -28,6 +41,8 @@ impl Actor {
         let permit = match first {
             Poll::Ready(permit) => permit,
             Poll::Pending => {
+                // The warm pool gives up a slot for a conversation that waits for one.
+                let _waiting = self.shared.pool.slot_wait();
                 self.shared.set_status(
                     &self.key,
                     None,
@@ -43,7 +58,18 @@ impl Actor {
             }
         }
         .map_err(|_| SandboxError::Protocol("the box slots are closed".into()))?;
-        let started = self.shared.sandbox.ensure_box(&self.key).await?;
+        self.shared.set_status(
+            &self.key,
+            None,
+            ConversationState::StartingBox,
+            self.queue.len(),
+        );
+        let workspace = self.workspace(claimed);
+        let started = self
+            .shared
+            .sandbox
+            .ensure_box_on(&self.key, &workspace)
+            .await?;
         let mut conn = self.shared.sandbox.attach(&started.container).await?;
         // After a fresh start nothing was acknowledged. After a re-adopt the bridge has no
         // record of the box's events: its `State` says where they stand, and the sequencer

@@ -25,6 +25,7 @@ mod progress;
 mod requests;
 mod scheduled;
 mod sequence;
+mod warm;
 
 use progress::Progress;
 use requests::Requests;
