@@ -402,8 +402,9 @@ async fn a_job_due_during_a_turn_runs_after_it_as_a_turn_of_its_own() {
     let tweak = serve(&model);
     let t = TestBridge::start_on(clock.clock(), |c| {
         tweak(c);
-        // The clock jumps an hour while the turn runs; that is no stall.
+        // The clock jumps an hour while the turn runs; that is no stall, nor too long.
         c.turn_stall_secs = 24 * 3600;
+        c.max_turn_secs = 24 * 3600;
         c.idle_timeout_secs = 24 * 3600;
     })
     .await;

@@ -229,9 +229,19 @@ impl TestBridge {
             cleanup,
         } = self;
         bridge.shutdown().await;
-        let bridge = Bridge::start(&config, Vec::new())
-            .await
-            .unwrap_or_else(|e| panic!("restart: {e}"));
+        // In one process the old store closes as its last handle drops, which a loaded disk
+        // can take seconds to finish (a real restart is a new process: the lock goes with
+        // the old one). Opening waits a few seconds by itself; this waits longer.
+        let mut tries = 0;
+        let bridge = loop {
+            match Bridge::start(&config, Vec::new()).await {
+                Ok(bridge) => break bridge,
+                Err(clawpen::daemon::DaemonError::Store(clawpen::store::StoreError::Locked {
+                    ..
+                })) if tries < 10 => tries += 1,
+                Err(e) => panic!("restart: {e}"),
+            }
+        };
         Self {
             dir,
             config,
