@@ -6,7 +6,7 @@
 //! stores it together with the turn it begins, in one commit. A semaphore caps live boxes; tokio's semaphore is fair, so conversations waiting
 //! for a slot are served first come, first served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -15,7 +15,6 @@ use async_trait::async_trait;
 use clawpen_adapters::{
     Accepted, Adapter, ConversationKey, Inbound, InboundSink, SinkError, StatusReport,
 };
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +26,8 @@ mod delivery;
 mod mailbox;
 mod pool;
 mod scheduled;
+mod settings;
+mod status;
 mod turn;
 
 use actor::{Actor, Command, Handoff, Start};
@@ -35,6 +36,8 @@ use mailbox::{Mailboxes, Retire};
 use pool::Pool;
 pub use pool::RECYCLE_AFTER;
 pub use scheduled::WeakRouter;
+pub use settings::{ReplyLimits, RouterConfig};
+pub use status::{ConversationState, ConversationStatus};
 pub use turn::now_secs;
 
 use crate::metrics::Metrics;
@@ -58,106 +61,6 @@ pub enum RecoverError {
     /// The engine could not list or stop boxes.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
-}
-
-/// Timing knobs of the router.
-#[derive(Clone, Debug)]
-pub struct RouterConfig {
-    /// The most boxes alive at once.
-    pub max_boxes: usize,
-    /// Boxes kept started ahead of need for new conversations (0: none); they count
-    /// against `max_boxes`.
-    pub warm_pool: usize,
-    /// How long an idle box lives.
-    pub idle_timeout: Duration,
-    /// How long a turn may go without any sign of life from its box.
-    pub turn_stall: Duration,
-    /// How long a turn may run in all.
-    pub max_turn: Duration,
-    /// How much one turn's reply may carry.
-    pub reply_limits: ReplyLimits,
-    /// The longest rate-limit wait a reply's delivery sits out (see `delivery`).
-    pub max_rate_wait: Duration,
-    /// Conversations' own models (`[conversations."KEY"] model`), by conversation key text,
-    /// given to the agent with every turn; others use the box's default model.
-    pub models: BTreeMap<String, String>,
-    /// What the actors' timers (idle, stall, typing, retries) run on: tokio's clock, or in
-    /// tests a [`ManualClock`].
-    pub clock: Clock,
-}
-
-/// Caps on one turn's reply, so a box cannot flood its chat: past either, the rest is
-/// dropped and the user told; a box that keeps writing far past them is stopped.
-#[derive(Clone, Copy, Debug)]
-pub struct ReplyLimits {
-    /// Bytes of reply text.
-    pub bytes: usize,
-    /// Separate messages (the agent's `send_message`).
-    pub messages: u32,
-}
-
-/// What one conversation is doing, for `clawpen status`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversationStatus {
-    /// The conversation key.
-    pub conversation: String,
-    /// Its container id, while it has a live box.
-    pub container: Option<String>,
-    /// What it is doing.
-    pub state: ConversationState,
-    /// Messages stored but not yet given to its agent.
-    pub queued: usize,
-    /// Model requests in the last minute.
-    #[serde(default)]
-    pub requests_last_minute: u32,
-    /// Model tokens used today (UTC).
-    #[serde(default)]
-    pub tokens_today: u64,
-    /// The box's requests (model calls, web fetches) being performed now.
-    #[serde(default)]
-    pub requests_in_flight: usize,
-}
-
-/// What a conversation is doing. Its text (shown by `clawpen status`, sent over the control
-/// socket) is the plain words of each variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ConversationState {
-    /// Its actor is starting (after a restart, with stored work).
-    #[serde(rename = "starting")]
-    Starting,
-    /// Waiting for one of the live-box slots.
-    #[serde(rename = "waiting for a box slot")]
-    WaitingForSlot,
-    /// Holding a slot, its box being created or started (or queued for the engine: see
-    /// `Sandbox::starts_waiting`).
-    #[serde(rename = "starting its box")]
-    StartingBox,
-    /// Messages wait, but no box is attached (the engine is away, or a store write failed).
-    #[serde(rename = "waiting for a box")]
-    WaitingForBox,
-    /// Its box is answering.
-    #[serde(rename = "running a turn")]
-    RunningTurn,
-    /// Its box is up with nothing to do.
-    #[serde(rename = "idle")]
-    Idle,
-    /// No box and nothing to do.
-    #[serde(rename = "stopped")]
-    Stopped,
-}
-
-impl std::fmt::Display for ConversationState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(match self {
-            Self::Starting => "starting",
-            Self::WaitingForSlot => "waiting for a box slot",
-            Self::StartingBox => "starting its box",
-            Self::WaitingForBox => "waiting for a box",
-            Self::RunningTurn => "running a turn",
-            Self::Idle => "idle",
-            Self::Stopped => "stopped",
-        })
-    }
 }
 
 /// Handle to the router; cheap to clone.
