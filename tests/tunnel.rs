@@ -665,3 +665,31 @@ async fn fetches_are_capped_in_size_and_time() {
         [AllowRule::parse(&host).unwrap_or(AllowRule::Any)]
     );
 }
+
+#[tokio::test]
+async fn pages_without_a_content_type_are_read_by_how_they_start() {
+    let bare = |body: &[u8]| Page::Typed {
+        content_type: String::new(),
+        body: body.to_vec(),
+    };
+    // Past the sniffed start, so the rest arrives after the decision.
+    let long_html = format!("<!DOCTYPE html><p>{}</p><p>end</p>", "word ".repeat(400));
+    let pages = PageServer::start(vec![
+        ("/html", bare(long_html.as_bytes())),
+        ("/text", bare(b"just some plain words")),
+        ("/binary", bare(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")),
+    ])
+    .await;
+    let host = pages.host_port();
+    let tunnel = fetcher(&[&host], |_| {});
+    let key = conversation("bare");
+    let html = body(&run(&tunnel, &key, fetch(&pages.url("/html"))).await);
+    assert!(html.starts_with("word word"), "{html}");
+    assert!(html.ends_with("end"), "{html}");
+    assert!(!html.contains('<'), "{html}");
+    let text = run(&tunnel, &key, fetch(&pages.url("/text"))).await;
+    assert_eq!(body(&text), "just some plain words");
+    assert_eq!(header(&head(&text).1, "content-type"), Some("text/plain"));
+    let message = refusal(&run(&tunnel, &key, fetch(&pages.url("/binary"))).await);
+    assert!(message.contains("does not look like text"), "{message}");
+}

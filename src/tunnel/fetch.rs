@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use super::address::{refusal, refused_name};
 use super::chunk::Utf8Chunks;
 use super::model::{error_chain, send_text};
-use super::text::html_to_text;
+use super::text::HtmlText;
 use super::{seconds, FetchSettings, TunnelError};
 
 /// Redirects followed before giving up.
@@ -351,8 +351,9 @@ fn kind_of(content_type: &str) -> Option<Kind> {
     }
 }
 
-/// Read the body, within the size cap, make it text and send it: as it arrives for text,
-/// whole for HTML and for a body whose kind must be guessed from its start.
+/// Read the body, within the size cap, make it text and send it: text as it arrives, HTML
+/// converted as it arrives and sent once complete (its text only is held, never the page),
+/// and a body without a content type once its start says which it is.
 async fn read(
     settings: &FetchSettings,
     url: Url,
@@ -367,7 +368,7 @@ async fn read(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let Some(mut kind) = kind_of(&declared) else {
+    let Some(kind) = kind_of(&declared) else {
         return Err(TunnelError::Refused(format!(
             "refused: {url} is {declared}, which web_fetch does not read (it reads HTML, text and JSON)"
         )));
@@ -377,11 +378,14 @@ async fn read(
         content_type: &declared,
         url: &url,
     };
-    let streamed = kind == Kind::Text;
-    if streamed && !source.send_head(out, began).await {
+    let mut page = match kind {
+        Kind::Html => Reading::Html(Box::new(HtmlText::new(Some(url.clone())))),
+        Kind::Text => Reading::Text,
+        Kind::Unknown => Reading::Sniffing(Vec::new()),
+    };
+    if matches!(page, Reading::Text) && !source.send_head(out, began).await {
         return Ok(());
     }
-    let mut body = Vec::new();
     let mut utf8 = Utf8Chunks::default();
     let mut read = 0;
     let mut truncated = false;
@@ -396,50 +400,104 @@ async fn read(
         let room = settings.max_bytes - read;
         let take = &chunk[..chunk.len().min(room)];
         read += take.len();
-        if streamed {
-            if !send_text(out, &utf8.push(take)).await {
-                return Ok(());
+        if let Reading::Sniffing(start) = &mut page {
+            start.extend_from_slice(take);
+            if start.len() >= SNIFFED {
+                let start = std::mem::take(start);
+                page = decided(&url, &start, &source, out, began).await?;
+                if !page.take(&utf8.push(&start), out).await {
+                    return Ok(());
+                }
             }
-        } else {
-            body.extend_from_slice(take);
+        } else if !page.take(&utf8.push(take), out).await {
+            return Ok(());
         }
         if chunk.len() > room {
             truncated = true;
             break;
         }
     }
+    if let Reading::Sniffing(start) = &mut page {
+        let start = std::mem::take(start);
+        page = decided(&url, &start, &source, out, began).await?;
+        if !page.take(&utf8.push(&start), out).await {
+            return Ok(());
+        }
+    }
     // A cut at the size cap may split the last character: drop it rather than show U+FFFD.
-    let mut text = if streamed {
+    let tail = if truncated {
         String::new()
     } else {
-        if kind == Kind::Unknown {
-            kind = sniff(&body).ok_or_else(|| {
-                TunnelError::Refused(format!(
-                    "refused: {url} has no content type and does not look like text"
-                ))
-            })?;
-        }
-        let decoded = utf8.push(&body);
-        drop(body);
-        match kind {
-            Kind::Html => html_to_text(&decoded, Some(&url)),
-            Kind::Text | Kind::Unknown => decoded,
-        }
+        utf8.finish()
     };
-    if !truncated {
-        text.push_str(&utf8.finish());
-    }
+    let mut text = match page {
+        Reading::Html(mut html) => {
+            html.push(&tail);
+            html.finish()
+        }
+        Reading::Text | Reading::Sniffing(_) => tail,
+    };
     if truncated {
         text.push_str(&format!(
             "\n\n[truncated: the page is larger than {} KB]",
             settings.max_bytes / 1024
         ));
     }
-    if !streamed && !source.send_head(out, began).await {
+    if !*began && !source.send_head(out, began).await {
         return Ok(());
     }
     send_text(out, &text).await;
     Ok(())
+}
+
+/// How much of a body without a content type is looked at to tell HTML from text.
+const SNIFFED: usize = 1024;
+
+/// A page being read, by what it turns out to be.
+enum Reading {
+    /// Text: sent as it comes.
+    Text,
+    /// HTML: converted as it comes, its text sent at the end.
+    Html(Box<HtmlText>),
+    /// No content type: its start, until there is enough of it to tell.
+    Sniffing(Vec<u8>),
+}
+
+impl Reading {
+    /// Takes the next piece of the page's text; false if the box is gone.
+    async fn take(&mut self, text: &str, out: &mpsc::Sender<ResponsePart>) -> bool {
+        match self {
+            Self::Text => send_text(out, text).await,
+            Self::Html(html) => {
+                html.push(text);
+                true
+            }
+            Self::Sniffing(start) => {
+                start.extend_from_slice(text.as_bytes());
+                true
+            }
+        }
+    }
+}
+
+/// What a page without a content type is, from its start; text pages get their `Head` now.
+async fn decided(
+    url: &Url,
+    start: &[u8],
+    source: &Source<'_>,
+    out: &mpsc::Sender<ResponsePart>,
+    began: &mut bool,
+) -> Result<Reading, TunnelError> {
+    match sniff(start) {
+        Some(Kind::Html) => Ok(Reading::Html(Box::new(HtmlText::new(Some(url.clone()))))),
+        Some(_) => {
+            source.send_head(out, began).await;
+            Ok(Reading::Text)
+        }
+        None => Err(TunnelError::Refused(format!(
+            "refused: {url} has no content type and does not look like text"
+        ))),
+    }
 }
 
 /// A page without a content type: HTML if it starts like HTML, text if it has no NUL

@@ -5,6 +5,8 @@
 //! `style` and similar, turns block elements into line breaks, list items into `- ` lines
 //! and headings into `# ` lines, keeps `pre` as it is, decodes the common entities,
 //! collapses whitespace, and writes a link as `text (target)` with the target made absolute.
+//! It reads the page as it arrives ([`HtmlText`]): only an unfinished tag or entity at the
+//! end of a piece is held for the next one.
 
 use reqwest::Url;
 
@@ -51,33 +53,175 @@ const BLOCKS: &[&str] = &[
 ];
 
 /// Convert an HTML document to text; `base` makes relative link targets absolute.
-pub(crate) fn html_to_text(html: &str, base: Option<&Url>) -> String {
-    let mut out = Writer::default();
-    let title = title_of(html);
-    if let Some(title) = &title {
-        out.text(title);
-        out.block(2);
-    }
-    let mut rest = html;
-    let mut link: Option<(String, usize)> = None;
-    while let Some(lt) = rest.find('<') {
-        out.text(&decode_entities(&rest[..lt]));
-        rest = &rest[lt..];
-        if let Some(after) = rest.strip_prefix("<!--") {
-            rest = after.find("-->").map_or("", |end| &after[end + 3..]);
-            continue;
+#[cfg(test)]
+fn html_to_text(html: &str, base: Option<&Url>) -> String {
+    let mut text = HtmlText::new(base.cloned());
+    text.push(html);
+    text.finish()
+}
+
+/// The longest markup construct (a tag, a comment's opening, an entity) held back while
+/// waiting for the rest of it; one that is longer is read as text, as a lone `<` is.
+const HELD_MAX: usize = 16 * 1024;
+
+/// HTML to text as the page arrives: each piece is converted as far as it can be, and only
+/// an unfinished tag, comment opening or entity at its end is held until the next one, so a
+/// page is never held whole, only its text.
+#[derive(Debug)]
+pub(crate) struct HtmlText {
+    base: Option<Url>,
+    out: Writer,
+    /// A link being written: its target, and where its text begins in `out`.
+    link: Option<(String, usize)>,
+    /// Input not converted yet (an unfinished construct at the end of the last piece).
+    held: String,
+    /// Inside a comment.
+    comment: bool,
+    /// Inside an element whose content is not text (`script`, `style`, ...): its name.
+    skipping: Option<String>,
+    /// The text of the `<title>` being read, shown first if nothing is shown yet.
+    title: Option<String>,
+}
+
+impl HtmlText {
+    /// A converter; `base` makes relative link targets absolute.
+    pub(crate) fn new(base: Option<Url>) -> Self {
+        Self {
+            base,
+            out: Writer::default(),
+            link: None,
+            held: String::new(),
+            comment: false,
+            skipping: None,
+            title: None,
         }
-        let Some(tag) = Tag::parse(rest) else {
-            // A lone `<` in text.
-            out.text("<");
-            rest = &rest[1..];
-            continue;
+    }
+
+    /// Converts the next piece of the page.
+    pub(crate) fn push(&mut self, html: &str) {
+        self.held.push_str(html);
+        let input = std::mem::take(&mut self.held);
+        let used = self.convert(&input, false);
+        self.held = input[used..].to_string();
+    }
+
+    /// The text of the whole page.
+    pub(crate) fn finish(mut self) -> String {
+        let input = std::mem::take(&mut self.held);
+        self.convert(&input, true);
+        self.out.finish()
+    }
+
+    /// Converts `input` as far as it can; returns how many bytes it used. At the `end` of
+    /// the page everything is used.
+    fn convert(&mut self, input: &str, end: bool) -> usize {
+        let mut rest = input;
+        let used = |rest: &str| input.len() - rest.len();
+        loop {
+            if self.comment {
+                match rest.find("-->") {
+                    Some(at) => {
+                        rest = &rest[at + 3..];
+                        self.comment = false;
+                        continue;
+                    }
+                    // The last two bytes may begin the `-->`.
+                    None if end => return input.len(),
+                    None => {
+                        return used(&rest[floor_boundary(rest, rest.len().saturating_sub(2))..])
+                    }
+                }
+            }
+            if let Some(name) = self.skipping.clone() {
+                match end_of_element(rest, &name) {
+                    Some((content, after)) => {
+                        self.skipped(&rest[..content], true);
+                        rest = &rest[after..];
+                        self.skipping = None;
+                        continue;
+                    }
+                    None if end => {
+                        self.skipped(rest, false);
+                        return input.len();
+                    }
+                    None => {
+                        // Keep what may begin the end tag (from the last `<`).
+                        let keep = match rest.rfind('<') {
+                            Some(at) if rest.len() - at < HELD_MAX => at,
+                            _ => rest.len(),
+                        };
+                        self.skipped(&rest[..keep], false);
+                        return used(&rest[keep..]);
+                    }
+                }
+            }
+            let Some(lt) = rest.find('<') else {
+                let keep = if end {
+                    rest.len()
+                } else {
+                    unfinished_entity(rest)
+                };
+                self.out.text(&decode_entities(&rest[..keep]));
+                return used(&rest[keep..]);
+            };
+            self.out.text(&decode_entities(&rest[..lt]));
+            rest = &rest[lt..];
+            if let Some(after) = rest.strip_prefix("<!--") {
+                rest = after;
+                self.comment = true;
+                continue;
+            }
+            let tag = Tag::parse(rest);
+            // Wait for the rest of a tag (or of what may become one) cut by this piece.
+            let cut = match &tag {
+                Some(tag) => !tag.complete,
+                None => rest.len() < 3 || "<!--".starts_with(rest),
+            };
+            if !end && cut && rest.len() < HELD_MAX {
+                return used(rest);
+            }
+            let Some(tag) = tag else {
+                // A lone `<` in text.
+                self.out.text("<");
+                rest = &rest[1..];
+                continue;
+            };
+            rest = &rest[tag.len..];
+            self.tag(&tag);
+        }
+    }
+
+    /// Content of a skipped element; `closed` when its end tag came.
+    fn skipped(&mut self, content: &str, closed: bool) {
+        let Some(title) = self.title.as_mut() else {
+            return;
         };
-        rest = &rest[tag.len..];
+        if title.len() < 1024 {
+            title.push_str(content);
+        }
+        if closed {
+            let title = decode_entities(&std::mem::take(title));
+            self.title = None;
+            let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
+            // The page's name heads its text, unless text came before it.
+            if !title.is_empty() && self.out.buf.is_empty() {
+                self.out.text(&title);
+                self.out.block(2);
+            }
+        }
+    }
+
+    fn tag(&mut self, tag: &Tag) {
         let name = tag.name.as_str();
-        if !tag.closing && SKIPPED.contains(&name) && !tag.self_closing {
-            rest = skip_element(rest, name);
-            continue;
+        let out = &mut self.out;
+        // The head is not skipped whole, as other such elements are: its title is the
+        // page's name, and what else it holds (style, script) is skipped on its own.
+        if name != "head" && !tag.closing && SKIPPED.contains(&name) && !tag.self_closing {
+            self.skipping = Some(name.to_string());
+            if name == "title" {
+                self.title = Some(String::new());
+            }
+            return;
         }
         match (name, tag.closing) {
             ("br", _) => out.line_break(),
@@ -102,13 +246,13 @@ pub(crate) fn html_to_text(html: &str, base: Option<&Url>) -> String {
             ("h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "p", _) => out.block(2),
             ("td" | "th", false) => out.text(" "),
             ("a", false) => {
-                link = tag
+                self.link = tag
                     .attr("href")
-                    .and_then(|href| link_target(&href, base))
+                    .and_then(|href| link_target(&href, self.base.as_ref()))
                     .map(|target| (target, out.buf.len()));
             }
             ("a", true) => {
-                if let Some((target, start)) = link.take() {
+                if let Some((target, start)) = self.link.take() {
                     let shown = out.buf.get(start..).unwrap_or("").trim();
                     if !shown.is_empty() && shown != target {
                         out.text(&format!(" ({target})"));
@@ -124,34 +268,50 @@ pub(crate) fn html_to_text(html: &str, base: Option<&Url>) -> String {
             _ => {}
         }
     }
-    out.text(&decode_entities(rest));
-    out.finish()
 }
 
-/// The document's `<title>`, if it has one.
-fn title_of(html: &str) -> Option<String> {
-    let lower = html.get(..html.len().min(64 * 1024))?.to_ascii_lowercase();
-    let start = lower.find("<title")?;
-    let open_end = start + lower[start..].find('>')? + 1;
-    let end = open_end + lower[open_end..].find("</title")?;
-    let title = decode_entities(html.get(open_end..end)?);
-    let title = title.split_whitespace().collect::<Vec<_>>().join(" ");
-    (!title.is_empty()).then_some(title)
+/// Where an entity at the end of `text` that may not be complete yet begins (`text.len()`
+/// if there is none): a `&` followed by at most a few name characters and no `;`.
+fn unfinished_entity(text: &str) -> usize {
+    match text.rfind('&') {
+        Some(at)
+            if text.len() - at <= 12
+                && text[at + 1..]
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '#') =>
+        {
+            at
+        }
+        _ => text.len(),
+    }
 }
 
-/// Skip past the end tag of `name` (or to the end of the document).
-fn skip_element<'a>(rest: &'a str, name: &str) -> &'a str {
+/// The largest char boundary of `s` at or below `at`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// The end tag of `name` in `rest`: where the element's content ends and where what
+/// follows the end tag begins; `None` if it has not come (completely) yet.
+fn end_of_element(rest: &str, name: &str) -> Option<(usize, usize)> {
     let close = format!("</{name}");
     let mut from = 0;
     while let Some(at) = find_ignore_case(&rest[from..], &close) {
-        let after = &rest[from + at..];
-        let next = after.as_bytes().get(close.len()).copied();
-        if next.is_none_or(|b| b == b'>' || b.is_ascii_whitespace() || b == b'/') {
-            return after.find('>').map_or("", |gt| &after[gt + 1..]);
+        let start = from + at;
+        let after = &rest[start..];
+        match after.as_bytes().get(close.len()).copied() {
+            Some(b) if b == b'>' || b.is_ascii_whitespace() || b == b'/' => {
+                return after.find('>').map(|gt| (start, start + gt + 1));
+            }
+            None => return None,
+            Some(_) => from = start + close.len(),
         }
-        from += at + close.len();
     }
-    ""
+    None
 }
 
 fn find_ignore_case(haystack: &str, needle: &str) -> Option<usize> {
@@ -182,6 +342,8 @@ struct Tag {
     attrs: String,
     /// Bytes from `<` to `>` inclusive.
     len: usize,
+    /// Whether its `>` came (else it runs to the end of the input).
+    complete: bool,
 }
 
 impl Tag {
@@ -219,7 +381,9 @@ impl Tag {
         }
         let attrs = s.get(attrs_start..i).unwrap_or("");
         let self_closing = attrs.trim_end().ends_with('/');
+        let complete = i < bytes.len();
         Some(Tag {
+            complete,
             name: if special { String::new() } else { name },
             closing,
             self_closing,
@@ -480,6 +644,34 @@ mod tests {
         );
         assert_eq!(html_to_text("x<!-- unterminated", None), "x");
         assert_eq!(html_to_text("", None), "");
+    }
+
+    /// Any cut of the page into pieces gives the text of the whole page.
+    #[test]
+    fn a_page_in_pieces_reads_as_the_whole_page() {
+        let html = concat!(
+            "<html><head><title>T &amp; t</title><style>p { x: 1 }</style></head><body>",
+            "<!-- c <p>no</p> --><h2>Head</h2><p title=\"a > b\">one &amp; two &euro;",
+            "</p><script>if (a < b) { x = \"</p>\" }</script><a href=\"/x\">link</a> &#8212;",
+            "<pre> a\n  b</pre>tail &lt; end</body></html>"
+        );
+        let base = Url::parse("https://site.test/").ok();
+        let whole = html_to_text(html, base.as_ref());
+        assert!(
+            whole.starts_with("T & t\n\n## Head\n\none & two €"),
+            "{whole}"
+        );
+        for size in 1..html.len() {
+            let mut text = HtmlText::new(base.clone());
+            let mut rest = html;
+            while !rest.is_empty() {
+                let at = floor_boundary(rest, size.min(rest.len()));
+                let at = if at == 0 { rest.len() } else { at };
+                text.push(&rest[..at]);
+                rest = &rest[at..];
+            }
+            assert_eq!(text.finish(), whole, "pieces of {size} bytes");
+        }
     }
 
     #[test]
