@@ -178,6 +178,11 @@ async fn ask(tunnel: &Tunnel) -> Vec<ResponsePart> {
         headers: vec![("content-type".into(), "application/json".into())],
         body: r#"{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#.into(),
     };
+    perform(tunnel, request).await
+}
+
+/// Performs `request` for a conversation; every part the box would get.
+async fn perform(tunnel: &Tunnel, request: Request) -> Vec<ResponsePart> {
     let (tx, mut rx) = mpsc::channel(8);
     let key = ConversationKey::new("test", "egress");
     let collect = async {
@@ -257,20 +262,7 @@ async fn fetch(url: &str, egress: Egress) -> Vec<ResponsePart> {
     let mut settings = Settings::from_config(&config);
     settings.fetch.egress = egress;
     let tunnel = Tunnel::with_settings(settings, Arc::new(SystemClock));
-    let (tx, mut rx) = mpsc::channel(8);
-    let key = ConversationKey::new("test", "egress");
-    let request = Request::WebFetch { url: url.into() };
-    let collect = async {
-        let mut parts = Vec::new();
-        while let Some(part) = rx.recv().await {
-            parts.push(part);
-        }
-        parts
-    };
-    let both = async { tokio::join!(tunnel.perform(&key, request, tx), collect).1 };
-    tokio::time::timeout(Duration::from_secs(60), both)
-        .await
-        .unwrap_or_else(|_| panic!("the fetch did not finish"))
+    perform(&tunnel, Request::WebFetch { url: url.into() }).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,7 @@ use clawpen::daemon::Bridge;
 use futures_util::future::join_all;
 use tokio::time::{timeout, Instant};
 
-use super::report::{ms, percentile};
+use super::report::latency_row;
 use super::turn::first_turn;
 use super::{CLEANUP_TIMEOUT, START_TIMEOUT};
 
@@ -122,14 +122,7 @@ async fn full(bridge: &Bridge, warm_pool: usize) -> anyhow::Result<()> {
 
 /// The rows, as a table of their own.
 pub fn print(r: &PoolReport) {
-    let row = |what: &str, samples: &[Duration]| {
-        println!(
-            "| {what} | {} | {} | {} |",
-            samples.len(),
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 99.0))
-        );
-    };
+    let row = latency_row;
     println!("| New conversations → first reply message | N | p50 | p99 |");
     println!("|---|---|---|---|");
     row("One at a time, `warm_pool = 0` (box created)", &r.cold);

@@ -9,19 +9,22 @@ use super::{
 };
 
 /// Print the whole table to stdout.
+/// One latency row: what, how many samples, p50 and p99.
+pub fn latency_row(what: &str, samples: &[Duration]) {
+    println!(
+        "| {what} | {} | {} | {} |",
+        samples.len(),
+        ms(percentile(samples, 50.0)),
+        ms(percentile(samples, 99.0))
+    );
+}
+
 pub fn print(r: &Report, engine: &str, load: &str, load_end: &str, took: Duration) {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let memory = proc_kib("/proc/meminfo", "MemTotal").map_or("?".into(), |kib| {
         format!("{:.0} GiB", kib as f64 / (1024.0 * 1024.0))
     });
-    let row = |what: &str, samples: &[Duration]| {
-        println!(
-            "| {what} | {} | {} | {} |",
-            samples.len(),
-            ms(percentile(samples, 50.0)),
-            ms(percentile(samples, 99.0))
-        );
-    };
+    let row = latency_row;
     println!("`cargo run --release --example bench`, provider `echo` with `echo_delay_ms = 0`");
     println!();
     println!(

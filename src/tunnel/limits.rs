@@ -192,13 +192,18 @@ impl Account {
     }
 }
 
-/// How long until the oldest entry of a full window leaves it: whole seconds, at least 1
+/// Counts one more entry at `now` in a sliding minute `window` of at most `limit` entries
+/// (0: no limit), or says how long until the oldest leaves it: whole seconds, at least 1
 /// ("try again in 0 s" would invite an immediate, refused retry).
-fn window_wait(window: &VecDeque<Duration>, now: Duration) -> Duration {
-    let oldest = window.front().copied().unwrap_or(now);
-    let wait = (oldest + MINUTE).saturating_sub(now);
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    Duration::from_secs(secs.max(1))
+fn admit_to(window: &mut VecDeque<Duration>, limit: u32, now: Duration) -> Result<(), Duration> {
+    if limit > 0 && window.len() >= limit as usize {
+        let oldest = window.front().copied().unwrap_or(now);
+        let wait = (oldest + MINUTE).saturating_sub(now);
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        return Err(Duration::from_secs(secs.max(1)));
+    }
+    window.push_back(now);
+    Ok(())
 }
 
 impl Ledger {
@@ -229,14 +234,8 @@ impl Ledger {
             });
         }
         let limit = limits.requests_per_minute;
-        if limit > 0 && account.recent.len() >= limit as usize {
-            return Err(LimitReached::RequestsPerMinute {
-                limit,
-                retry_after: window_wait(&account.recent, now),
-            });
-        }
-        account.recent.push_back(now);
-        Ok(())
+        admit_to(&mut account.recent, limit, now)
+            .map_err(|retry_after| LimitReached::RequestsPerMinute { limit, retry_after })
     }
 
     /// Admit one web fetch of `key` at `now` and count it, or say that the conversation
@@ -249,14 +248,8 @@ impl Ledger {
     ) -> Result<(), LimitReached> {
         let account = self.account(key, now);
         let limit = limits.fetches_per_minute;
-        if limit > 0 && account.fetches.len() >= limit as usize {
-            return Err(LimitReached::FetchesPerMinute {
-                limit,
-                retry_after: window_wait(&account.fetches, now),
-            });
-        }
-        account.fetches.push_back(now);
-        Ok(())
+        admit_to(&mut account.fetches, limit, now)
+            .map_err(|retry_after| LimitReached::FetchesPerMinute { limit, retry_after })
     }
 
     /// Count tokens a response of `key` reported.
