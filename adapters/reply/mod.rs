@@ -255,26 +255,6 @@ impl ReplyState {
         }
     }
 
-    /// Drops what no platform message shows yet (the rest of a stopped turn's answer):
-    /// parts not sent go, sent parts keep what they show, and the last sent part grows on
-    /// from there, so text pushed afterwards (a word that the answer stopped) continues it.
-    pub fn drop_unsent(&mut self) {
-        self.parts.retain(|p| p.message.is_some());
-        self.text.clear();
-        self.consumed = 0;
-        self.fence = None;
-        let last = self.parts.len().saturating_sub(1);
-        for (i, p) in self.parts.iter_mut().enumerate() {
-            p.text.clone_from(&p.shown);
-            p.sealed = i < last;
-            p.drafted.clear();
-            if i < last {
-                self.consumed += p.shown.len();
-            }
-            self.text.push_str(&p.shown);
-        }
-    }
-
     /// The platform lost the message of part `part` (someone deleted it): it is sent again
     /// as a new message, with the text it should show, and the reply goes on there.
     pub fn lost(&mut self, part: usize) {
@@ -318,43 +298,6 @@ mod tests {
             min_edit_interval: Duration::from_secs(1),
             typing_interval: None,
         }
-    }
-
-    #[test]
-    fn a_stopped_reply_drops_what_is_not_shown_and_ends_in_the_last_message_shown() {
-        let caps = caps(200, true);
-        let mut state = ReplyState::new(None);
-        state.push(&"word ".repeat(19), &caps);
-        let mut log = Vec::new();
-        drain(&mut state, &caps, false, &mut log);
-        state.push(&"more ".repeat(50), &caps);
-        // Only the second message goes out (sends come first; the first message's edit
-        // and the later messages wait).
-        let next = state.next_op(&caps, false);
-        let Some(op @ Op::Send { part: 1, .. }) = next else {
-            panic!("expected the second message to be sent, got {next:?}");
-        };
-        state.applied(&op, Some(MessageRef("m2".into())));
-        // Far more arrives than is shown: the second message fills, more are queued.
-        state.push(&"most ".repeat(200), &caps);
-        assert!(state.parts.len() > 2);
-        let shown: Vec<String> = state
-            .parts
-            .iter()
-            .filter_map(|p| p.message.as_ref().map(|_| p.shown.clone()))
-            .collect();
-        assert_eq!(shown.len(), 2);
-        state.drop_unsent();
-        state.push("\n\n(stopped)", &caps);
-        let mut rest = Vec::new();
-        drain(&mut state, &caps, true, &mut rest);
-        assert!(
-            rest.iter().all(|op| matches!(op, Op::Edit { part: 1, .. })),
-            "only the last shown message changes: {rest:?}"
-        );
-        assert_eq!(state.parts.len(), 2);
-        assert_eq!(state.parts[0].shown, shown[0]);
-        assert_eq!(state.parts[1].shown, format!("{}\n\n(stopped)", shown[1]));
     }
 
     /// Carries out every operation due, as a platform that never fails would.

@@ -139,11 +139,6 @@ impl ReplyStream {
         self.state.push(delta, &self.caps);
     }
 
-    /// Drops the text not shown yet: see [`ReplyState::drop_unsent`].
-    pub fn drop_unsent(&mut self) {
-        self.state.drop_unsent();
-    }
-
     /// The answer starts over: see [`ReplyState::restart`].
     pub fn restart(&mut self) {
         self.state.restart();

@@ -81,9 +81,6 @@ struct Pending {
     side: VecDeque<Side>,
     /// The actor is gone: finish what is here, then stop.
     closed: bool,
-    /// The current reply drops what it has not shown yet before taking more text (see
-    /// [`Outbox::drop_queued`]).
-    dropping: bool,
 }
 
 /// The actor's side of a conversation's delivery. Cheap to share; every method returns at
@@ -192,19 +189,13 @@ impl Outbox {
         });
     }
 
-    /// The running turn was stopped, or its box died: what its reply and side operations
-    /// have not shown yet is dropped, so a flood queued before the stop does not go on
-    /// reaching the chat. Text pushed afterwards (a word that the turn stopped) continues
-    /// the last message shown.
+    /// The running turn was stopped, or its box died: the side operations it queued and
+    /// that were not carried out yet (messages, status lines, uploads) are dropped, so a
+    /// flood queued before the stop does not go on reaching the chat. The reply's own text
+    /// is kept whole: it is bounded by the reply's cap, and cutting out what was not shown
+    /// yet would leave a gap before the text that still comes (the word that it stopped).
     pub(crate) fn drop_queued(&self) {
-        self.changed(|p| {
-            p.side.clear();
-            if let Some(job) = p.replies.back_mut() {
-                job.text.clear();
-            }
-            // The current reply is the newest one unless newer ones wait behind it.
-            p.dropping = p.replies.len() <= 1;
-        });
+        self.changed(|p| p.side.clear());
     }
 
     /// The actor is gone: the task delivers what it has, then stops.
@@ -302,11 +293,6 @@ impl Task {
     /// none is current); says how many side operations wait, and whether the actor is gone.
     fn take(&mut self) -> (usize, bool) {
         let mut pending = self.outbox.lock();
-        if std::mem::take(&mut pending.dropping) {
-            if let Some(current) = self.current.as_mut().filter(|c| !c.finished) {
-                current.stream.drop_unsent();
-            }
-        }
         // A reply delivery gave up on: its text goes nowhere, and it is dropped once complete.
         while let Some(job) = pending.replies.front_mut().filter(|job| job.ended) {
             job.text.clear();

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use crate::router::ReplyLimits;
 
-/// What a turn that was stopped (`/stop`) may still add to its reply: the agent's word that
-/// it stopped, not the rest of an answer.
-pub(super) const STOP_ALLOWANCE: usize = 256;
+/// What a turn that was stopped (`/stop`) may still add to its reply: what was already on
+/// its way when the agent got the word, and its word that it stopped; not the rest of a
+/// long answer.
+pub(super) const STOP_ALLOWANCE: usize = 16 * 1024;
 
 /// How long a stopped turn's box has to end it before the box is stopped.
 pub(super) const STOP_GRACE: Duration = Duration::from_secs(15);

@@ -79,11 +79,14 @@ impl Actor {
         let Some(session) = self.session.as_mut() else {
             return;
         };
+        // Taken even when this session sent no `Resume` for it: the answer to one sent by
+        // the bridge before a restart can come on the new attach, and the agent's word on
+        // where its events stand is what the sequencer goes by (a box that lies about it
+        // garbles only its own replies).
         if session.states_due == 0 {
-            tracing::debug!(conversation = %self.key, "a State nobody asked for; ignored");
-            return;
+            tracing::debug!(conversation = %self.key, "a State this session did not ask for");
         }
-        session.states_due -= 1;
+        session.states_due = session.states_due.saturating_sub(1);
         // Turns the agent finished are never answered in a new reply, even when their last
         // events come again after a restart of the bridge.
         for id in &finished {

@@ -120,8 +120,8 @@ struct Session {
     requests: Requests,
     /// Malformed lines from the box, logged one a minute and the rest counted.
     malformed: noise::Noise,
-    /// `Resume`s sent and not yet answered by a `State`: a `State` nobody asked for is
-    /// ignored, so a box cannot move its own sequence with one.
+    /// `Resume`s sent and not yet answered by a `State`, for the log: a `State` beyond them
+    /// answers a `Resume` of the bridge before a restart (or is a box's own invention).
     states_due: u32,
 }
 
