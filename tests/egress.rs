@@ -198,6 +198,17 @@ async fn perform(tunnel: &Tunnel, request: Request) -> Vec<ResponsePart> {
         .unwrap_or_else(|_| panic!("the request did not finish"))
 }
 
+/// The text of the answer's `Body` parts.
+fn body(parts: &[ResponsePart]) -> String {
+    parts
+        .iter()
+        .filter_map(|part| match part {
+            ResponsePart::Body { data } => Some(data.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn failure(parts: &[ResponsePart]) -> Option<String> {
     parts.iter().find_map(|part| match part {
         ResponsePart::Failed { message } => Some(message.clone()),
@@ -227,13 +238,7 @@ async fn model_requests_go_through_the_proxy_and_trust_its_ca_once_given() {
         .unwrap_or_else(|e| panic!("{e}"));
     let parts = ask(&tunnel(PROVIDER_HOST, egress.clone())).await;
     assert_eq!(failure(&parts), None, "{parts:?}");
-    let body: String = parts
-        .iter()
-        .filter_map(|part| match part {
-            ResponsePart::Body { data } => Some(data.clone()),
-            _ => None,
-        })
-        .collect();
+    let body = body(&parts);
     assert!(body.contains("hi through the proxy"), "{parts:?}");
     assert!(proxy.tunnels.load(Ordering::SeqCst) >= 1);
 
@@ -278,13 +283,7 @@ async fn web_fetches_go_through_the_proxy_and_private_destinations_are_still_ref
     // A host only the proxy can resolve: the page comes through it.
     let parts = fetch(&format!("https://{PROVIDER_HOST}/page"), egress.clone()).await;
     assert_eq!(failure(&parts), None, "{parts:?}");
-    let body: String = parts
-        .iter()
-        .filter_map(|part| match part {
-            ResponsePart::Body { data } => Some(data.clone()),
-            _ => None,
-        })
-        .collect();
+    let body = body(&parts);
     assert!(body.contains("hi through the proxy"), "{parts:?}");
 
     // A host the proxy's policy refuses: a clear error naming the proxy.
