@@ -23,6 +23,7 @@ use super::config::DiscordConfig;
 use super::inbound::{target, Identity};
 use super::{format, PLATFORM};
 use crate::access::{Gate, Rules};
+use crate::egress::Egress;
 use crate::stream::Backoff;
 use crate::{
     Adapter, AdapterError, Attachment, Capabilities, ConversationKey, InboundSink, LengthUnit,
@@ -73,6 +74,8 @@ pub(super) struct ChannelInfo {
 pub struct DiscordAdapter {
     pub(super) config: DiscordConfig,
     pub(super) rest: Rest,
+    /// How REST and the gateway reach Discord (the operator's proxy and extra CAs).
+    pub(super) egress: Egress,
     /// Allowlists, owner and pairing (shared code; snowflakes as text).
     pub(super) gate: Gate,
     /// Who the bot is; set by the first READY, before any message is handled.
@@ -111,12 +114,18 @@ pub(super) fn snowflake(text: &str) -> Result<NonZeroU64, AdapterError> {
 }
 
 impl DiscordAdapter {
-    /// An adapter for `config`, which needs a token. Nothing is sent until `run`.
+    /// An adapter for `config`, which needs a token, reaching Discord as the environment
+    /// says (`HTTPS_PROXY`, `SSL_CERT_FILE`, ...). Nothing is sent until `run`.
     pub fn new(config: DiscordConfig) -> Result<Arc<Self>, AdapterError> {
+        Self::with_egress(config, Egress::from_env())
+    }
+
+    /// The same, reaching Discord through `egress`.
+    pub fn with_egress(config: DiscordConfig, egress: Egress) -> Result<Arc<Self>, AdapterError> {
         config
             .validate()
             .map_err(|e| AdapterError::Rejected(e.to_string()))?;
-        let rest = Rest::new(&config)?;
+        let rest = Rest::new(&config, &egress)?;
         let rules = Rules {
             users: config.allowed_users.clone(),
             chats: config.allowed_channels.clone(),
@@ -124,6 +133,7 @@ impl DiscordAdapter {
         };
         Ok(Arc::new(Self {
             rest,
+            egress,
             gate: Gate::new(PLATFORM, &rules),
             config,
             me: OnceLock::new(),

@@ -23,6 +23,7 @@ use serenity::http::Request;
 use tokio::time::Instant;
 
 use super::config::{DiscordConfig, DEFAULT_API_URL};
+use crate::egress::Egress;
 use crate::AdapterError;
 
 /// How long one request may take before it counts as a transport error (and is retried:
@@ -57,7 +58,7 @@ impl std::fmt::Debug for Rest {
 
 impl Rest {
     /// A client for `config`, which needs a token.
-    pub fn new(config: &DiscordConfig) -> Result<Self, AdapterError> {
+    pub fn new(config: &DiscordConfig, egress: &Egress) -> Result<Self, AdapterError> {
         let token = config.token.as_deref().ok_or(AdapterError::Rejected(
             "no Discord bot token configured".into(),
         ))?;
@@ -66,7 +67,7 @@ impl Rest {
             .map_err(|e| AdapterError::Rejected(e.to_string()))?;
         let base = url.as_str().trim_end_matches('/').to_string();
         // The operator's proxy and extra CA certificates, as every outbound client.
-        let client = crate::egress::Egress::from_env()
+        let client = egress
             .apply(reqwest::Client::builder())
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)

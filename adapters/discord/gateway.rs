@@ -22,11 +22,13 @@ use serenity::model::gateway::GatewayIntents;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use super::adapter::DiscordAdapter;
 use super::wire::{self, op, Event};
 use super::PLATFORM;
+use crate::egress::Stream;
 use crate::stream::{Attempts, Backoff};
 use crate::AdapterError;
 
@@ -190,12 +192,15 @@ impl DiscordAdapter {
         let url = format!("{}/?v={VERSION}&encoding=json", base.trim_end_matches('/'));
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return Ended::Shutdown,
-            connected = tokio_tungstenite::connect_async(url.as_str()) => connected,
+            connected = self.open(&url) => connected,
         };
         let mut socket = match connected {
-            Ok((socket, _)) => socket,
-            Err(e) => {
-                tracing::warn!(adapter = PLATFORM, error = %e, "cannot connect to the Discord gateway");
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::warn!(adapter = PLATFORM, %error, "cannot connect to the Discord gateway");
+                self.set_trouble(Some(format!(
+                    "cannot connect to the Discord gateway: {error}"
+                )));
                 return Ended::Reconnect { resume: true };
             }
         };
@@ -291,6 +296,17 @@ impl DiscordAdapter {
                 }
             }
         }
+    }
+
+    /// Opens the websocket at `url`, through the operator's proxy and trusting the extra
+    /// CAs as every outbound client does.
+    async fn open(&self, url: &str) -> Result<WebSocketStream<Stream>, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+        let stream = self.egress.connect(&parsed).await?;
+        let (socket, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .map_err(|e| format!("the websocket handshake with {url}: {e}"))?;
+        Ok(socket)
     }
 
     /// Reads one dispatch: READY and RESUMED keep the session; the event is returned for the

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::config::{DiscordConfig, ENV_VARS};
 use super::{DiscordAdapter, PLATFORM};
+use crate::egress::Egress;
 use serenity::http::{LightMethod, Request, Route};
 
 use crate::registry::{Check, Registration, Settings, SettingsError};
@@ -98,7 +99,8 @@ impl Settings for DiscordConfig {
     }
 
     async fn probe(&self) -> Vec<Check> {
-        let rest = match super::api::Rest::new(self) {
+        let egress = Egress::from_env();
+        let rest = match super::api::Rest::new(self, &egress) {
             Ok(rest) => rest,
             Err(e) => return vec![failed(e.to_string())],
         };
@@ -123,11 +125,25 @@ impl Settings for DiscordConfig {
         if flags & (MESSAGE_CONTENT | MESSAGE_CONTENT_LIMITED) == 0 {
             return vec![failed(format!("bot {name}: {INTENT_OFF}"))];
         }
-        vec![Check {
-            ok: true,
-            what: PLATFORM.into(),
-            detail: format!("token accepted (bot {name}), message content intent on"),
-        }]
+        // The gateway is a websocket of its own: reachable through the same proxy and CAs?
+        let gateway = Request::new(Route::GatewayBot, LightMethod::Get);
+        let reached = match rest.json::<serde_json::Value>(gateway, None).await {
+            Ok(answer) => match answer["url"].as_str().map(url::Url::parse) {
+                Some(Ok(url)) => egress.connect(&url).await.map(|_| url.to_string()),
+                _ => Err("GET /gateway/bot named no gateway URL".to_string()),
+            },
+            Err(e) => Err(format!("GET /gateway/bot: {e}")),
+        };
+        match reached {
+            Ok(url) => vec![Check {
+                ok: true,
+                what: PLATFORM.into(),
+                detail: format!(
+                    "token accepted (bot {name}), message content intent on, gateway {url} reachable"
+                ),
+            }],
+            Err(why) => vec![failed(format!("bot {name}: cannot reach the gateway: {why}"))],
+        }
     }
 
     fn as_any(&self) -> &dyn Any {

@@ -25,6 +25,7 @@ use super::migrate::{self, Migrations};
 use super::pace::{self, Pacer};
 use super::PLATFORM;
 use crate::access::{Gate, Rules};
+use crate::egress::Egress;
 use crate::stream::{retry, Attempts, Backoff};
 use crate::{
     Adapter, AdapterError, Attachment, Capabilities, ConversationKey, InboundSink, LengthUnit,
@@ -105,12 +106,18 @@ impl Target {
 }
 
 impl TelegramAdapter {
-    /// An adapter for `config`, which needs a token. Nothing is sent until `run`.
+    /// An adapter for `config`, which needs a token, reaching Telegram as the environment
+    /// says (`HTTPS_PROXY`, `SSL_CERT_FILE`, ...). Nothing is sent until `run`.
     pub fn new(config: TelegramConfig) -> Result<Arc<Self>, AdapterError> {
+        Self::with_egress(config, &Egress::from_env())
+    }
+
+    /// The same, reaching Telegram through `egress`.
+    pub fn with_egress(config: TelegramConfig, egress: &Egress) -> Result<Arc<Self>, AdapterError> {
         config
             .validate()
             .map_err(|e| AdapterError::Rejected(e.to_string()))?;
-        let bot = api::bot(&config)?;
+        let bot = api::bot(&config, egress)?;
         let ids = |list: &[i64]| list.iter().map(ToString::to_string).collect();
         let rules = Rules {
             users: ids(&config.allowed_users),

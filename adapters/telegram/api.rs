@@ -15,6 +15,7 @@ use teloxide::{ApiError, Bot, RequestError};
 
 use super::config::TelegramConfig;
 use super::{format, PLATFORM};
+use crate::egress::Egress;
 use crate::stream::Backoff;
 use crate::{AdapterError, ConversationKey};
 
@@ -30,7 +31,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const ALLOWED_UPDATES: &[&str] = &["message"];
 
 /// A teloxide bot for `config`, whose HTTP client outwaits a long poll.
-pub fn bot(config: &TelegramConfig) -> Result<Bot, AdapterError> {
+pub fn bot(config: &TelegramConfig, egress: &Egress) -> Result<Bot, AdapterError> {
     let token = config.token.clone().ok_or(AdapterError::Rejected(
         "no Telegram bot token configured".into(),
     ))?;
@@ -38,7 +39,7 @@ pub fn bot(config: &TelegramConfig) -> Result<Bot, AdapterError> {
         .api_url()
         .map_err(|e| AdapterError::Rejected(e.to_string()))?;
     // The operator's proxy and extra CA certificates, as every outbound client.
-    let client = crate::egress::Egress::from_env()
+    let client = egress
         .apply(teloxide::net::default_reqwest_settings())
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(config.poll_timeout() + POLL_SLACK)

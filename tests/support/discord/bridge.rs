@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use clawpen::adapters::discord::{DiscordAdapter, DiscordConfig};
+use clawpen::adapters::egress::Egress;
 use clawpen::adapters::{Adapter, ConversationKey};
 use clawpen::config::Config;
 use clawpen::daemon::Bridge;
@@ -65,12 +66,22 @@ impl Dc {
         fake: FakeDiscord,
         tweak: impl FnOnce(&mut Config, &mut DiscordConfig),
     ) -> Self {
+        Self::through(fake, Egress::from_env(), tweak).await
+    }
+
+    /// The same, reaching the fake through `egress` (a proxy, extra CAs).
+    pub async fn through(
+        fake: FakeDiscord,
+        egress: Egress,
+        tweak: impl FnOnce(&mut Config, &mut DiscordConfig),
+    ) -> Self {
         logs();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut config = test_config(dir.path());
         let mut discord = discord_config(&fake);
         tweak(&mut config, &mut discord);
-        let adapter = DiscordAdapter::new(discord).unwrap_or_else(|e| panic!("adapter: {e}"));
+        let adapter =
+            DiscordAdapter::with_egress(discord, egress).unwrap_or_else(|e| panic!("adapter: {e}"));
         let bridge = Bridge::start(&config, vec![adapter.clone() as Arc<dyn Adapter>])
             .await
             .unwrap_or_else(|e| panic!("bridge start: {e}"));

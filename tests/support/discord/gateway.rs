@@ -75,7 +75,7 @@ async fn connection(
                         }
                         sent = Some(0);
                         state.dispatch("READY", json!({"v": 10, "user": bot_user(), "guilds": [],
-                            "session_id": session, "resume_gateway_url": state.ws_url,
+                            "session_id": session, "resume_gateway_url": state.ws_url(),
                             "application": {"id": APP_ID, "flags": 1 << 19}}));
                     }
                     Some(6) => {

@@ -149,12 +149,22 @@ pub(crate) struct State {
     /// The number of messages the bot created, bumped by each (the benchmark waits on it).
     created: watch::Sender<usize>,
     rest_url: String,
-    ws_url: String,
+    /// Where the gateway is said to be (`GET /gateway/bot`, READY's resume URL).
+    ws_url: Mutex<String>,
+    rest_addr: std::net::SocketAddr,
+    ws_addr: std::net::SocketAddr,
 }
 
 impl State {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn ws_url(&self) -> String {
+        self.ws_url
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn wake(&self) {
@@ -217,7 +227,11 @@ impl FakeDiscord {
                 .unwrap_or_else(|e| panic!("bind: {e}"))
         };
         let (http, ws) = (bind().await, bind().await);
-        let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).unwrap_or(0);
+        let addr = |l: &TcpListener| {
+            l.local_addr()
+                .unwrap_or_else(|e| panic!("local address: {e}"))
+        };
+        let (rest_addr, ws_addr) = (addr(&http), addr(&ws));
         let state = Arc::new(State {
             inner: Mutex::new(Inner {
                 app_flags: 1 << 19,
@@ -225,14 +239,30 @@ impl FakeDiscord {
             }),
             bump: watch::channel(0).0,
             created: watch::channel(0).0,
-            rest_url: format!("http://127.0.0.1:{}", port(&http)),
-            ws_url: format!("ws://127.0.0.1:{}", port(&ws)),
+            rest_url: format!("http://{rest_addr}"),
+            ws_url: Mutex::new(format!("ws://{ws_addr}")),
+            rest_addr,
+            ws_addr,
         });
         let servers = vec![
             rest::spawn(http, state.clone()),
             gateway::spawn(ws, state.clone()),
         ];
         Self { state, servers }
+    }
+
+    /// Where the REST and gateway servers listen (for a front put before them).
+    pub fn addrs(&self) -> (std::net::SocketAddr, std::net::SocketAddr) {
+        (self.state.rest_addr, self.state.ws_addr)
+    }
+
+    /// Names another gateway URL from now on (a front that forwards to [`Self::addrs`]).
+    pub fn set_gateway_url(&self, url: &str) {
+        *self
+            .state
+            .ws_url
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = url.to_string();
     }
 
     /// The base URL, for `DISCORD_API_URL`.

@@ -194,7 +194,7 @@ fn route_call(
     match (method, segments.as_slice()) {
         ("GET", ["gateway"] | ["gateway", "bot"]) => answer(
             200,
-            &json!({"url": state.ws_url, "shards": 1, "session_start_limit":
+            &json!({"url": state.ws_url(), "shards": 1, "session_start_limit":
                 {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}}),
         ),
         ("GET", ["users", "@me"]) => answer(200, &bot_user()),

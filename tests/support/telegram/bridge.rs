@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use clawpen::adapters::egress::Egress;
 use clawpen::adapters::telegram::{TelegramAdapter, TelegramConfig};
 use clawpen::adapters::{Adapter, ConversationKey};
 use clawpen::config::Config;
@@ -40,12 +41,22 @@ impl Tg {
         fake: FakeTelegram,
         tweak: impl FnOnce(&mut Config, &mut TelegramConfig),
     ) -> Self {
+        Self::through(fake, &Egress::from_env(), tweak).await
+    }
+
+    /// The same, reaching the fake through `egress` (a proxy, extra CAs).
+    pub async fn through(
+        fake: FakeTelegram,
+        egress: &Egress,
+        tweak: impl FnOnce(&mut Config, &mut TelegramConfig),
+    ) -> Self {
         logs();
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
         let mut config = test_config(dir.path());
         let mut telegram = telegram_config(&fake);
         tweak(&mut config, &mut telegram);
-        let adapter = TelegramAdapter::new(telegram).unwrap_or_else(|e| panic!("adapter: {e}"));
+        let adapter = TelegramAdapter::with_egress(telegram, egress)
+            .unwrap_or_else(|e| panic!("adapter: {e}"));
         let bridge = Bridge::start(&config, vec![adapter.clone() as Arc<dyn Adapter>])
             .await
             .unwrap_or_else(|e| panic!("bridge start: {e}"));

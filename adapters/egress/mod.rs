@@ -1,8 +1,9 @@
 //! How the bridge's HTTP clients reach the outside: through the operator's forward proxy
 //! when one is set, trusting extra CA certificates beside the built-in web PKI roots.
 //!
-//! Every outbound client (model providers and web fetches in the tunnel, Telegram here)
-//! builds on [`Egress::apply`], so a deployment behind an intercepting proxy (a Docker
+//! Every outbound client (model providers and web fetches in the tunnel, Telegram and
+//! Discord REST here) builds on [`Egress::apply`], and the Discord gateway's websocket on
+//! [`Egress::connect`], so a deployment behind an intercepting proxy (a Docker
 //! Sandboxes micro-VM: deny-by-default network, `HTTPS_PROXY`, its own CA) is configured
 //! once, by the variables every tool reads:
 //!
@@ -13,6 +14,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+mod stream;
+
+pub use stream::{Io, Stream};
 
 /// Where a client's proxy comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,6 +39,8 @@ pub struct Egress {
     proxy: ProxyChoice,
     /// Extra trusted roots, parsed once (a client is built per web-fetch hop).
     roots: Arc<Vec<reqwest::Certificate>>,
+    /// The same roots as DER, for the TLS of raw connections ([`Egress::connect`]).
+    ders: Arc<Vec<CertificateDer<'static>>>,
     /// Where the extra roots came from, for `clawpen doctor`.
     sources: Vec<String>,
     /// What could not be read or parsed, worded for the operator.
@@ -54,6 +64,7 @@ impl Default for Egress {
         Self {
             proxy: ProxyChoice::Environment,
             roots: Arc::default(),
+            ders: Arc::default(),
             sources: Vec::new(),
             problems: Vec::new(),
         }
@@ -117,12 +128,19 @@ impl Egress {
 
     /// Trusts the certificates of a PEM bundle too; `source` names it in messages.
     pub fn add_pem(&mut self, pem: &[u8], source: &str) -> Result<(), String> {
-        let found = reqwest::Certificate::from_pem_bundle(pem)
+        let ders = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{source}: not a PEM certificate bundle: {e}"))?;
-        if found.is_empty() {
+        if ders.is_empty() {
             return Err(format!("{source}: no certificate in it"));
         }
+        let found = ders
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{source}: not a certificate: {e}"))?;
         Arc::make_mut(&mut self.roots).extend(found);
+        Arc::make_mut(&mut self.ders).extend(ders);
         self.sources.push(source.to_string());
         Ok(())
     }
@@ -172,7 +190,8 @@ impl Egress {
     }
 
     /// The proxy a request to `url` goes through, if any: the one set, or the environment's
-    /// for its scheme (`HTTPS_PROXY`, `HTTP_PROXY`, then `ALL_PROXY`; lower case too) unless
+    /// for its scheme (`HTTPS_PROXY` for https and wss, `HTTP_PROXY` for http and ws, then
+    /// `ALL_PROXY`; lower case too) unless
     /// `NO_PROXY` names its host. For clients that must know, such as web fetches, which
     /// check destinations themselves.
     pub fn proxy_for(&self, url: &reqwest::Url) -> Option<String> {
@@ -198,8 +217,8 @@ impl Egress {
 fn env_proxy_for(url: &reqwest::Url, var: impl Fn(&str) -> Option<String>) -> Option<String> {
     let either = |upper: &str| var(upper).or_else(|| var(&upper.to_ascii_lowercase()));
     let proxy = match url.scheme() {
-        "https" => either("HTTPS_PROXY"),
-        "http" => either("HTTP_PROXY"),
+        "https" | "wss" => either("HTTPS_PROXY"),
+        "http" | "ws" => either("HTTP_PROXY"),
         _ => None,
     }
     .or_else(|| either("ALL_PROXY"))?;
@@ -253,6 +272,14 @@ mod tests {
         );
         assert_eq!(
             proxy_of("http://example.org/").as_deref(),
+            Some("http://plain:3128")
+        );
+        assert_eq!(
+            proxy_of("wss://gateway.example.org/?v=10").as_deref(),
+            Some("http://proxy:3128")
+        );
+        assert_eq!(
+            proxy_of("ws://example.org/").as_deref(),
             Some("http://plain:3128")
         );
         assert_eq!(proxy_of("https://localhost:8080/"), None);
