@@ -380,7 +380,7 @@ async fn files_reach_the_inbox_and_uploads_reach_the_channel() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn doctor_checks_the_token_and_the_message_content_intent() {
+async fn doctor_checks_the_token_the_message_content_intent_and_the_gateway() {
     use clawpen::adapters::discord::registration::Discord;
     use clawpen::adapters::registry::Registration;
     use std::collections::BTreeMap;
@@ -399,6 +399,17 @@ async fn doctor_checks_the_token_and_the_message_content_intent() {
     let checks = probe(TOKEN).await;
     assert!(checks.iter().all(|c| c.ok), "{checks:?}");
     assert!(checks[0].detail.contains("token accepted"), "{checks:?}");
+    assert!(checks[0].detail.contains("reachable"), "{checks:?}");
+    // A gateway nothing listens at: the check fails and says which part.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let port = closed.local_addr().map(|a| a.port()).unwrap_or(1);
+    drop(closed);
+    fake.set_gateway_url(&format!("ws://127.0.0.1:{port}"));
+    let checks = probe(TOKEN).await;
+    assert!(
+        !checks[0].ok && checks[0].detail.contains("cannot reach the gateway"),
+        "{checks:?}"
+    );
     let checks = probe("wrong-token").await;
     assert!(
         !checks[0].ok && checks[0].detail.contains("DISCORD_BOT_TOKEN"),
