@@ -24,8 +24,8 @@
 
 mod adapter;
 mod api;
-pub mod config;
-pub mod format;
+pub(crate) mod config;
+pub(crate) mod format;
 mod gateway;
 mod inbound;
 mod receive;

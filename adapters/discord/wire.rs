@@ -28,7 +28,7 @@ pub struct Frame {
 }
 
 /// The opcodes the adapter sends and receives.
-pub mod op {
+pub(crate) mod op {
     /// An event (receive).
     pub const DISPATCH: u8 = 0;
     /// Keep-alive (send; may be requested by the gateway).

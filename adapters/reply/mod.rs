@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Capabilities, MessageRef};
 
-pub mod markdown;
+pub(crate) mod markdown;
 mod snapshot;
 mod split;
 mod throttle;

@@ -22,11 +22,11 @@
 
 mod adapter;
 mod api;
-pub mod config;
-pub mod format;
+pub(crate) mod config;
+pub(crate) mod format;
 mod inbound;
 mod migrate;
-pub mod pace;
+pub(crate) mod pace;
 mod poll;
 pub mod registration;
 mod update;

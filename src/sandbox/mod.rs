@@ -20,16 +20,16 @@ use bollard::Docker;
 use clawpen_domain::{ContainerId, ConversationKey};
 use tokio::sync::Semaphore;
 
-pub mod attach;
+pub(crate) mod attach;
 mod create;
 mod exec;
 mod files;
-pub mod image;
+pub(crate) mod image;
 mod inventory;
-pub mod mounts;
-pub mod pool;
+pub(crate) mod mounts;
+pub(crate) mod pool;
 pub mod quota;
-pub mod seccomp;
+pub(crate) mod seccomp;
 pub mod spec;
 
 pub use attach::{BoxConn, BoxInput, BoxOutput, Outputs, OUTPUT_BYTES};
