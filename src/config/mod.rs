@@ -20,7 +20,7 @@ mod secret;
 mod validate;
 
 pub use adapters::AdapterSettings;
-pub use env::{unknown_env_vars, ENV_VARS};
+pub use env::unknown_env_vars;
 pub use secret::Secret;
 
 /// A configuration problem, worded for the operator.

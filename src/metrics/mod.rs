@@ -33,7 +33,7 @@ mod server;
 
 pub use adapter::Metered;
 pub use ready::{AdapterLiveness, Readiness, Report};
-pub use server::{component, MetricsError, Server};
+pub use server::{component, Server};
 
 /// The most conversations whose timing is tracked at once (first reply, turn duration).
 /// Past it, new ones are not timed (their counts still are): the maps stay bounded even if

@@ -34,7 +34,6 @@ pub mod spec;
 
 pub use attach::{BoxConn, BoxInput, BoxOutput, Outputs, OUTPUT_BYTES};
 pub use create::STARTS_AT_ONCE;
-pub use files::MAX_UPLOAD;
 pub use inventory::{BoxInfo, VolumeInfo};
 use mounts::{AllowedMount, MountError};
 pub use pool::{attribute, WarmBox};

@@ -38,7 +38,6 @@ mod manage;
 pub mod occurrence;
 pub mod spec;
 
-pub use manage::describe;
 use occurrence::Why;
 
 use crate::component::{Component, ComponentError};

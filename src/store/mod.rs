@@ -67,11 +67,9 @@ mod turn;
 mod upgrade;
 
 pub use commit::Pending;
-pub use conversation::ConversationRecord;
 pub use delivery::DeliveryRecord;
 pub use error::StoreError;
 pub use inbound::{InboundState, InsertOutcome, StoredInbound};
-pub use shown::{ShownFence, ShownPart, ShownReply};
 pub use task::{CatchUp, StoredSchedule, TaskKind, TaskRecord, TaskState};
 pub use turn::TurnRecord;
 
