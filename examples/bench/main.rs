@@ -28,11 +28,19 @@
 //! - `report`: the Markdown table.
 //! - `tasks`: 100,000 scheduled tasks: store size, memory, one scheduler tick
 //!   (`cargo run --release --example bench -- tasks` runs only this part).
+//! - `density`: bridge and engine memory, threads and warm latency at 10, 100, 1,000 and
+//!   3,000 live conversations, or where the machine stops holding more
+//!   (`cargo run --release --example bench -- density [MAX]`).
+//! - `load`: replies per second with 1, 10 and 100 conversations sending back to back, and
+//!   a 100 KB reply (`cargo run --release --example bench -- load [SECONDS]` runs only
+//!   this part, SECONDS per phase).
 //! - `pool`: new conversations with and without the warm pool, one at a time and in a
 //!   burst, on bridges of their own (`cargo run --release --example bench -- pool [N]
 //!   [BURST]` runs only this part, with N one at a time and BURST at once).
 
+mod density;
 mod discord;
+mod load;
 mod pool;
 mod procfs;
 mod report;
@@ -101,7 +109,7 @@ struct Report {
     rss_idle: u64,
     /// Live boxes when `rss_idle` was read.
     live_boxes: usize,
-    /// RSS of each idle box's agent process, in KiB.
+    /// RSS of each idle box's processes (init and agent), in KiB.
     agent_rss: Vec<u64>,
     /// RSS of the engine's per-container shim of each idle box, in KiB (when found).
     shim_rss: Vec<u64>,
@@ -143,6 +151,30 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some("tasks-reopen") => return tasks::reopen_and_tick().await,
+        Some("density") => {
+            let max = std::env::args()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(3000);
+            let load = load_average();
+            let report = density::measure(max).await?;
+            println!("`cargo run --release --example bench -- density {max}`, provider `echo` with `echo_delay_ms = 0`; load average at start {load}, at the end {}", load_average());
+            println!();
+            density::print(&report);
+            return Ok(());
+        }
+        Some("load") => {
+            let window = std::env::args()
+                .nth(2)
+                .and_then(|a| a.parse().ok())
+                .map_or(load::WINDOW, Duration::from_secs);
+            let load = load_average();
+            let report = load::measure(window).await?;
+            println!("`cargo run --release --example bench -- load {}`, provider `echo` with `echo_delay_ms = 0`; load average at start {load}, at the end {}", window.as_secs(), load_average());
+            println!();
+            load::print(&report);
+            return Ok(());
+        }
         Some("pool") => {
             let arg = |n: usize, default: usize| {
                 std::env::args()
@@ -335,21 +367,26 @@ async fn traced(
     })
 }
 
-/// Message `n` of the long turns: exactly [`LONG_REPLY`] bytes of plain words, which the
-/// terminal shows unchanged, so its echo can be compared byte for byte.
+/// Message `n` of the long turns: exactly [`LONG_REPLY`] bytes of plain words.
 fn long_message(n: usize) -> String {
+    words(LONG_REPLY, &format!("long {n}"))
+}
+
+/// `start` and plain words after it, exactly `len` bytes, which the terminal shows
+/// unchanged, so an echo can be compared byte for byte.
+fn words(len: usize, start: &str) -> String {
     const WORDS: [&str; 8] = [
         "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
     ];
-    let mut text = format!("long {n}");
+    let mut text = start.to_string();
     for word in WORDS.iter().cycle() {
-        if text.len() >= LONG_REPLY {
+        if text.len() >= len {
             break;
         }
         text.push(' ');
         text.push_str(word);
     }
-    text.truncate(LONG_REPLY);
+    text.truncate(len);
     if text.ends_with(' ') {
         text.pop();
         text.push('x');

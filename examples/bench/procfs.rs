@@ -71,7 +71,8 @@ pub fn storage_write_bytes() -> anyhow::Result<u64> {
         .context("reading write_bytes in /proc/self/io (needs task I/O accounting)")
 }
 
-/// RSS of every running box's agent and of its engine shim, from the host's /proc.
+/// RSS of every running box's processes (its init and the agent) and of its engine shim,
+/// from the host's /proc.
 pub async fn box_memory(sandbox: &Sandbox) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
     let (mut agents, mut shims) = (Vec::new(), Vec::new());
     for info in sandbox.list().await?.into_iter().filter(|b| b.running) {
@@ -86,13 +87,18 @@ pub async fn box_memory(sandbox: &Sandbox) -> anyhow::Result<(Vec<u64>, Vec<u64>
             .filter(|pid| *pid > 0)
             .with_context(|| format!("box {} has no host pid", info.name))?
             .to_string();
-        agents.push(vm_rss_kib(&pid).with_context(|| {
+        let init = vm_rss_kib(&pid).with_context(|| {
             format!(
                 "reading /proc/{pid}/status of box {} (run as root on the engine's host)",
                 info.name
             )
-        })?);
-        // The agent is the box's pid 1; its host parent is the engine's per-container shim.
+        })?;
+        // The box's pid 1 is its small init; the agent is its child.
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        let agent: u64 = children.split_whitespace().filter_map(vm_rss_kib).sum();
+        agents.push(init + agent);
+        // The init's host parent is the engine's per-container shim.
         let parent = proc_field(&format!("/proc/{pid}/status"), "PPid").unwrap_or_default();
         let comm = std::fs::read_to_string(format!("/proc/{parent}/comm")).unwrap_or_default();
         if comm.starts_with("containerd-shim") {

@@ -85,7 +85,7 @@ fn print_memory(r: &Report) {
         mib(r.rss_idle)
     );
     println!(
-        "| One idle clawpen-agent (median of {} boxes; max {}) | {} |",
+        "| One idle box: its init and clawpen-agent (median of {} boxes; max {}) | {} |",
         r.agent_rss.len(),
         mib(r.agent_rss.iter().copied().max().unwrap_or_default()),
         mib(median(&r.agent_rss))

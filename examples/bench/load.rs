@@ -1,0 +1,152 @@
+//! Throughput and long replies: how many messages a second the bridge routes with 1, 10
+//! and 100 conversations sending back to back, what each reply costs it in CPU time, and a
+//! 100 KB reply end to end with the bridge's memory after it
+//! (`cargo run --release --example bench -- load [SECONDS]`).
+//!
+//! Every conversation sends its next message as soon as the previous reply finished, so
+//! the figure is the bridge's (and engine's, and agents') ceiling, not an arrival rate.
+//! The echo provider with no delay answers at once; the bridge's CPU time over the window
+//! is read from /proc, so the cost per reply is the bridge's own.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clawpen::config::Config;
+use clawpen::daemon::Bridge;
+use futures_util::future::join_all;
+use tokio::time::{timeout, Instant};
+
+use super::procfs::{self, clock_ticks, CpuTime};
+use super::turn::Conversation;
+use super::{CLEANUP_TIMEOUT, START_TIMEOUT};
+
+/// How many conversations send at once, one phase each.
+const PARALLEL: [usize; 3] = [1, 10, 100];
+/// How long each phase sends, by default.
+pub const WINDOW: Duration = Duration::from_secs(10);
+/// The long reply's size.
+const LONG: usize = 100 * 1024;
+
+/// One phase's figures.
+pub struct Phase {
+    conversations: usize,
+    replies: usize,
+    wall: Duration,
+    cpu: Duration,
+}
+
+/// Everything measured.
+pub struct LoadReport {
+    phases: Vec<Phase>,
+    /// The 100 KB reply: accept to its last text shown, and the RSS after, in KiB.
+    long: Duration,
+    rss_before_long: u64,
+    rss_after_long: u64,
+    window: Duration,
+}
+
+/// Runs the phases on a bridge of their own and removes its boxes however it went.
+pub async fn measure(window: Duration) -> anyhow::Result<LoadReport> {
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        provider: "echo".into(),
+        echo_delay_ms: 0,
+        max_boxes: PARALLEL.iter().sum::<usize>() + 2,
+        warm_pool: 0,
+        ..Config::default()
+    };
+    let bridge = timeout(START_TIMEOUT, Bridge::start(&config, Vec::new()))
+        .await
+        .map_err(|_| anyhow!("the bridge did not start within {START_TIMEOUT:?}"))??;
+    let sandbox = bridge.router.sandbox().clone();
+    let measured = phases(&bridge, window).await;
+    bridge.shutdown().await;
+    match timeout(CLEANUP_TIMEOUT, sandbox.remove_all()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("cleanup failed: {e}"),
+        Err(_) => eprintln!("cleanup did not finish within {CLEANUP_TIMEOUT:?}"),
+    }
+    measured
+}
+
+async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport> {
+    let ticks = clock_ticks();
+    let mut phases = Vec::new();
+    for (p, &n) in PARALLEL.iter().enumerate() {
+        eprintln!("load: {n} conversations, each sending back to back for {window:?}");
+        let mut conversations: Vec<Conversation> = (0..n)
+            .map(|i| Conversation::watch(bridge, &format!("load{p}-{i:03}")))
+            .collect();
+        // Boxes started and warm before the window opens.
+        for result in join_all(conversations.iter_mut().map(|c| c.turn(bridge, "warm up"))).await {
+            result?;
+        }
+        let (before, started) = (CpuTime::now()?, Instant::now());
+        let end = started + window;
+        let counts = join_all(conversations.iter_mut().map(|c| async move {
+            let mut replies = 0usize;
+            while Instant::now() < end {
+                c.turn(bridge, &format!("message {replies}")).await?;
+                replies += 1;
+            }
+            anyhow::Ok(replies)
+        }))
+        .await;
+        let wall = started.elapsed();
+        let (_, _, cpu) = CpuTime::now()?.since(before).split(ticks);
+        let mut replies = 0;
+        for count in counts {
+            replies += count?;
+        }
+        phases.push(Phase {
+            conversations: n,
+            replies,
+            wall,
+            cpu,
+        });
+    }
+    eprintln!("load: one reply of {LONG} bytes");
+    let mut long = Conversation::watch(bridge, "load-long");
+    long.turn(bridge, "warm up").await?;
+    let rss_before_long = procfs::vm_rss_kib("self").context("reading this process's VmRSS")?;
+    let text = super::words(LONG, "long");
+    let started = Instant::now();
+    long.turn(bridge, &text).await?;
+    let long_took = started.elapsed();
+    // Freed buffers go back once the turn's tasks are done with them.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_after_long = procfs::vm_rss_kib("self").context("reading this process's VmRSS")?;
+    Ok(LoadReport {
+        phases,
+        long: long_took,
+        rss_before_long,
+        rss_after_long,
+        window,
+    })
+}
+
+/// The rows, as a table of their own.
+pub fn print(r: &LoadReport) {
+    println!(
+        "| Conversations sending back to back ({} s each) | replies | replies/s | bridge CPU per reply |",
+        r.window.as_secs()
+    );
+    println!("|---|---|---|---|");
+    for phase in &r.phases {
+        let per_second = phase.replies as f64 / phase.wall.as_secs_f64();
+        let cpu = phase.cpu.as_secs_f64() * 1000.0 / phase.replies.max(1) as f64;
+        println!(
+            "| {} | {} | {per_second:.0} | {cpu:.2} ms |",
+            phase.conversations, phase.replies
+        );
+    }
+    println!();
+    println!(
+        "A {} KB reply (echo, no delay): {:.0} ms from accept to its whole text shown; bridge RSS {:.1} MiB before, {:.1} MiB after.",
+        LONG / 1024,
+        r.long.as_secs_f64() * 1000.0,
+        r.rss_before_long as f64 / 1024.0,
+        r.rss_after_long as f64 / 1024.0
+    );
+}
