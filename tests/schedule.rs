@@ -13,6 +13,7 @@ use clawpen::adapters::{ConversationKey, InboundSink};
 use clawpen::config::{Config, Secret};
 use clawpen::protocol::TaskSpec;
 use clawpen::router::ManualClock;
+use clawpen::schedule::spec;
 use clawpen::store::TaskState;
 use serde_json::{json, Value};
 use support::model::{FakeModel, Reply};
@@ -203,6 +204,18 @@ async fn a_failing_job_is_reported_in_the_chat_and_stays_scheduled() {
     })
     .await;
     assert!(noted, "{:?}", store.task(1));
+    // `/tasks` shows it too: when the last run was due, in the task's zone, and why it failed.
+    let due = tasks[0]
+        .last_due
+        .unwrap_or_else(|| panic!("no last run: {tasks:?}"));
+    let listed = command(&t, "ci", "/tasks").await;
+    let last = format!(
+        "#1 build (job) — every 2 hours — next: {} — last: {}, failed: ",
+        spec::show(chrono_tz::UTC, due + 2 * 3600),
+        spec::show(chrono_tz::UTC, due)
+    );
+    assert!(listed.contains(&last), "{listed}");
+    assert!(listed.contains("401"), "{listed}");
     t.stop().await;
 }
 
