@@ -470,3 +470,59 @@ async fn a_job_due_during_a_turn_runs_after_it_as_a_turn_of_its_own() {
         .contains("[Scheduled run of task #1 “report”"));
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_the_tasks_of_a_platform_no_longer_configured_are_paused_with_why() {
+    support::logs::logs();
+    let t = TestBridge::start(|_| {}).await;
+    let scheduler = t.bridge.scheduler().clone();
+    let water = TaskSpec {
+        every: Some("2h".into()),
+        ..spec("reminder", "water", "Drink water")
+    };
+    // A Telegram group's task, in a store this bridge (which has no Telegram adapter)
+    // starts on, and one of the terminal's.
+    let group = ConversationKey::new("telegram", "-100");
+    assert!(scheduler.schedule(&group, &water).await.is_ok());
+    assert!(scheduler
+        .schedule(&TestBridge::key("home"), &water)
+        .await
+        .is_ok());
+    // The scheduler holds the store, as the bridge does: both go before the restart.
+    drop(scheduler);
+    let t = t.restart().await;
+
+    // Right after the start, two hours before it is due, the group's task is paused.
+    let store = t.bridge.router.store().clone();
+    let now = i64::try_from(clawpen::router::now_secs()).unwrap_or(0);
+    let theirs = store.task(1).ok().flatten();
+    assert_eq!(
+        theirs.as_ref().map(|task| &task.state),
+        Some(&TaskState::Paused {
+            reason: Some("the telegram adapter is not configured any more".into())
+        }),
+        "{theirs:?}"
+    );
+    assert!(theirs.is_some_and(|task| task.next_due > Some(now + 3600)));
+    let ours = store.task(2).ok().flatten();
+    assert!(ours.is_some_and(|task| task.is_active()));
+    // The owner (the terminal's operator) sees it from another chat.
+    let everything = command(&t, "home", "/tasks all").await;
+    assert!(
+        everything.contains("#1 water (reminder) [telegram:-100] — every 2 hours — paused: the telegram adapter is not configured any more"),
+        "{everything}"
+    );
+    assert!(
+        everything.contains("#2 water (reminder) [terminal:home] — every 2 hours — next: "),
+        "{everything}"
+    );
+    // Said once in the log, with the count.
+    let said: Vec<String> = support::logs::logged()
+        .lines()
+        .filter(|l| l.contains("paused the tasks of platforms that are not configured any more"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("count=1"), "{said:?}");
+    t.stop().await;
+}
