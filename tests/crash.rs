@@ -16,10 +16,10 @@ mod support;
 mod telegram_fake;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::Cleanup;
+use support::daemon::{self, Daemon, Rng};
+use support::eventually;
 use telegram_fake::{FakeTelegram, Sent, TOKEN};
 
 /// Group chats streaming at once.
@@ -31,65 +31,13 @@ const SHORT_KILLS: u32 = 10;
 /// How long the last restart gets to finish every reply.
 const SETTLE: Duration = Duration::from_secs(90);
 
-/// A small deterministic generator (xorshift), seeded per run and printed, so a failing
-/// run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn millis(&mut self, low: u64, high: u64) -> Duration {
-        Duration::from_millis(low + self.next() % (high - low))
-    }
-}
-
-/// A `clawpen run` child process, killed when dropped.
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(data: &std::path::Path, fake: &FakeTelegram, run: u32) -> Self {
-        let chats: Vec<String> = (1..=CHATS).map(|c| chat_id(c).to_string()).collect();
-        let log = std::fs::File::create(data.join(format!("daemon-{run}.log")))
-            .unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(env!("CARGO_BIN_EXE_clawpen"))
-            .arg("run")
-            .env_remove("CLAWPEN_CONFIG")
-            .env("CLAWPEN_DATA_DIR", data)
-            .env("CLAWPEN_ECHO_DELAY_MS", "40")
-            .env("TELEGRAM_BOT_TOKEN", TOKEN)
-            .env("TELEGRAM_API_URL", fake.url())
-            .env("CLAWPEN_TELEGRAM_ALLOWED_CHATS", chats.join(","))
-            .env("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn clawpen: {e}"));
-        Daemon(child)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-
-    /// SIGTERM, then wait for the exit: after it nothing more reaches the chats.
-    fn terminate(mut self) -> Option<std::process::ExitStatus> {
-        let pid = self.0.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.0.wait().ok()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A daemon on `data` whose Telegram adapter lets every test chat in.
+fn start(data: &std::path::Path, fake: &FakeTelegram, run: u32) -> Daemon {
+    let chats: Vec<i64> = (1..=CHATS).map(chat_id).collect();
+    let mut env = daemon::telegram_env(fake.url(), TOKEN, &chats);
+    env.push(("CLAWPEN_ECHO_DELAY_MS", "40".into()));
+    env.push(("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug".into()));
+    Daemon::start(data, run, &env)
 }
 
 fn chat_id(n: i64) -> i64 {
@@ -183,27 +131,13 @@ fn text_for(chat: i64, n: usize) -> String {
 }
 
 async fn run(kills: u32) {
-    let seed = std::env::var("CLAWPEN_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64 | 1)
-                .unwrap_or(88_172_645_463_325_252)
-        });
+    let seed = daemon::crash_seed();
     eprintln!("crash run: {kills} kills, CLAWPEN_CRASH_SEED={seed}");
     let mut rng = Rng(seed);
     let fake = FakeTelegram::start().await;
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().to_path_buf();
-    let _cleanup = {
-        let store = clawpen::store::Store::open(&data.join("store"))
-            .unwrap_or_else(|e| panic!("store: {e}"));
-        Cleanup {
-            instance: store.instance_id(),
-        }
-    };
+    let _cleanup = daemon::cleanup(&data);
 
     let mut asked: HashMap<i64, Vec<Asked>> = HashMap::new();
     let ask_next = |fake: &FakeTelegram, asked: &mut HashMap<i64, Vec<Asked>>| {
@@ -224,30 +158,26 @@ async fn run(kills: u32) {
         }
     };
 
-    let mut daemon = Daemon::start(&data, &fake, 0);
-    for kill in 1..=kills {
-        // Keep every chat busy, then kill at a random moment.
-        let until = Instant::now() + rng.millis(300, 3_000);
-        while Instant::now() < until {
-            ask_next(&fake, &mut asked);
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        daemon.kill();
-        daemon = Daemon::start(&data, &fake, kill);
-    }
+    // Keep every chat busy, and kill at random moments.
+    let daemon = daemon::kill_at_random(
+        start(&data, &fake, 0),
+        kills,
+        &mut rng,
+        (300, 3_000),
+        || ask_next(&fake, &mut asked),
+        |kill| start(&data, &fake, kill),
+    )
+    .await;
 
     // The last daemon finishes every reply; then it stops, and nothing can change after.
-    let deadline = Instant::now() + SETTLE;
-    while Instant::now() < deadline {
+    eventually(SETTLE, || {
         let done = asked.iter().all(|(chat, list)| {
             let sent = fake.messages(*chat);
             list.iter().all(|a| answered(&sent, a))
         });
-        if done {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        async move { done }
+    })
+    .await;
     let status = daemon.terminate();
     let outcome = tally(&fake, &asked);
     eprintln!(
@@ -263,15 +193,7 @@ async fn run(kills: u32) {
     }
     let clean = outcome.lost.is_empty() && outcome.garbled.is_empty() && outcome.stray.is_empty();
     if !clean || !outcome.duplicated.is_empty() {
-        for run in 0..=kills {
-            if let Ok(log) = std::fs::read_to_string(data.join(format!("daemon-{run}.log"))) {
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("--- daemon run {run} (last lines) ---");
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
-        }
+        daemon::print_log_tails(&data, kills, 40);
     }
     assert!(clean, "users saw wrong replies (seed {seed}): {outcome:#?}");
     // Telegram has no idempotency key: a kill between the platform taking a message and

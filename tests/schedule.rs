@@ -13,6 +13,7 @@ use clawpen::adapters::{ConversationKey, InboundSink};
 use clawpen::config::{Config, Secret};
 use clawpen::protocol::TaskSpec;
 use clawpen::router::ManualClock;
+use clawpen::schedule::spec;
 use clawpen::store::TaskState;
 use serde_json::{json, Value};
 use support::model::{FakeModel, Reply};
@@ -203,6 +204,18 @@ async fn a_failing_job_is_reported_in_the_chat_and_stays_scheduled() {
     })
     .await;
     assert!(noted, "{:?}", store.task(1));
+    // `/tasks` shows it too: when the last run was due, in the task's zone, and why it failed.
+    let due = tasks[0]
+        .last_due
+        .unwrap_or_else(|| panic!("no last run: {tasks:?}"));
+    let listed = command(&t, "ci", "/tasks").await;
+    let last = format!(
+        "#1 build (job) — every 2 hours — next: {} — last: {}, failed: ",
+        spec::show(chrono_tz::UTC, due + 2 * 3600),
+        spec::show(chrono_tz::UTC, due)
+    );
+    assert!(listed.contains(&last), "{listed}");
+    assert!(listed.contains("401"), "{listed}");
     t.stop().await;
 }
 
@@ -455,5 +468,61 @@ async fn a_job_due_during_a_turn_runs_after_it_as_a_turn_of_its_own() {
         .body
         .to_string()
         .contains("[Scheduled run of task #1 “report”"));
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_start_the_tasks_of_a_platform_no_longer_configured_are_paused_with_why() {
+    support::logs::logs();
+    let t = TestBridge::start(|_| {}).await;
+    let scheduler = t.bridge.scheduler().clone();
+    let water = TaskSpec {
+        every: Some("2h".into()),
+        ..spec("reminder", "water", "Drink water")
+    };
+    // A Telegram group's task, in a store this bridge (which has no Telegram adapter)
+    // starts on, and one of the terminal's.
+    let group = ConversationKey::new("telegram", "-100");
+    assert!(scheduler.schedule(&group, &water).await.is_ok());
+    assert!(scheduler
+        .schedule(&TestBridge::key("home"), &water)
+        .await
+        .is_ok());
+    // The scheduler holds the store, as the bridge does: both go before the restart.
+    drop(scheduler);
+    let t = t.restart().await;
+
+    // Right after the start, two hours before it is due, the group's task is paused.
+    let store = t.bridge.router.store().clone();
+    let now = i64::try_from(clawpen::router::now_secs()).unwrap_or(0);
+    let theirs = store.task(1).ok().flatten();
+    assert_eq!(
+        theirs.as_ref().map(|task| &task.state),
+        Some(&TaskState::Paused {
+            reason: Some("the telegram adapter is not configured any more".into())
+        }),
+        "{theirs:?}"
+    );
+    assert!(theirs.is_some_and(|task| task.next_due > Some(now + 3600)));
+    let ours = store.task(2).ok().flatten();
+    assert!(ours.is_some_and(|task| task.is_active()));
+    // The owner (the terminal's operator) sees it from another chat.
+    let everything = command(&t, "home", "/tasks all").await;
+    assert!(
+        everything.contains("#1 water (reminder) [telegram:-100] — every 2 hours — paused: the telegram adapter is not configured any more"),
+        "{everything}"
+    );
+    assert!(
+        everything.contains("#2 water (reminder) [terminal:home] — every 2 hours — next: "),
+        "{everything}"
+    );
+    // Said once in the log, with the count.
+    let said: Vec<String> = support::logs::logged()
+        .lines()
+        .filter(|l| l.contains("paused the tasks of platforms that are not configured any more"))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(said[0].contains("count=1"), "{said:?}");
     t.stop().await;
 }

@@ -1,4 +1,5 @@
-//! `/tasks`: the conversation's scheduled tasks, with ids, schedules and next runs; and
+//! `/tasks`: the conversation's scheduled tasks, with ids, schedules, next runs and what
+//! became of their last runs; and
 //! what every task command (`/pause`, `/resume`, `/cancel`, `/run`, `/tz`) asks of the
 //! scheduler and how its answer is worded.
 //!
@@ -8,6 +9,10 @@
 
 use super::{Origin, Outcome, Spec};
 use crate::InboundSink;
+
+/// The most characters of a last run's outcome `/tasks` shows: a failure's reason can be a
+/// provider's whole error body, and the list keeps one line per task.
+const OUTCOME_CHARS: usize = 160;
 
 /// What a task command asks of the scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +58,10 @@ pub struct TaskLine {
     pub next: Option<String>,
     /// `None` when active; why it is paused otherwise.
     pub paused: Option<String>,
+    /// When its last occurrence was due, in its zone; `None` before its first run.
+    pub last_run: Option<String>,
+    /// What became of its last run, as the scheduler noted it ("ran", "failed: …").
+    pub last_outcome: Option<String>,
     /// Its conversation, when listing every conversation's tasks.
     pub conversation: Option<String>,
 }
@@ -151,6 +160,24 @@ pub(super) async fn by_id(
     }
 }
 
+/// A task's last run for its line in `/tasks` (` — last: <when>, <outcome>`), or nothing
+/// before its first run. The outcome is made one line and cut to [`OUTCOME_CHARS`].
+fn last_run(task: &TaskLine) -> String {
+    let outcome = task.last_outcome.as_deref().map(|outcome| {
+        let line = outcome.split_whitespace().collect::<Vec<_>>().join(" ");
+        match line.char_indices().nth(OUTCOME_CHARS) {
+            Some((cut, _)) => format!("{}…", &line[..cut]),
+            None => line,
+        }
+    });
+    match (&task.last_run, outcome) {
+        (Some(at), Some(outcome)) => format!(" — last: {at}, {outcome}"),
+        (Some(at), None) => format!(" — last: {at}"),
+        (None, Some(outcome)) => format!(" — last: {outcome}"),
+        (None, None) => String::new(),
+    }
+}
+
 /// A reply in words.
 pub fn words(reply: &TaskReply) -> String {
     match reply {
@@ -173,8 +200,12 @@ pub fn words(reply: &TaskReply) -> String {
                     .map(|c| format!(" [{c}]"))
                     .unwrap_or_default();
                 lines.push(format!(
-                    "#{} {} ({}){place} — {} — {state}",
-                    task.id, task.title, task.kind, task.schedule
+                    "#{} {} ({}){place} — {} — {state}{}",
+                    task.id,
+                    task.title,
+                    task.kind,
+                    task.schedule,
+                    last_run(task)
                 ));
             }
             lines.join("\n")

@@ -189,11 +189,57 @@ async fn task_commands_take_an_id_and_word_what_the_sink_reports() {
             schedule: "cron `0 9 * * 1-5`".into(),
             next: Some("Mon 30 Nov 2026 09:00 CET".into()),
             paused: None,
+            last_run: None,
+            last_outcome: None,
             conversation: None,
         }],
     });
     assert_eq!(
         listed,
         "Scheduled tasks (time zone Europe/Berlin):\n#3 standup (reminder) — cron `0 9 * * 1-5` — next: Mon 30 Nov 2026 09:00 CET"
+    );
+}
+
+#[test]
+fn tasks_shows_each_tasks_last_run_and_what_became_of_it_on_its_line() {
+    let task = |id, last_run: Option<&str>, last_outcome: Option<&str>| TaskLine {
+        id,
+        title: "build".into(),
+        kind: "job".into(),
+        schedule: "every 2 hours".into(),
+        next: Some("Mon 30 Nov 2026 11:00 CET".into()),
+        paused: None,
+        last_run: last_run.map(str::to_string),
+        last_outcome: last_outcome.map(str::to_string),
+        conversation: None,
+    };
+    // A provider's error body: several lines, and longer than a list line should be.
+    let body = format!(
+        "failed: model error 401\n{{\"error\": \"{}\"}}",
+        "x".repeat(300)
+    );
+    let listed = task_words(&TaskReply::List {
+        zone: "Europe/Berlin".into(),
+        tasks: vec![
+            task(1, Some("Mon 30 Nov 2026 09:00 CET"), Some("ran")),
+            task(2, Some("Mon 30 Nov 2026 09:00 CET"), Some(&body)),
+            task(3, None, None),
+        ],
+    });
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 4, "one line per task: {listed}");
+    assert_eq!(
+        lines[1],
+        "#1 build (job) — every 2 hours — next: Mon 30 Nov 2026 11:00 CET — last: Mon 30 Nov 2026 09:00 CET, ran"
+    );
+    let failed = format!(
+        "#2 build (job) — every 2 hours — next: Mon 30 Nov 2026 11:00 CET — last: Mon 30 Nov 2026 09:00 CET, failed: model error 401 {{\"error\": \"{}…",
+        "x".repeat(160 - 35)
+    );
+    assert_eq!(lines[2], failed);
+    // Before its first run there is no last run to show.
+    assert_eq!(
+        lines[3],
+        "#3 build (job) — every 2 hours — next: Mon 30 Nov 2026 11:00 CET"
     );
 }

@@ -372,8 +372,9 @@ pub fn describe(task: &TaskRecord) -> String {
     )
 }
 
-/// A task as `/tasks` shows it.
+/// A task as `/tasks` shows it; its times in its own zone.
 fn line(task: &TaskRecord, with_conversation: bool) -> TaskLine {
+    let zone = spec::zone(&task.zone).unwrap_or(Tz::UTC);
     let (schedule, next) = match Scheduler::schedule_of(task) {
         Ok((schedule, tz)) => (
             schedule.describe(tz),
@@ -396,6 +397,8 @@ fn line(task: &TaskRecord, with_conversation: bool) -> TaskLine {
             TaskState::Active => None,
             TaskState::Paused { reason } => Some(reason.clone().unwrap_or_default()),
         },
+        last_run: task.last_due.map(|due| spec::show(zone, due)),
+        last_outcome: task.last_outcome.clone(),
         conversation: with_conversation.then(|| task.conversation.to_string()),
     }
 }

@@ -15,7 +15,8 @@
 //! - Occurrences missed while clawpen was down follow the task's `catch_up`: `once` runs
 //!   the first missed one, noted as late; `skip` tells the user it was skipped. Either way
 //!   the next due time is counted from now: never a burst of every missed occurrence.
-//! - A task whose platform is not configured any more is paused with the reason.
+//! - A task whose platform is not configured any more is paused with the reason: at start,
+//!   and by the tick should one come due anyway.
 //!
 //! # Layout
 //! - `spec`: schedules and their next runs, time zones and daylight saving (no I/O).
@@ -42,7 +43,7 @@ use occurrence::Why;
 
 use crate::component::{Component, ComponentError};
 use crate::router::{Clock, WeakRouter};
-use crate::store::{CatchUp, InsertOutcome, Store, StoreError, TaskState};
+use crate::store::{CatchUp, InsertOutcome, Store, StoreError, TaskRecord, TaskState};
 
 /// The most occurrences one tick fires before it looks at the clock again; more due ones
 /// are fired by the next tick, at once.
@@ -156,24 +157,16 @@ impl Scheduler {
             };
             let platform = &task.conversation.platform;
             if router.as_ref().is_some_and(|r| !r.has_platform(platform)) {
-                let reason = format!("the {platform} adapter is not configured any more");
+                let reason = platform_gone(platform);
                 tracing::warn!(task = id, conversation = %task.conversation, %reason, "pausing a task");
-                let mut paused = task.clone();
-                paused.state = TaskState::Paused {
-                    reason: Some(reason),
-                };
-                store.update_task(&paused)?;
+                pause(store, &task, reason)?;
                 continue;
             }
             let (schedule, tz) = match Self::schedule_of(&task) {
                 Ok(parsed) => parsed,
                 Err(reason) => {
                     tracing::warn!(task = id, %reason, "pausing a task whose schedule cannot be read");
-                    let mut paused = task.clone();
-                    paused.state = TaskState::Paused {
-                        reason: Some(reason),
-                    };
-                    store.update_task(&paused)?;
+                    pause(store, &task, reason)?;
                     continue;
                 }
             };
@@ -215,6 +208,33 @@ impl Scheduler {
             }
         }
         Ok(fired)
+    }
+
+    /// Pauses, with the reason, every active task whose conversation's platform has no
+    /// adapter configured now; returns how many. Run at start, so that `/tasks` says so
+    /// before such a task would have come due (the tick checks again when one does). One
+    /// log line for all of them, with the count and the platforms.
+    ///
+    /// Reads the task index by conversation's keys, and only the records of the tasks it
+    /// pauses; each pause is a flushed write (blocking).
+    pub fn pause_unconfigured(&self) -> Result<usize, StoreError> {
+        let Some(router) = self.inner.router.upgrade() else {
+            return Ok(0);
+        };
+        let store = &self.inner.store;
+        let tasks = store.active_tasks_off(|platform| router.has_platform(platform))?;
+        let mut platforms = std::collections::BTreeSet::new();
+        for task in &tasks {
+            let platform = task.conversation.platform.as_str();
+            let reason = platform_gone(platform);
+            tracing::debug!(task = task.id, conversation = %task.conversation, %reason, "pausing a task");
+            pause(store, task, reason)?;
+            platforms.insert(platform);
+        }
+        if !tasks.is_empty() {
+            tracing::warn!(count = tasks.len(), ?platforms, "paused the tasks of platforms that are not configured any more; /tasks all lists them, /resume runs one again");
+        }
+        Ok(tasks.len())
     }
 
     /// Logs an occurrence asked for now (`/run`) and hands it to the router.
@@ -349,6 +369,20 @@ impl Scheduler {
     }
 }
 
+/// Why a task of `platform` is paused when no adapter of it is configured.
+fn platform_gone(platform: &str) -> String {
+    format!("the {platform} adapter is not configured any more")
+}
+
+/// Stores `task` paused, with `reason`; out of the due index. Flushed.
+fn pause(store: &Store, task: &TaskRecord, reason: String) -> Result<(), StoreError> {
+    let mut paused = task.clone();
+    paused.state = TaskState::Paused {
+        reason: Some(reason),
+    };
+    store.update_task(&paused)
+}
+
 /// Whether a request is one of the scheduler's (else the tunnel's).
 pub fn is_task_request(request: &Request) -> bool {
     matches!(
@@ -368,6 +402,17 @@ impl Component for Scheduler {
     }
 
     async fn start(&self) -> Result<(), ComponentError> {
+        // Before the first tick: the tasks of a platform no longer configured are paused
+        // now, with why, not only when each comes due.
+        let me = self.clone();
+        let paused = self
+            .inner
+            .store
+            .blocking(move |_| me.pause_unconfigured())
+            .await;
+        if let Err(e) = paused {
+            tracing::warn!(error = %e, "could not check the tasks' platforms at start; each is checked when it comes due");
+        }
         let me = self.clone();
         self.inner.tasks.spawn(me.run());
         Ok(())

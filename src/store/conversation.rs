@@ -213,7 +213,7 @@ impl Store {
 
 /// The conversation text at the start of an inbound key: a big-endian u32 length, then
 /// that many bytes.
-fn prefixed_text(key: &[u8]) -> Option<&[u8]> {
+pub(super) fn prefixed_text(key: &[u8]) -> Option<&[u8]> {
     let len = u32::from_be_bytes(key.get(..4)?.try_into().ok()?);
     key.get(4..4 + usize::try_from(len).ok()?)
 }

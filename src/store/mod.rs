@@ -17,8 +17,9 @@
 //! - `deliveries`: [`DeliveryRecord`] by (conversation, turn): the platform messages of a
 //!   reply, and the final text of a finished turn not yet fully shown (`delivery`).
 //! - `cursors`: each adapter's platform cursor, e.g. the Telegram offset (`cursor`).
-//! - `tasks`, `task_due`, `task_conv`, `task_zones`: scheduled tasks, their due-time
-//!   index, their index by conversation, and each conversation's time zone (`task`).
+//! - `tasks`, `task_due`, `task_conv`, `task_zones`: scheduled tasks and their due-time
+//!   index (`task`), their index by conversation and each conversation's time zone
+//!   (`task_conversation`).
 //!
 //! [`StoreError`] (in `error`) is the one error type of all of it.
 //!
@@ -61,6 +62,7 @@ mod health;
 mod inbound;
 mod shown;
 mod task;
+mod task_conversation;
 mod text;
 mod turn;
 #[cfg(test)]

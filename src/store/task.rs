@@ -6,8 +6,9 @@
 //! - `task_due`: an empty value under (next due time, id) for every active task, so a tick
 //!   reads only what is due, in due order, and never scans every task.
 //! - `task_conv`: an empty value under (conversation prefix, id), to list and count one
-//!   conversation's tasks.
-//! - `task_zones`: each conversation's time zone (`/tz`), by conversation key text.
+//!   conversation's tasks (`task_conversation`).
+//! - `task_zones`: each conversation's time zone (`/tz`), by conversation key text
+//!   (`task_conversation`).
 //!
 //! [`Store::fire_task`] logs the occurrence in the inbound log (its id names the task and
 //! the due time, so a second attempt is a duplicate) and stores the task's next due time
@@ -213,39 +214,6 @@ impl Store {
         }
     }
 
-    /// A conversation's tasks, by id.
-    pub fn tasks_of(&self, conversation: &ConversationKey) -> Result<Vec<TaskRecord>, StoreError> {
-        let inner = self.db()?;
-        let mut found = Vec::new();
-        for entry in inner
-            .task_conv
-            .scan_prefix(conversation_prefix(conversation))
-        {
-            let (key, _) = entry.map_err(|e| self.sled_err(e))?;
-            let Some(id) = key
-                .len()
-                .checked_sub(8)
-                .and_then(|at| key[at..].try_into().ok())
-                .map(u64::from_be_bytes)
-            else {
-                continue;
-            };
-            if let Some(task) = self.task(id)? {
-                found.push(task);
-            }
-        }
-        Ok(found)
-    }
-
-    /// How many tasks a conversation has, read from the index alone.
-    pub fn count_tasks(&self, conversation: &ConversationKey) -> Result<usize, StoreError> {
-        Ok(self
-            .db()?
-            .task_conv
-            .scan_prefix(conversation_prefix(conversation))
-            .count())
-    }
-
     /// Every task (for the owner's view of all of them, and the benchmark).
     pub fn all_tasks(&self) -> Result<Vec<TaskRecord>, StoreError> {
         let mut found = Vec::new();
@@ -426,30 +394,6 @@ impl Store {
             })
             .map_err(|e| self.tx_err(e))
     }
-
-    /// A conversation's time zone, if one was set with `/tz`.
-    pub fn zone(&self, conversation: &ConversationKey) -> Result<Option<String>, StoreError> {
-        let key = conversation.to_string();
-        match self
-            .db()?
-            .task_zones
-            .get(key.as_bytes())
-            .map_err(|e| self.sled_err(e))?
-        {
-            Some(bytes) => self.decode("task_zones", key.as_bytes(), &bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// Sets a conversation's time zone. Flushed.
-    pub fn set_zone(&self, conversation: &ConversationKey, zone: &str) -> Result<(), StoreError> {
-        let key = conversation.to_string();
-        self.db()?
-            .task_zones
-            .insert(key.as_bytes(), encode(&zone)?)
-            .map_err(|e| self.sled_err(e))?;
-        self.flush()
-    }
 }
 
 #[cfg(test)]
@@ -457,7 +401,7 @@ impl Store {
     clippy::unwrap_used,
     reason = "a test stops at the first unexpected error"
 )]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     pub(crate) fn reminder(conversation: &ConversationKey, due: i64) -> TaskRecord {
@@ -564,15 +508,5 @@ mod tests {
         assert_eq!(pending.len(), 1);
         assert_eq!(pending[0].turn.as_str(), "task:1:100");
         assert_eq!(pending[0].final_text.as_deref(), Some("⏰ Tea time"));
-    }
-
-    #[test]
-    fn zones_are_kept_per_conversation() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let key = ConversationKey::new("telegram", "1");
-        assert_eq!(store.zone(&key).unwrap(), None);
-        store.set_zone(&key, "Europe/Berlin").unwrap();
-        assert_eq!(store.zone(&key).unwrap().as_deref(), Some("Europe/Berlin"));
     }
 }

@@ -5,6 +5,7 @@
     reason = "each test binary uses a different part of the support code"
 )]
 
+pub mod daemon;
 pub mod lines;
 pub mod logs;
 pub mod model;
