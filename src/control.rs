@@ -73,7 +73,7 @@ pub use clawpen_adapters::terminal::{ChatLine, TerminalEvent};
 /// The control socket as a daemon component: it serves until stopped; its chat sessions
 /// end once the reply under way is complete.
 pub fn component(config: &Config, router: Router, terminal: Arc<TerminalAdapter>) -> Arc<Job> {
-    let (path, max_boxes) = (config.control_socket(), config.max_boxes);
+    let (path, max_boxes) = (config.control_socket(), router.max_boxes());
     Job::new("control socket", move |stop, tasks| async move {
         if let Err(e) = serve(&path, router, terminal, max_boxes, stop, tasks).await {
             tracing::error!(path = %path.display(), error = %e, "control socket failed");

@@ -156,6 +156,14 @@ impl Bridge {
             .await?
             .with_metrics(metrics.clone());
         sandbox.ensure_image(config).await?;
+        let max_boxes = match config.max_boxes {
+            Some(max_boxes) => max_boxes,
+            None => {
+                let capacity = sandbox.capacity().await;
+                tracing::info!(max_boxes = capacity.boxes, why = %capacity.why, "max_boxes is not set: as many as the engine's machine holds");
+                capacity.boxes
+            }
+        };
         let terminal = TerminalAdapter::new();
         // The router sees every adapter through `Metered`, which counts its platform's
         // errors; the receiving side runs the adapter itself.
@@ -166,7 +174,7 @@ impl Bridge {
         let mut all: Vec<Arc<dyn Adapter>> = vec![Metered::new(terminal.clone(), metrics.clone())];
         all.extend(metered.iter().map(|m| m.clone() as Arc<dyn Adapter>));
         let router_config = RouterConfig {
-            max_boxes: config.max_boxes,
+            max_boxes,
             warm_pool: config.warm_pool,
             idle_timeout: config.idle_timeout(),
             turn_stall: Duration::from_secs(config.turn_stall_secs),
@@ -318,7 +326,7 @@ pub async fn run(config: Config, adapters: Vec<Arc<dyn Adapter>>) -> Result<(), 
     tracing::info!(
         data_dir = %config.data_dir.display(),
         image = %config.image,
-        max_boxes = config.max_boxes,
+        max_boxes = bridge.router.max_boxes(),
         "clawpen is running"
     );
     wait_for_signal().await;

@@ -106,7 +106,7 @@ async fn three_hundred_fetches_at_once_get_four_connections_and_the_others_are_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_that_writes_while_idle_gives_up_its_slot() {
     let t = TestBridge::start(|c| {
-        c.max_boxes = 1;
+        c.max_boxes = Some(1);
         c.idle_timeout_secs = 2;
     })
     .await;

@@ -135,7 +135,7 @@ async fn a_second_conversation_never_sees_the_first_ones_files() {
 async fn warm_boxes_count_against_max_boxes_and_give_their_slot_to_a_waiting_conversation() {
     let clock = ManualClock::new();
     let t = TestBridge::start_on(clock.clock(), |c| {
-        c.max_boxes = 1;
+        c.max_boxes = Some(1);
         c.warm_pool = 2;
     })
     .await;

@@ -377,7 +377,7 @@ async fn a_message_stored_but_never_handed_to_its_actor_is_answered_when_sent_ag
 async fn the_box_cap_queues_conversations_fairly() {
     // One slot, and idle boxes stop when the test moves the clock past the idle timeout.
     let clock = ManualClock::new();
-    let t = TestBridge::start_on(clock.clock(), |c| c.max_boxes = 1).await;
+    let t = TestBridge::start_on(clock.clock(), |c| c.max_boxes = Some(1)).await;
     let idle = t.config.idle_timeout();
     let waiting = |name: &'static str| {
         let t = &t;
@@ -487,5 +487,27 @@ async fn a_box_whose_agent_speaks_version_1_answers_fresh_and_adopted() {
     // its events count only once its `State` says where they stand.
     let t = t.restart().await;
     assert_eq!(t.ask("old", "again").await, "again");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unset_box_cap_is_what_the_engines_machine_holds_and_a_set_one_is_kept() {
+    let t = TestBridge::start(|_| {}).await;
+    let capacity = t.bridge.router.sandbox().capacity().await;
+    assert_eq!(
+        t.bridge.router.max_boxes(),
+        capacity.boxes,
+        "{}",
+        capacity.why
+    );
+    // On any machine the engine describes, that is an estimate, never the old fixed 32.
+    assert!(
+        capacity.why.contains("GiB of engine memory") || capacity.why.contains("pid_max"),
+        "{}",
+        capacity.why
+    );
+    t.stop().await;
+    let t = TestBridge::start(|c| c.max_boxes = Some(3)).await;
+    assert_eq!(t.bridge.router.max_boxes(), 3);
     t.stop().await;
 }

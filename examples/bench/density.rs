@@ -3,11 +3,13 @@
 //! point where the machine cannot hold more and why
 //! (`cargo run --release --example bench -- density [MAX]`).
 //!
-//! Conversations are added in batches; before each batch the host's available memory is
-//! read, and the ramp stops, as its breaking point, when it would leave less than
-//! [`RESERVE_MIB`] (so the machine, its engine and this run stay healthy), when a box
-//! cannot be started (the engine's refusal is the cause), or when a first reply does not
-//! come. At each level reached: the bridge's RSS and its growth per conversation, its open
+//! Conversations are added in batches; before each batch the host's available memory and
+//! its tasks (processes and threads, against `kernel.pid_max`) are read, and the ramp
+//! stops, as its breaking point, when the batch would leave less than [`RESERVE_MIB`] of
+//! memory or use more than [`PID_SHARE`] of the pids (so the machine, its engine and this
+//! run stay healthy: past pid_max nothing on the host can start a process or a thread),
+//! when a box cannot be started (the engine's refusal is the cause), or when a first reply
+//! does not come. At each level reached: the bridge's RSS and its growth per conversation, its open
 //! files and threads, the engine's threads, the boxes' and their shims' memory, and 100
 //! sequential warm turns on the first conversation.
 
@@ -30,6 +32,8 @@ const LEVELS: [usize; 4] = [10, 100, 1000, 3000];
 const BATCH: usize = 50;
 /// The ramp stops before the host's available memory would fall below this.
 const RESERVE_MIB: u64 = 3 * 1024;
+/// The share of `kernel.pid_max` the ramp may take the host's tasks to.
+const PID_SHARE: f64 = 0.8;
 /// Sequential warm turns timed at each level.
 const WARM_TURNS: usize = 100;
 /// Removing thousands of boxes takes a while.
@@ -43,6 +47,8 @@ struct Level {
     threads: u64,
     engine_threads: u64,
     available_mib: u64,
+    /// Processes and threads on the host.
+    tasks: u64,
     /// Median RSS of a box's processes (init and agent) and of its shim, KiB.
     box_kib: u64,
     shim_kib: u64,
@@ -65,7 +71,7 @@ pub async fn measure(max: usize) -> anyhow::Result<DensityReport> {
         data_dir: dir.path().to_path_buf(),
         provider: "echo".into(),
         echo_delay_ms: 0,
-        max_boxes: max + 1,
+        max_boxes: Some(max + 1),
         warm_pool: 0,
         // No box is stopped for idleness during the run.
         idle_timeout_secs: 24 * 3600,
@@ -94,6 +100,8 @@ async fn ramp(bridge: &Bridge, max: usize) -> anyhow::Result<DensityReport> {
     let mut levels = Vec::new();
     let mut stopped = None;
     let mut per_box_mib = 16;
+    let mut per_box_tasks = 20;
+    let pid_max = pid_max();
     'levels: for level in LEVELS.into_iter().filter(|&l| l <= max) {
         while live < level {
             let available = available_mib();
@@ -102,6 +110,15 @@ async fn ramp(bridge: &Bridge, max: usize) -> anyhow::Result<DensityReport> {
                 stopped = Some(format!(
                     "memory: {available} MiB available with {live} live conversations, \
                      about {per_box_mib} MiB more per box"
+                ));
+                break 'levels;
+            }
+            let tasks = host_tasks();
+            if (tasks + per_box_tasks * batch as u64) as f64 > pid_max as f64 * PID_SHARE {
+                stopped = Some(format!(
+                    "pids: {tasks} processes and threads on the host with {live} live \
+                     conversations, about {per_box_tasks} more per box, against \
+                     kernel.pid_max {pid_max}"
                 ));
                 break 'levels;
             }
@@ -119,6 +136,8 @@ async fn ramp(bridge: &Bridge, max: usize) -> anyhow::Result<DensityReport> {
             // What the batch took from the host, per box (at least 1 MiB).
             let used = before.saturating_sub(available_mib());
             per_box_mib = per_box_mib.max((used / batch as u64).max(1));
+            let added = host_tasks().saturating_sub(tasks);
+            per_box_tasks = per_box_tasks.max(added.div_ceil(batch as u64));
             eprintln!(
                 "density: {live} live ({batch} more in {:.1} s; {} MiB available)",
                 started.elapsed().as_secs_f64(),
@@ -140,6 +159,7 @@ async fn ramp(bridge: &Bridge, max: usize) -> anyhow::Result<DensityReport> {
                 .unwrap_or(0),
             engine_threads: engine_threads(),
             available_mib: available_mib(),
+            tasks: host_tasks(),
             box_kib: median(boxes),
             shim_kib: median(shims),
             warm: samples,
@@ -151,6 +171,21 @@ async fn ramp(bridge: &Bridge, max: usize) -> anyhow::Result<DensityReport> {
         stopped,
         max,
     })
+}
+
+/// Processes and threads on the host: the total of /proc/loadavg's `running/total`.
+fn host_tasks() -> u64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(3)?.split_once('/')?.1.parse().ok())
+        .unwrap_or(0)
+}
+
+fn pid_max() -> u64 {
+    std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(32_768)
 }
 
 fn available_mib() -> u64 {
@@ -190,17 +225,18 @@ fn median(mut values: Vec<u64>) -> u64 {
 /// The rows, as a table of their own.
 pub fn print(r: &DensityReport) {
     let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
-    println!("| Live conversations (a running box each) | Bridge RSS | per conversation | bridge fds / threads | engine threads | box (init + agent) / shim, median | host memory available | warm p50 / p99 |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| Live conversations (a running box each) | Bridge RSS | per conversation | bridge fds / threads | engine threads | host tasks | box (init + agent) / shim, median | host memory available | warm p50 / p99 |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for l in &r.levels {
         let per = l.rss_kib.saturating_sub(r.rss_empty_kib) as f64 / l.live as f64;
         println!(
-            "| {} | {} | {per:.0} KiB | {} / {} | {} | {} / {} | {} MiB | {} / {} |",
+            "| {} | {} | {per:.0} KiB | {} / {} | {} | {} | {} / {} | {} MiB | {} / {} |",
             l.live,
             mib(l.rss_kib),
             l.fds,
             l.threads,
             l.engine_threads,
+            l.tasks,
             mib(l.box_kib),
             mib(l.shim_kib),
             l.available_mib,

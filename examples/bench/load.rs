@@ -52,7 +52,7 @@ pub async fn measure(window: Duration) -> anyhow::Result<LoadReport> {
         data_dir: dir.path().to_path_buf(),
         provider: "echo".into(),
         echo_delay_ms: 0,
-        max_boxes: PARALLEL.iter().sum::<usize>() + 2,
+        max_boxes: Some(PARALLEL.iter().sum::<usize>() + 2),
         warm_pool: 0,
         ..Config::default()
     };

@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
         data_dir: dir.path().to_path_buf(),
         provider: "echo".into(),
         echo_delay_ms: 0,
-        max_boxes: MAX_BOXES,
+        max_boxes: Some(MAX_BOXES),
         // New conversations here are cold starts; the pool has its own rows (`pool`).
         warm_pool: 0,
         ..Config::default()

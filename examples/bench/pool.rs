@@ -66,7 +66,7 @@ async fn run(
         echo_delay_ms: 0,
         // Every conversation keeps its box (idle ones stop after 15 minutes), the pool
         // holds its own: nobody waits for a slot.
-        max_boxes: samples + burst + warm_pool + 1,
+        max_boxes: Some(samples + burst + warm_pool + 1),
         warm_pool,
         ..Config::default()
     };

@@ -314,8 +314,13 @@ pub(super) async fn run(config: Result<Config, ConfigError>) -> ExitCode {
     }
     if let Some(instance) = instance {
         match Sandbox::connect(&config, &instance).await {
-            Ok(_) => {
+            Ok(sandbox) => {
                 report(true, "mounts", &format!("{} allowed", config.mounts.len()));
+                let boxes = match config.max_boxes {
+                    Some(n) => format!("max_boxes {n} (set)"),
+                    None => format!("max_boxes unset: {}", sandbox.capacity().await.why),
+                };
+                report(true, "boxes", &boxes);
             }
             Err(sandbox::SandboxError::Mount(e)) => {
                 healthy &= report(

@@ -99,7 +99,11 @@ impl Config {
             })?;
             self.metrics.listen = Some(listen);
         }
-        number(env, "CLAWPEN_MAX_BOXES", &mut self.max_boxes)?;
+        if env.get("CLAWPEN_MAX_BOXES").is_some_and(|v| !v.is_empty()) {
+            let mut max_boxes = 0;
+            number(env, "CLAWPEN_MAX_BOXES", &mut max_boxes)?;
+            self.max_boxes = Some(max_boxes);
+        }
         number(env, "CLAWPEN_WARM_POOL", &mut self.warm_pool)?;
         number(
             env,

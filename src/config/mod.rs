@@ -160,8 +160,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The box image; by default `clawpen-box:<version>`, built locally when missing.
     pub image: String,
-    /// The most boxes alive at once; further conversations wait in a fair queue.
-    pub max_boxes: usize,
+    /// The most boxes alive at once; further conversations wait in a fair queue. Unset:
+    /// what the engine's machine can hold (`sandbox::capacity`), found at start.
+    pub max_boxes: Option<usize>,
     /// Boxes kept started and attached ahead of need, each on a fresh workspace, for new
     /// conversations to claim; they count against `max_boxes`. 0 turns the pool off.
     pub warm_pool: usize,
@@ -258,7 +259,7 @@ impl Default for Config {
         Self {
             data_dir: default_data_dir(),
             image: default_image(),
-            max_boxes: 32,
+            max_boxes: None,
             warm_pool: 2,
             idle_timeout_secs: 15 * 60,
             shutdown_grace_secs: 30,

@@ -33,7 +33,7 @@ fn environment_wins_over_the_file() {
     .unwrap_or_else(|e| panic!("{e}"));
     let config = Config::load_from(Some(&file), &env(&[("CLAWPEN_MAX_BOXES", "7")]))
         .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(config.max_boxes, 7);
+    assert_eq!(config.max_boxes, Some(7));
     assert_eq!(config.limits.pids, 64);
     assert_eq!(config.idle_timeout_secs, 900);
 }

@@ -11,7 +11,7 @@ impl Config {
                 message: message.into(),
             })
         };
-        if self.max_boxes == 0 {
+        if self.max_boxes == Some(0) {
             return invalid("max_boxes", "must be at least 1");
         }
         if self.idle_timeout_secs == 0 {

@@ -422,7 +422,10 @@ impl Task {
         }
     }
 
-    /// Forgets a turn's delivery record: its reply is delivered, or given up on.
+    /// Forgets a turn's delivery record: its reply is delivered, or given up on. No flush
+    /// waits for it: if a crash loses it, the restart shows the reply's end again, which
+    /// changes nothing the user sees (the parts' ids are stored, so it is an edit to the
+    /// same text).
     async fn forget(&self, turn: Option<TurnId>) {
         let Some(turn) = turn else {
             return;
@@ -431,7 +434,7 @@ impl Task {
         if let Err(e) = self
             .shared
             .store
-            .commit(move |s| s.delivered_unflushed(&key, &turn))
+            .apply(move |s| s.delivered_unflushed(&key, &turn))
             .await
         {
             tracing::error!(conversation = %self.key, error = %e, "could not record a delivered reply; a restart shows its end again");

@@ -406,6 +406,11 @@ impl Router {
         troubles
     }
 
+    /// The cap on live boxes.
+    pub fn max_boxes(&self) -> usize {
+        self.shared.config.max_boxes
+    }
+
     /// Boxes alive now (slots in use).
     pub fn live_boxes(&self) -> usize {
         self.shared.config.max_boxes - self.shared.slots.available_permits()

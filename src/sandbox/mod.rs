@@ -21,6 +21,7 @@ use clawpen_domain::{ContainerId, ConversationKey};
 use tokio::sync::Semaphore;
 
 pub(crate) mod attach;
+pub mod capacity;
 mod create;
 mod exec;
 mod files;
@@ -312,6 +313,25 @@ impl Sandbox {
         self.stopped_for()
             .insert(container.as_str().to_string(), reason);
         self.kill(container).await
+    }
+
+    /// How many boxes the engine's machine can hold (see [`capacity`]): from its memory,
+    /// and this host's pid limit when the engine runs here (a local socket).
+    pub async fn capacity(&self) -> capacity::Capacity {
+        let memory = match self.inner.docker.info().await {
+            Ok(info) => info.mem_total.and_then(|m| u64::try_from(m).ok()),
+            Err(e) => {
+                tracing::warn!(error = %e, "the engine did not describe itself");
+                None
+            }
+        };
+        let local = self.inner.host.starts_with("unix://") || self.inner.host.starts_with('/');
+        let pid_max = if local {
+            capacity::local_pid_max()
+        } else {
+            None
+        };
+        capacity::estimate(memory, pid_max)
     }
 
     /// The engine client, for diagnostics and tests.

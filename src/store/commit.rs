@@ -8,6 +8,12 @@
 //! as a direct write would, without a hop through tokio's blocking pool.
 //!
 //! A write that goes through here must not flush by itself: the committer does.
+//!
+//! A write that may be lost by a crash without harm (one a restart redoes or makes moot,
+//! such as forgetting a delivered reply's record) goes through [`Store::apply`]: it is
+//! applied in the same order as every other write, asks for no flush of its own, and
+//! becomes durable with the next flush that one of them asks for, or sled's own periodic
+//! flush.
 
 use std::sync::{Arc, Weak};
 
@@ -27,12 +33,18 @@ const BATCH: usize = 256;
 /// the flush that follows it.
 type Job = Box<dyn FnOnce(&Store) -> Finish + Send>;
 
+/// A job, and whether it needs a flush before its outcome is given.
+struct Queued {
+    job: Job,
+    durable: bool,
+}
+
 /// Hands a job its flush's result.
 type Finish = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
 
 /// The sending side of the committer; the thread ends when the store is dropped.
 pub(super) struct Committer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Queued>,
 }
 
 /// A write handed to the committer: resolves once it is applied and flushed (or failed).
@@ -73,7 +85,7 @@ impl Committer {
 }
 
 /// The committer thread: take what is queued, apply it, flush once, answer everyone.
-fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Job>) {
+fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
     while let Some(first) = queue.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -86,8 +98,13 @@ fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Job>) {
             return;
         };
         let store = Store { inner };
-        let finishes: Vec<Finish> = batch.into_iter().map(|job| job(&store)).collect();
-        let flushed = store.flush();
+        let durable = batch.iter().any(|queued| queued.durable);
+        let finishes: Vec<Finish> = batch
+            .into_iter()
+            .map(|queued| (queued.job)(&store))
+            .collect();
+        // A batch of writes that may be lost needs no flush of its own.
+        let flushed = if durable { store.flush() } else { Ok(()) };
         for finish in finishes {
             finish(&flushed);
         }
@@ -103,6 +120,25 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
+        self.enqueue(write, true).await
+    }
+
+    /// Applies `write` through the committer, in order with every other write, without
+    /// asking for a flush: for a write a crash may lose without harm. Resolves once it is
+    /// applied (durable with the next flush).
+    pub async fn apply<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.enqueue(write, false).await.await
+    }
+
+    async fn enqueue<T, F>(&self, write: F, durable: bool) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |store: &Store| {
             let result = write(store);
@@ -110,6 +146,8 @@ impl Store {
                 let outcome = match (result, flushed) {
                     (Ok(value), Ok(())) => Ok(value),
                     (Err(e), _) => Err(e),
+                    // A flush some other write asked for failed: this one needed none.
+                    (Ok(value), Err(_)) if !durable => Ok(value),
                     (Ok(_), Err(e)) => Err(e.shared()),
                 };
                 let _ = tx.send(outcome);
@@ -121,9 +159,10 @@ impl Store {
         });
         match committer {
             Some(committer) => {
-                if let Err(mpsc::error::SendError(job)) = committer.jobs.send(job).await {
+                let queued = Queued { job, durable };
+                if let Err(mpsc::error::SendError(queued)) = committer.jobs.send(queued).await {
                     // The thread is gone (only if it panicked): write directly instead.
-                    run_directly(self, job).await;
+                    run_directly(self, queued.job).await;
                 }
             }
             None => run_directly(self, job).await,
@@ -189,6 +228,30 @@ mod tests {
             .map(|i| char::from(b'0' + (i % 10) as u8))
             .collect();
         assert_eq!(store.cursor("order").unwrap(), Some(expected));
+    }
+
+    #[tokio::test]
+    async fn a_write_applied_lazily_asks_for_no_flush_and_is_durable_with_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let before = store.flushes();
+            store
+                .apply(|s| s.put_cursor_unflushed("lazy", "1"))
+                .await
+                .unwrap();
+            // Applied (readable) at once, and no flush was asked for it.
+            assert_eq!(store.cursor("lazy").unwrap().as_deref(), Some("1"));
+            assert_eq!(store.flushes(), before);
+            store
+                .commit(|s| s.put_cursor_unflushed("durable", "2"))
+                .await
+                .unwrap();
+            assert_eq!(store.flushes(), before + 1);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.cursor("lazy").unwrap().as_deref(), Some("1"));
+        assert_eq!(store.cursor("durable").unwrap().as_deref(), Some("2"));
     }
 
     #[tokio::test]
