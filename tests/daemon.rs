@@ -226,15 +226,19 @@ async fn chat_on_a_pipe_prints_each_complete_reply_in_process_and_through_the_da
 async fn chat_commands_are_answered_by_the_bridge_in_process_and_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let data = dir.path().to_path_buf();
-    let no_box = "This conversation: no box running; it starts with your next message. \
-                  0 of 32 boxes live.";
+    // No `max_boxes` set: the cap is what the engine's machine holds.
+    let cap = sandbox_of(&data).await.capacity().await.boxes;
+    let no_box = format!(
+        "This conversation: no box running; it starts with your next message. \
+         0 of {cap} boxes live."
+    );
     // No daemon: in-process. A pipe waits for each answer before the next line.
     let (ok, out) = clawpen(&data, &["chat", "-c", "cmds"], "/help\n/status\n");
     assert!(ok);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("I am an AI agent"), "{out}");
     assert!(lines.contains(&"/stop — stop the current answer"), "{out}");
-    assert_eq!(lines.last().copied(), Some(no_box), "{out}");
+    assert_eq!(lines.last().copied(), Some(no_box.as_str()), "{out}");
 
     // Through the daemon's control socket: the same answers, and messages still reach the
     // agent between them.

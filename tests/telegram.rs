@@ -689,9 +689,10 @@ async fn commands_are_answered_alike_in_telegram_and_in_the_terminal() {
         shown[0].contains("/status — what this conversation's box is doing"),
         "{shown:?}"
     );
+    let cap = t.bridge.router.max_boxes();
     assert_eq!(
         shown[1],
-        "This conversation: no box running; it starts with your next message. 0 of 32 boxes live."
+        format!("This conversation: no box running; it starts with your next message. 0 of {cap} boxes live.")
     );
     assert_eq!(shown[2], "⏹ Stop requested.");
     assert!(t.boxes().await.is_empty(), "a command started a box");
