@@ -11,20 +11,19 @@
 //! when a box cannot be started (the engine's refusal is the cause), or when a first reply
 //! does not come. At each level reached: the bridge's RSS and its growth per conversation, its open
 //! files and threads, the engine's threads, the boxes' and their shims' memory, and 100
-//! sequential warm turns on the first conversation.
+//! sequential warm turns on the first conversation, after [`SETTLE`].
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use clawpen::config::Config;
 use clawpen::daemon::Bridge;
 use futures_util::future::join_all;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use super::procfs::{self, proc_field, proc_kib};
 use super::report::{ms, percentile};
 use super::turn::{first_turn, Conversation};
-use super::START_TIMEOUT;
 
 /// The levels measured, up to the run's maximum.
 const LEVELS: [usize; 4] = [10, 100, 1000, 3000];
@@ -36,6 +35,9 @@ const RESERVE_MIB: u64 = 3 * 1024;
 const PID_SHARE: f64 = 0.8;
 /// Sequential warm turns timed at each level.
 const WARM_TURNS: usize = 100;
+/// How long the host gets to settle after the last batch before a level is measured: the
+/// engine is busy for a while after starting boxes, which is not what a warm turn meets.
+const SETTLE: Duration = Duration::from_secs(20);
 /// Removing thousands of boxes takes a while.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -68,27 +70,14 @@ pub struct DensityReport {
 pub async fn measure(max: usize) -> anyhow::Result<DensityReport> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        provider: "echo".into(),
-        echo_delay_ms: 0,
-        max_boxes: Some(max + 1),
-        warm_pool: 0,
         // No box is stopped for idleness during the run.
         idle_timeout_secs: 24 * 3600,
-        ..Config::default()
+        ..super::echo_config(dir.path(), max + 1, 0)
     };
-    let bridge = timeout(START_TIMEOUT, Bridge::start(&config, Vec::new()))
-        .await
-        .map_err(|_| anyhow!("the bridge did not start within {START_TIMEOUT:?}"))??;
-    let sandbox = bridge.router.sandbox().clone();
+    let bridge = super::start_bridge(&config).await?;
     let measured = ramp(&bridge, max).await;
     eprintln!("density: stopping the bridge and removing its boxes");
-    bridge.shutdown().await;
-    match timeout(CLEANUP_TIMEOUT, sandbox.remove_all()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("cleanup failed: {e}"),
-        Err(_) => eprintln!("cleanup did not finish within {CLEANUP_TIMEOUT:?}"),
-    }
+    super::retire(bridge, CLEANUP_TIMEOUT).await;
     measured
 }
 
@@ -144,6 +133,7 @@ async fn ramp(bridge: &Bridge, max: usize) -> anyhow::Result<DensityReport> {
                 available_mib()
             );
         }
+        tokio::time::sleep(SETTLE).await;
         eprintln!("density: measuring at {live} live conversations");
         let mut samples = Vec::with_capacity(WARM_TURNS);
         for n in 0..WARM_TURNS {

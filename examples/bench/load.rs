@@ -10,15 +10,14 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
-use clawpen::config::Config;
+use anyhow::Context;
 use clawpen::daemon::Bridge;
 use futures_util::future::join_all;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use super::procfs::{self, clock_ticks, CpuTime};
 use super::turn::Conversation;
-use super::{CLEANUP_TIMEOUT, START_TIMEOUT};
+use super::CLEANUP_TIMEOUT;
 
 /// How many conversations send at once, one phase each.
 const PARALLEL: [usize; 3] = [1, 10, 100];
@@ -48,25 +47,10 @@ pub struct LoadReport {
 /// Runs the phases on a bridge of their own and removes its boxes however it went.
 pub async fn measure(window: Duration) -> anyhow::Result<LoadReport> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        provider: "echo".into(),
-        echo_delay_ms: 0,
-        max_boxes: Some(PARALLEL.iter().sum::<usize>() + 2),
-        warm_pool: 0,
-        ..Config::default()
-    };
-    let bridge = timeout(START_TIMEOUT, Bridge::start(&config, Vec::new()))
-        .await
-        .map_err(|_| anyhow!("the bridge did not start within {START_TIMEOUT:?}"))??;
-    let sandbox = bridge.router.sandbox().clone();
+    let config = super::echo_config(dir.path(), PARALLEL.iter().sum::<usize>() + 2, 0);
+    let bridge = super::start_bridge(&config).await?;
     let measured = phases(&bridge, window).await;
-    bridge.shutdown().await;
-    match timeout(CLEANUP_TIMEOUT, sandbox.remove_all()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("cleanup failed: {e}"),
-        Err(_) => eprintln!("cleanup did not finish within {CLEANUP_TIMEOUT:?}"),
-    }
+    super::retire(bridge, CLEANUP_TIMEOUT).await;
     measured
 }
 

@@ -196,15 +196,8 @@ async fn main() -> anyhow::Result<()> {
     // Other work on the host skews the latencies; the table says how busy it was.
     let load = load_average();
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        provider: "echo".into(),
-        echo_delay_ms: 0,
-        max_boxes: Some(MAX_BOXES),
-        // New conversations here are cold starts; the pool has its own rows (`pool`).
-        warm_pool: 0,
-        ..Config::default()
-    };
+    // New conversations here are cold starts; the pool has its own rows (`pool`).
+    let config = echo_config(dir.path(), MAX_BOXES, 0);
     eprintln!("starting the bridge (builds the box image if it is missing)");
     let (fake_discord, discord_adapter) = discord::start().await?;
     let bridge = timeout(START_TIMEOUT, Bridge::start(&config, vec![discord_adapter]))
@@ -217,12 +210,7 @@ async fn main() -> anyhow::Result<()> {
     // Whatever happens while measuring, the boxes and volumes go away.
     let measured = measure(&bridge, &fake_discord, dir.path()).await;
     eprintln!("stopping the bridge and removing its boxes and volumes");
-    bridge.shutdown().await;
-    match timeout(CLEANUP_TIMEOUT, sandbox.remove_all()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("cleanup failed: {e}"),
-        Err(_) => eprintln!("cleanup did not finish within {CLEANUP_TIMEOUT:?}"),
-    }
+    retire(bridge, CLEANUP_TIMEOUT).await;
     let report = measured?;
     eprintln!("pool: new conversations with and without the warm pool");
     let pooled = pool::measure(pool::NEW_SAMPLES, pool::BURST).await?;
@@ -392,6 +380,38 @@ fn words(len: usize, start: &str) -> String {
         text.push('x');
     }
     text
+}
+
+/// A bridge's config for the bench: on `dir`, the echo provider with no delay, at most
+/// `max_boxes` boxes and a pool of `warm_pool`.
+fn echo_config(dir: &Path, max_boxes: usize, warm_pool: usize) -> Config {
+    Config {
+        data_dir: dir.to_path_buf(),
+        provider: "echo".into(),
+        echo_delay_ms: 0,
+        max_boxes: Some(max_boxes),
+        warm_pool,
+        ..Config::default()
+    }
+}
+
+/// A bridge with no platform adapter (the terminal's only), on `config`.
+async fn start_bridge(config: &Config) -> anyhow::Result<Bridge> {
+    timeout(START_TIMEOUT, Bridge::start(config, Vec::new()))
+        .await
+        .map_err(|_| anyhow!("the bridge did not start within {START_TIMEOUT:?}"))?
+        .context("starting the bridge (is the static agent built? see the README)")
+}
+
+/// Stops `bridge` and removes its boxes and volumes, however its measurement went.
+async fn retire(bridge: Bridge, within: Duration) {
+    let sandbox = bridge.router.sandbox().clone();
+    bridge.shutdown().await;
+    match timeout(within, sandbox.remove_all()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("cleanup failed: {e}"),
+        Err(_) => eprintln!("cleanup did not finish within {within:?}"),
+    }
 }
 
 /// The load average over 1, 5 and 15 minutes.

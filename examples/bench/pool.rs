@@ -10,15 +10,14 @@
 
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
-use clawpen::config::Config;
+use anyhow::Context;
 use clawpen::daemon::Bridge;
 use futures_util::future::join_all;
-use tokio::time::{timeout, Instant};
+use tokio::time::Instant;
 
 use super::report::latency_row;
 use super::turn::first_turn;
-use super::{CLEANUP_TIMEOUT, START_TIMEOUT};
+use super::CLEANUP_TIMEOUT;
 
 /// New conversations timed one at a time, with and without the pool.
 pub const NEW_SAMPLES: usize = 20;
@@ -60,20 +59,10 @@ async fn run(
     burst: usize,
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let config = Config {
-        data_dir: dir.path().to_path_buf(),
-        provider: "echo".into(),
-        echo_delay_ms: 0,
-        // Every conversation keeps its box (idle ones stop after 15 minutes), the pool
-        // holds its own: nobody waits for a slot.
-        max_boxes: Some(samples + burst + warm_pool + 1),
-        warm_pool,
-        ..Config::default()
-    };
-    let bridge = timeout(START_TIMEOUT, Bridge::start(&config, Vec::new()))
-        .await
-        .map_err(|_| anyhow!("the bridge did not start within {START_TIMEOUT:?}"))??;
-    let sandbox = bridge.router.sandbox().clone();
+    // Every conversation keeps its box (idle ones stop after 15 minutes), the pool holds
+    // its own: nobody waits for a slot.
+    let config = super::echo_config(dir.path(), samples + burst + warm_pool + 1, warm_pool);
+    let bridge = super::start_bridge(&config).await?;
     let measured = async {
         eprintln!("pool {warm_pool}: {samples} new conversations, one at a time");
         let mut one = Vec::new();
@@ -98,12 +87,7 @@ async fn run(
         anyhow::Ok((one, all))
     }
     .await;
-    bridge.shutdown().await;
-    match timeout(CLEANUP_TIMEOUT, sandbox.remove_all()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => eprintln!("cleanup failed: {e}"),
-        Err(_) => eprintln!("cleanup did not finish within {CLEANUP_TIMEOUT:?}"),
-    }
+    super::retire(bridge, CLEANUP_TIMEOUT).await;
     measured
 }
 
