@@ -511,3 +511,44 @@ async fn an_unset_box_cap_is_what_the_engines_machine_holds_and_a_set_one_is_kep
     assert_eq!(t.bridge.router.max_boxes(), 3);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_the_engine_refuses_is_told_in_plain_words_and_the_message_is_not_left_pending() {
+    // More CPUs than any machine here has: the engine itself refuses to create the box.
+    let t = TestBridge::start(|c| c.limits.cpus = 1000.0).await;
+    let mut events = t.watch("refused");
+    t.say("refused", "hello").await;
+    let reply = next_text(&mut events).await;
+    assert!(
+        reply.starts_with("⚠️ The sandbox refused to start this conversation's box")
+            && reply.contains("CPU"),
+        "{reply}"
+    );
+    // Answered with the refusal: nothing is left for a restart to run again, and the
+    // bridge still answers (a command needs no box).
+    let pending = t
+        .bridge
+        .router
+        .store()
+        .pending_inbound(&TestBridge::key("refused"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(pending.is_empty(), "{pending:?}");
+    t.say("refused", "/status").await;
+    let status = next_text(&mut events).await;
+    assert!(status.contains("no box running"), "{status}");
+    assert_eq!(t.box_running("refused").await, None, "a box was made");
+    t.stop().await;
+}
+
+/// The text of the next message or notice the terminal shows.
+async fn next_text(events: &mut tokio::sync::mpsc::Receiver<TerminalEvent>) -> String {
+    loop {
+        match tokio::time::timeout(REPLY_TIMEOUT, events.recv()).await {
+            Ok(Some(TerminalEvent::Send { text, .. } | TerminalEvent::Notice { text })) => {
+                return text
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no message or notice came: {other:?}"),
+        }
+    }
+}

@@ -100,6 +100,10 @@ impl Actor {
                     // Shutting down: keep the messages stored as pending for the next start.
                     return;
                 }
+                SandboxError::Engine { message, .. } => format!(
+                    "⚠️ The sandbox refused to start this conversation's box, so this message \
+                     was not run: {message}"
+                ),
                 other => format!("⚠️ Could not start this conversation's box: {other}"),
             };
             self.fail_messages(&messages, &text).await;
