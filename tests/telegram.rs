@@ -489,7 +489,13 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
 
     let mut first = daemon(&data, &fake, chat);
     fake.send(fake.message(chat, 101, &format!("@ClawBot {text}")));
-    let started = eventually(REPLY_TIMEOUT, || async { !fake.messages(chat).is_empty() }).await;
+    // Killed once the reply was edited: an edit comes only after the sent message's id is
+    // stored, so the kill is past the first send's one-round-trip window (Telegram has no
+    // idempotency key; `tests/crash.rs` counts that window) and mid-reply.
+    let started = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(chat).first().is_some_and(|m| m.edits >= 1)
+    })
+    .await;
     assert!(started, "the reply never started");
     first.kill(); // SIGKILL
     let before = fake.messages(chat);
