@@ -125,11 +125,18 @@ impl Actor {
                 tracing::warn!(conversation = %self.key, lost, seq, "events the box no longer holds were skipped");
             }
         }
-        if let Some(seq) = self.session.as_ref().and_then(|s| s.seq.acked()) {
-            if seq > 0 {
-                // Frees what an adopted box held for the bridge before this one.
-                self.send_to_box(&ToAgent::Ack { seq }).await;
-            }
+        let processed = self.session.as_ref().and_then(|s| s.seq.acked());
+        // Only what is stored is acknowledged: events of the running turn processed but
+        // not yet stored are acknowledged once their text is (`store_progress`). Were they
+        // acknowledged here, the agent would forget them, and a crash before the store
+        // would leave a restarted bridge nothing to replay: a gap in the reply.
+        let stored = match self.turn.as_ref() {
+            Some(turn) => processed.map(|seq| seq.min(turn.progress.stored_seq())),
+            None => processed,
+        };
+        if let Some(seq) = stored.filter(|&seq| seq > 0) {
+            // Frees what an adopted box held for the bridge before this one.
+            self.send_to_box(&ToAgent::Ack { seq }).await;
         }
         // The running turn, if the box never received it (its agent is a new process, or
         // the bridge stopped before sending it).
