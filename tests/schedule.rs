@@ -135,11 +135,11 @@ async fn a_job_runs_as_a_marked_turn_its_answer_is_delivered_and_it_cannot_sched
     model.push_reply(Reply::text("Your notes: nothing new."));
     let mut events = t.watch("work");
     clock.advance(Duration::from_secs(3600));
+    // One reply: the mark of a scheduled run, then the answer.
     assert_eq!(
         next_reply(&mut events).await,
-        "⏰ Scheduled run of task #1 “notes”"
+        "⏰ Scheduled run of task #1 “notes”\n\nYour notes: nothing new."
     );
-    assert_eq!(next_reply(&mut events).await, "Your notes: nothing new.");
     let requests = model.requests();
     assert_eq!(requests.len(), 4);
     let asked = requests[2].body.to_string();
@@ -164,6 +164,37 @@ async fn a_job_runs_as_a_marked_turn_its_answer_is_delivered_and_it_cannot_sched
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobs_mark_is_stored_with_its_turn_so_a_resumed_answer_keeps_it() {
+    let model = FakeModel::start().await;
+    let clock = ManualClock::new();
+    let t = TestBridge::start_on(clock.clock(), serve(&model)).await;
+    let key = TestBridge::key("digest");
+    let job = TaskSpec {
+        every: Some("1h".into()),
+        ..spec("job", "digest", "Send the digest")
+    };
+    assert!(t.bridge.scheduler().schedule(&key, &job).await.is_ok());
+    let (held, hold) = Reply::held("Digest: ", "all quiet.");
+    model.push_reply(held);
+    let mut events = t.watch("digest");
+    clock.advance(Duration::from_secs(3600));
+    hold.arrived().await;
+    // While the answer streams, the turn's record (what a restart resumes from) holds the
+    // mark: a restart shows it again before the answer rather than losing it.
+    let running = t.bridge.router.store().turn(&key).ok().flatten();
+    assert_eq!(
+        running.map(|r| r.heading),
+        Some("⏰ Scheduled run of task #1 “digest”\n\n".to_string())
+    );
+    hold.release();
+    assert_eq!(
+        next_reply(&mut events).await,
+        "⏰ Scheduled run of task #1 “digest”\n\nDigest: all quiet."
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_is_reported_in_the_chat_and_stays_scheduled() {
     let model = FakeModel::start().await;
     let clock = ManualClock::new();
@@ -183,11 +214,11 @@ async fn a_failing_job_is_reported_in_the_chat_and_stays_scheduled() {
     model.push_reply(Reply::unauthorized());
     let mut events = t.watch("ci");
     clock.advance(Duration::from_secs(2 * 3600));
-    assert_eq!(
-        next_reply(&mut events).await,
-        "⏰ Scheduled run of task #1 “build”"
-    );
     let failed = next_reply(&mut events).await;
+    assert!(
+        failed.starts_with("⏰ Scheduled run of task #1 “build”\n\n"),
+        "{failed}"
+    );
     assert!(failed.contains("401"), "{failed}");
     let tasks = t.bridge.router.store().tasks_of(&key).unwrap_or_default();
     assert_eq!(tasks.len(), 1);
@@ -398,11 +429,11 @@ async fn a_job_with_a_check_wakes_the_model_only_when_the_check_passes() {
     model.push_reply(Reply::text("Ada wrote to you."));
     let mut events = t.watch("inbox");
     clock.advance(Duration::from_secs(3600));
+    // One reply: the mark of a scheduled run, then the answer.
     assert_eq!(
         next_reply(&mut events).await,
-        "⏰ Scheduled run of task #1 “inbox”"
+        "⏰ Scheduled run of task #1 “inbox”\n\nAda wrote to you."
     );
-    assert_eq!(next_reply(&mut events).await, "Ada wrote to you.");
     let asked = model.requests()[0].body.to_string();
     assert!(asked.contains("new mail from Ada"), "{asked}");
     t.stop().await;
@@ -451,11 +482,11 @@ async fn a_job_due_during_a_turn_runs_after_it_as_a_turn_of_its_own() {
     assert!(fired, "the job never came due");
     hold.release();
     assert_eq!(next_reply(&mut events).await, "Still working.");
+    // One reply: the mark of a scheduled run, then the answer.
     assert_eq!(
         next_reply(&mut events).await,
-        "⏰ Scheduled run of task #1 “report”"
+        "⏰ Scheduled run of task #1 “report”\n\nReport done."
     );
-    assert_eq!(next_reply(&mut events).await, "Report done.");
     let requests = model.requests();
     assert_eq!(requests.len(), 2);
     assert!(

@@ -7,9 +7,9 @@
 //! has its own text, so each occurrence has exactly one right answer: shown once. Lost:
 //! never shown. Duplicated: shown again, whole or as the beginning a send repeated after a
 //! kill leaves, which only the one-round-trip window every reply has allows (the platform
-//! accepted a message the kill kept from being recorded), at most once per kill. The line
-//! that marks a job's answer as a scheduled run is counted and printed, not checked: it is
-//! sent as the turn begins and not stored, so a kill right then loses it.
+//! accepted a message the kill kept from being recorded), at most once per kill. A job's
+//! answer begins with the line that marks it as a scheduled run, which is stored with the
+//! turn: an answer shown without it counts as lost.
 //! `CLAWPEN_CRASH_SEED` repeats a run.
 
 mod support;
@@ -37,10 +37,9 @@ const SETTLE: Duration = Duration::from_secs(60);
 /// One occurrence and what the chat must show for it.
 struct Expected {
     chat: i64,
-    /// The answer: a reminder's text, or the echo of a job's run.
+    /// The answer: a reminder's text, or the echo of a job's run after the line that
+    /// marks it as a scheduled run.
     answer: String,
-    /// The line that marks a job's answer as a scheduled run.
-    heading: Option<String>,
 }
 
 /// Puts once-tasks into the store before the daemon's first start: task `n` (made by
@@ -78,13 +77,12 @@ fn seed(
         // Due on time after each restart (well within `LATE_AFTER`), so this is its text.
         let message = occurrence::message(&task, at, at, Why::Due);
         let heading = match task.kind {
-            TaskKind::Job { .. } => occurrence::job_heading(&message),
-            TaskKind::Reminder { .. } => None,
+            TaskKind::Job { .. } => occurrence::reply_heading(std::slice::from_ref(&message)),
+            TaskKind::Reminder { .. } => String::new(),
         };
         expected.push(Expected {
             chat,
-            answer: message.text,
-            heading,
+            answer: heading + &message.text,
         });
     }
     expected
@@ -95,8 +93,6 @@ fn seed(
 struct Tally {
     /// Per occurrence, how often its whole answer was shown.
     shown: Vec<usize>,
-    /// Per occurrence, how often its heading was shown.
-    headings: Vec<usize>,
     /// Messages holding only a beginning of an answer (a send repeated after a kill).
     partial: Vec<String>,
     /// Anything else.
@@ -122,18 +118,12 @@ impl Tally {
 fn tally(sent: &[Sent], expected: &[Expected]) -> Tally {
     let mut tally = Tally {
         shown: vec![0; expected.len()],
-        headings: vec![0; expected.len()],
         ..Tally::default()
     };
     for m in sent {
         let ours = |e: &&Expected| e.chat == m.chat;
         if let Some(n) = expected.iter().position(|e| ours(&e) && e.answer == m.text) {
             tally.shown[n] += 1;
-        } else if let Some(n) = expected
-            .iter()
-            .position(|e| ours(&e) && e.heading.as_ref() == Some(&m.text))
-        {
-            tally.headings[n] += 1;
         } else if !m.text.is_empty()
             && expected
                 .iter()
@@ -191,13 +181,12 @@ async fn kill_while_due(label: &str, chats: &[i64], kind: impl Fn(i64) -> TaskKi
     let lost = tally.lost();
     eprintln!(
         "{label}: kills {KILLS}, occurrences {}, lost {}, duplicated {}, stray {}; shown per \
-         occurrence {:?}, headings {:?}",
+         occurrence {:?}",
         expected.len(),
         lost.len(),
         tally.duplicated(),
         tally.stray.len(),
         tally.shown,
-        tally.headings,
     );
     for partial in &tally.partial {
         eprintln!("{label}: a beginning shown again: {partial}");

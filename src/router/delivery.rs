@@ -48,6 +48,9 @@ struct Job {
     turn: Option<TurnId>,
     /// Where it starts: a new reply, or what the platform showed before a restart.
     start: Option<ReplyState>,
+    /// What the reply shows before the answer (a scheduled run's mark): it starts the
+    /// reply, and starts it again when the answer starts over.
+    heading: String,
     /// Text pushed since the task last looked.
     text: String,
     /// The answer started over since the task last looked.
@@ -105,11 +108,21 @@ impl Outbox {
     /// Begins a reply after the ones already begun. `start` is what the platform shows of
     /// it already (after a restart), or a new reply state.
     pub(crate) fn begin(&self, turn: Option<TurnId>, start: ReplyState) {
+        self.begin_headed(turn, start, "");
+    }
+
+    /// Begins a new reply that shows `heading` before its answer.
+    pub(crate) fn begin_headed(&self, turn: Option<TurnId>, start: ReplyState, heading: &str) {
+        self.open(turn, start, heading, heading);
+    }
+
+    fn open(&self, turn: Option<TurnId>, start: ReplyState, heading: &str, text: &str) {
         self.changed(|p| {
             p.replies.push_back(Job {
                 turn,
                 start: Some(start),
-                text: String::new(),
+                heading: heading.to_owned(),
+                text: text.to_owned(),
                 restart: false,
                 finished: false,
                 ended: false,
@@ -118,12 +131,19 @@ impl Outbox {
     }
 
     /// Begins a reply that was under way before a restart: `shown` is what the platform
-    /// showed at its last accepted message, `text` the reply's text as acknowledged. When
-    /// the shown text is not where the acknowledged one began (it ran ahead of the disk),
-    /// the acknowledged text replaces it in the same messages.
-    pub(crate) fn resume(&self, turn: Option<TurnId>, shown: ReplyState, text: &str) {
-        let rest = text.strip_prefix(shown.text.as_str()).map(str::to_owned);
-        self.begin(turn, shown);
+    /// showed at its last accepted message, `heading` and `text` the reply's heading and
+    /// its text as acknowledged. When the shown text is not where the reply began (it ran
+    /// ahead of the disk), the reply replaces it in the same messages.
+    pub(crate) fn resume(
+        &self,
+        turn: Option<TurnId>,
+        shown: ReplyState,
+        heading: &str,
+        text: &str,
+    ) {
+        let reply = format!("{heading}{text}");
+        let rest = reply.strip_prefix(shown.text.as_str()).map(str::to_owned);
+        self.open(turn, shown, heading, "");
         match rest {
             Some(rest) => self.push(&rest),
             None => {
@@ -142,11 +162,12 @@ impl Outbox {
         });
     }
 
-    /// The newest reply's answer starts over: its new text replaces what was shown.
+    /// The newest reply's answer starts over: its heading and new text replace what was
+    /// shown.
     pub(crate) fn restart(&self) {
         self.changed(|p| {
             if let Some(job) = p.replies.back_mut() {
-                job.text.clear();
+                job.text.clone_from(&job.heading);
                 job.restart = true;
             }
         });

@@ -129,7 +129,8 @@ pub fn skipped(task: &TaskRecord, due: i64, now: i64, next: Option<i64>) -> Inbo
     }
 }
 
-/// A job's answer is marked as a scheduled run: this line goes before it.
+/// A job's answer is marked as a scheduled run: this line goes before it (see
+/// [`reply_heading`]).
 pub fn job_heading(message: &Inbound) -> Option<String> {
     let id = clawpen_protocol::scheduled_task(&message.id)?;
     let title = message
@@ -139,6 +140,20 @@ pub fn job_heading(message: &Inbound) -> Option<String> {
         .map(|(title, _)| title)
         .unwrap_or("");
     Some(format!("⏰ Scheduled run of task #{id} “{title}”"))
+}
+
+/// What a reply answering `messages` shows before the agent's text: the heading of each
+/// job run among them, then a blank line; empty when none is a job run.
+pub fn reply_heading(messages: &[Inbound]) -> String {
+    let mut heading: String = messages
+        .iter()
+        .filter_map(job_heading)
+        .map(|line| line + "\n")
+        .collect();
+    if !heading.is_empty() {
+        heading.push('\n');
+    }
+    heading
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ pub struct TurnRecord {
     /// chunks, and filled in when the record is read.
     #[serde(skip)]
     pub text: String,
+    /// What the reply shows before the agent's text: the line that marks a scheduled
+    /// run, with the blank line after it. Stored with the turn, so the reply a restart
+    /// resumes or finishes still carries it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub heading: String,
     /// The reply as records written before chunked text kept it: its text and the parts
     /// shown. Read as the beginning of the text; never written by this version.
     #[serde(default, rename = "reply", skip_serializing_if = "Option::is_none")]
@@ -66,6 +71,7 @@ impl TurnRecord {
             inbound: Vec::new(),
             reply_to,
             text: String::new(),
+            heading: String::new(),
             legacy: None,
             started_at,
         }
@@ -81,6 +87,11 @@ impl TurnRecord {
             None => 0,
         };
         self.inbound.get(first..)?.last().map(String::as_str)
+    }
+
+    /// The reply as the chat shows it: the heading, then the agent's text.
+    pub fn reply_text(&self) -> String {
+        format!("{}{}", self.heading, self.text)
     }
 
     /// What the platform showed of the reply, for a record written before delivery records
@@ -280,7 +291,7 @@ impl Store {
                 }
                 let mut pending =
                     self.delivery_in(deliveries, &record.conversation, &record.turn, &delivery)?;
-                pending.final_text = Some(record.text.clone());
+                pending.final_text = Some(record.reply_text());
                 pending.reply_to = record.reply_to.clone();
                 deliveries.insert(delivery.as_slice(), encode(&pending).map_err(abort)?)?;
                 Ok(())

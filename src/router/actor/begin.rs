@@ -158,6 +158,7 @@ impl Actor {
             Some(MessageRef(last.id.clone())).filter(|_| occurrence::kind_of(last).is_none()),
             now_secs(),
         );
+        record.heading = occurrence::reply_heading(messages);
         record.inbound = context
             .iter()
             .chain(messages)
@@ -195,13 +196,11 @@ impl Actor {
             messages: turn_messages.clone(),
             options: self.turn_options(),
         };
-        for heading in messages.iter().filter_map(occurrence::job_heading) {
-            // The answer that follows is marked as a scheduled run of its task.
-            outbox.notice(ReplyState::new(None), &heading);
-        }
-        outbox.begin(
+        // A job's answer is marked as a scheduled run of its task.
+        outbox.begin_headed(
             Some(record.turn.clone()),
             ReplyState::new(record.reply_to.clone()),
+            &record.heading,
         );
         self.shared.metrics.turn_started(&self.key);
         let now = self.now();

@@ -151,7 +151,12 @@ impl Actor {
             }
         };
         let shown = shown.unwrap_or_else(|| record.shown_before_delivery_records());
-        outbox.resume(Some(record.turn.clone()), shown, &record.text);
+        outbox.resume(
+            Some(record.turn.clone()),
+            shown,
+            &record.heading,
+            &record.text,
+        );
         let messages: Vec<TurnMessage> = self
             .shared
             .store

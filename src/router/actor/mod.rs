@@ -419,7 +419,7 @@ impl Actor {
             .map(ReplyState::from)
             .unwrap_or_else(|| ReplyState::new(pending.reply_to.clone()));
         tracing::info!(conversation = %self.key, turn = %pending.turn, "finishing the delivery of a reply");
-        outbox.resume(Some(pending.turn), shown, &text);
+        outbox.resume(Some(pending.turn), shown, "", &text);
         outbox.finish();
     }
 

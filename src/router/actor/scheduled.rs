@@ -53,6 +53,7 @@ impl Actor {
         outbox.resume(
             Some(TurnId::from(message.id.as_str())),
             ReplyState::new(None),
+            "",
             &message.text,
         );
         outbox.finish();
