@@ -71,6 +71,9 @@ pub struct Capabilities {
     pub min_edit_interval: Duration,
     /// How often to renew the typing indicator while a turn runs; `None`: no indicator.
     pub typing_interval: Option<Duration>,
+    /// Whether tool status lines ("running: cargo test") show inside the reply being
+    /// streamed, under its growing message, rather than through [`Adapter::status`].
+    pub status_in_reply: bool,
 }
 
 /// An outbound operation failed.

@@ -308,6 +308,7 @@ impl Adapter for DiscordAdapter {
             has_threads: true,
             min_edit_interval: EDIT_INTERVAL,
             typing_interval: Some(TYPING_INTERVAL),
+            status_in_reply: true,
         }
     }
 

@@ -28,6 +28,7 @@ use crate::{Capabilities, MessageRef};
 pub(crate) mod markdown;
 mod snapshot;
 mod split;
+mod status;
 mod throttle;
 
 pub use split::{measure, split};
@@ -59,6 +60,10 @@ pub struct ReplyState {
     /// show: the new answer's parts take them over in order, editing instead of sending.
     #[serde(default)]
     reuse: std::collections::VecDeque<(MessageRef, String)>,
+    /// The line shown under the growing part while the turn runs (the agent's latest
+    /// status, see [`ReplyState::set_status`]); never persisted.
+    #[serde(skip)]
+    status: String,
 }
 
 /// One platform message of a reply.
@@ -128,6 +133,10 @@ impl ReplyState {
     /// one message of `caps.max_len` (hence the capabilities: where a part ends depends on the
     /// platform). Sealed parts are never looked at again, so pushes stay cheap.
     pub fn push(&mut self, delta: &str, caps: &Capabilities) {
+        if !delta.is_empty() {
+            // The agent has moved on from what its status said.
+            self.status.clear();
+        }
         self.text.push_str(delta);
         loop {
             let rest = self.text.get(self.consumed..).unwrap_or_default();
@@ -148,20 +157,24 @@ impl ReplyState {
     fn set_growing(&mut self, text: String) {
         match self.parts.last_mut() {
             Some(last) if !last.sealed => last.text = text,
-            _ if !text.is_empty() => {
-                let (message, shown) = match self.reuse.pop_front() {
-                    Some((message, shown)) => (Some(message), shown),
-                    None => (None, String::new()),
-                };
-                self.parts.push(Part {
-                    text,
-                    message,
-                    shown,
-                    ..Part::default()
-                })
-            }
+            _ if !text.is_empty() => self.new_part(text),
             _ => {}
         }
+    }
+
+    /// Adds a growing part, in the next message of an answer that started over if one is
+    /// left.
+    fn new_part(&mut self, text: String) {
+        let (message, shown) = match self.reuse.pop_front() {
+            Some((message, shown)) => (Some(message), shown),
+            None => (None, String::new()),
+        };
+        self.parts.push(Part {
+            text,
+            message,
+            shown,
+            ..Part::default()
+        })
     }
 
     /// The answer starts over (its producer lost it and answers again): the new text
@@ -193,42 +206,40 @@ impl ReplyState {
             .enumerate()
             .find(|(_, p)| p.message.is_none())
         {
+            let text = self.shows(part, caps, finished);
             // A growing part is shown only once it shows something: a platform refuses an
             // empty message, and a reply that opens with a code fence would otherwise be
             // nothing but an empty block until its first line of code arrives.
-            let visible = p.sealed || finished || markdown::has_visible_text(&p.text);
+            let visible =
+                !text.is_empty() && (p.sealed || finished || markdown::has_visible_text(&text));
             if visible && (p.sealed || finished || (caps.can_edit && !caps.has_drafts)) {
                 return Some(Op::Send {
                     part,
-                    text: p.text.clone(),
+                    text: text.into_owned(),
                 });
             }
-            if visible && caps.has_drafts && p.drafted != p.text {
+            if visible && caps.has_drafts && p.drafted != text {
                 return Some(Op::Draft {
                     part,
-                    text: p.text.clone(),
+                    text: text.into_owned(),
                 });
             }
         }
         if !caps.can_edit {
             return None;
         }
-        self.parts
-            .iter()
-            .enumerate()
-            .find_map(|(part, p)| match &p.message {
-                Some(message)
-                    if p.shown != p.text
-                        && (finished || p.sealed || markdown::has_visible_text(&p.text)) =>
-                {
-                    Some(Op::Edit {
-                        part,
-                        message: message.clone(),
-                        text: p.text.clone(),
-                    })
-                }
-                _ => None,
+        self.parts.iter().enumerate().find_map(|(part, p)| {
+            let message = p.message.as_ref()?;
+            let text = self.shows(part, caps, finished);
+            let due = p.shown != text
+                && !text.is_empty()
+                && (finished || p.sealed || markdown::has_visible_text(&text));
+            due.then(|| Op::Edit {
+                part,
+                message: message.clone(),
+                text: text.into_owned(),
             })
+        })
     }
 
     /// Records an operation the platform carried out; `sent` is the id a `Send` returned (a
@@ -288,7 +299,7 @@ mod tests {
     use super::*;
     use crate::LengthUnit;
 
-    fn caps(max_len: usize, can_edit: bool) -> Capabilities {
+    pub(super) fn caps(max_len: usize, can_edit: bool) -> Capabilities {
         Capabilities {
             max_len,
             length_unit: LengthUnit::Chars,
@@ -297,11 +308,17 @@ mod tests {
             has_threads: false,
             min_edit_interval: Duration::from_secs(1),
             typing_interval: None,
+            status_in_reply: false,
         }
     }
 
     /// Carries out every operation due, as a platform that never fails would.
-    fn drain(state: &mut ReplyState, caps: &Capabilities, finished: bool, log: &mut Vec<Op>) {
+    pub(super) fn drain(
+        state: &mut ReplyState,
+        caps: &Capabilities,
+        finished: bool,
+        log: &mut Vec<Op>,
+    ) {
         while let Some(op) = state.next_op(caps, finished) {
             let sent = matches!(op, Op::Send { .. }).then(|| MessageRef(format!("m{}", log.len())));
             state.applied(&op, sent);
@@ -310,14 +327,14 @@ mod tests {
         }
     }
 
-    fn send(part: usize, text: &str) -> Op {
+    pub(super) fn send(part: usize, text: &str) -> Op {
         Op::Send {
             part,
             text: text.into(),
         }
     }
 
-    fn edit(part: usize, message: &str, text: &str) -> Op {
+    pub(super) fn edit(part: usize, message: &str, text: &str) -> Op {
         Op::Edit {
             part,
             message: MessageRef(message.into()),

@@ -92,6 +92,8 @@ impl ReplyState {
                 .fence
                 .map(|(ticks, info)| Fence::from_parts(ticks, info)),
             reuse: snapshot.reuse.into_iter().collect::<VecDeque<_>>(),
+            // A status is of the moment: after a restart the next one shows.
+            status: String::new(),
         }
     }
 }
@@ -116,6 +118,7 @@ mod tests {
             has_threads: false,
             min_edit_interval: Duration::ZERO,
             typing_interval: None,
+            status_in_reply: false,
         };
         let mut reply = ReplyState::new(Some(MessageRef("1".into())));
         reply.push("```rust\nlet a = 1;\nlet b = 2;\nlet c = 3;\n", &caps);

@@ -110,6 +110,19 @@ impl Fence {
     }
 }
 
+/// Whether `text` ends inside a fenced code block: one it opens and does not close.
+pub(super) fn ends_in_code(text: &str) -> bool {
+    let mut open: Option<Fence> = None;
+    for line in text.split('\n') {
+        match &open {
+            None => open = Fence::open(line),
+            Some(fence) if fence.is_closed_by(line) => open = None,
+            Some(_) => {}
+        }
+    }
+    open.is_some()
+}
+
 /// What [`cut`] decided for the rest of a reply.
 pub(super) enum Cut {
     /// All of it fits in one part, shown as this (empty if it is only whitespace).

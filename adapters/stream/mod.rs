@@ -139,6 +139,12 @@ impl ReplyStream {
         self.state.push(delta, &self.caps);
     }
 
+    /// Shows the agent's latest status under the growing message, until more text comes;
+    /// see [`ReplyState::set_status`]. Nothing is sent until [`ReplyStream::pump`].
+    pub fn set_status(&mut self, line: &str) {
+        self.state.set_status(line);
+    }
+
     /// The answer starts over: see [`ReplyState::restart`].
     pub fn restart(&mut self) {
         self.state.restart();

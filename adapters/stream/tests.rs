@@ -36,6 +36,7 @@ impl Fake {
             has_threads: false,
             min_edit_interval: Duration::from_secs(1),
             typing_interval: None,
+            status_in_reply: false,
         };
         let (chat, calls, failures) = Default::default();
         Arc::new(Self {

@@ -330,6 +330,7 @@ impl Adapter for TelegramAdapter {
             has_threads: true,
             min_edit_interval: pace::GROUP_RATE.interval(),
             typing_interval: Some(TYPING_INTERVAL),
+            status_in_reply: true,
         }
     }
 

@@ -117,6 +117,7 @@ impl Adapter for TerminalAdapter {
             has_threads: false,
             min_edit_interval: Duration::ZERO,
             typing_interval: None,
+            status_in_reply: false,
         }
     }
 

@@ -473,6 +473,12 @@ impl Task {
                     tracing::warn!(conversation = %self.key, error = %e, "sending the agent's message failed");
                 }
             }
+            Side::Status(text) if adapter.capabilities_for(&self.key).status_in_reply => {
+                // Under the reply being streamed; with none, the typing indicator says enough.
+                if let Some(current) = self.current.as_mut() {
+                    current.stream.set_status(&text);
+                }
+            }
             Side::Status(text) => {
                 if let Err(e) = adapter.status(&self.key, &text).await {
                     tracing::debug!(conversation = %self.key, error = %e, "status line failed");
