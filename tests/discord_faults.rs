@@ -104,6 +104,63 @@ async fn a_403_ends_the_reply_with_a_log_line_and_is_not_retried() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_message_continues_in_a_new_one_and_a_gone_channel_ends_the_reply() {
+    let model = FakeModel::start().await;
+    let (first, rest) = ("The first half,", " and the rest of it.");
+    let (reply, hold) = Reply::held(first, rest);
+    model.push_reply(reply);
+    let t = Dc::start(|config, discord| {
+        model.serve(config);
+        discord.allowed_users = vec![ANN.into()];
+    })
+    .await;
+    t.connected().await;
+
+    // Someone deletes the reply's message while it streams: the edit meets 404 Unknown
+    // Message, and the whole part goes out again in a new message.
+    t.fake.dm(DM_ANN, ANN, "tell me");
+    hold.arrived().await;
+    let fake = &t.fake;
+    let shown = eventually(REPLY_TIMEOUT, || async {
+        fake.messages(DM_ANN).iter().any(|m| m.content == first)
+    })
+    .await;
+    assert!(shown, "the first half never showed");
+    let gone = Failure::Status(404, "Unknown Message".into());
+    t.fake.fail("PATCH /channels/{}/messages/{}", [gone]);
+    hold.release();
+    let text = format!("{first}{rest}");
+    let shown = t.reply(DM_ANN, 2, &text).await;
+    assert_eq!(shown[0].content, first, "{shown:?}");
+
+    // The channel is gone (404 Unknown Channel): the reply ends with a log line, it is
+    // not retried, and the conversation goes on.
+    let sends = t.fake.calls("POST /channels/{}/messages").len();
+    let unknown = Failure::Status(404, "Unknown Channel".into());
+    t.fake
+        .fail("POST /channels/{}/messages", [unknown.clone(), unknown]);
+    t.fake.dm(DM_ANN, ANN, "again");
+    let ended = eventually(REPLY_TIMEOUT, || async {
+        logged().lines().any(|line| {
+            line.contains("the platform refused the end of a reply")
+                && line.contains("Unknown Channel")
+        })
+    })
+    .await;
+    assert!(ended, "no log line ended the reply to a gone channel");
+    model.push_reply(Reply::text("Back."));
+    t.fake.dm(DM_ANN, ANN, "are you there");
+    t.reply(DM_ANN, 3, "Back.").await;
+    // The failed reply's send and its end's one try, then the answer that went through
+    // (after at most the one 404 left over).
+    assert!(
+        t.fake.calls("POST /channels/{}/messages").len() - sends <= 4,
+        "a 404 was retried"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_that_reached_discord_before_failing_shows_once() {
     let fake = FakeDiscord::start().await;
     fake.fail("POST /channels/{}/messages", [Failure::AppliedThen502]);
