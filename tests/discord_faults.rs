@@ -9,15 +9,14 @@ mod discord_bridge;
 mod discord_fake;
 mod support;
 
-use std::process::{Child, Command, Stdio};
-
 use clawpen::adapters::Adapter;
 use discord_bridge::{Dc, ANN, BOB, DM_ANN, DM_BOB};
 use discord_fake::{Failure, FakeDiscord, TOKEN};
 use serde_json::json;
+use support::daemon::{self, Daemon};
 use support::logs::logged;
 use support::model::{FakeModel, Reply};
-use support::{eventually, test_config, REPLY_TIMEOUT};
+use support::{eventually, REPLY_TIMEOUT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limits_on_send_and_edit_are_waited_out_without_loss_or_duplicate() {
@@ -256,38 +255,15 @@ async fn a_refused_message_content_intent_is_named_with_the_portal_switch() {
     t.stop().await;
 }
 
-/// A `clawpen run` child process, killed (SIGKILL) when dropped.
-struct Daemon(Child);
-
-impl Daemon {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn daemon(data: &std::path::Path, fake: &FakeDiscord) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_clawpen"))
-        .arg("run")
-        .env_remove("CLAWPEN_CONFIG")
-        .env("CLAWPEN_DATA_DIR", data)
-        .env("CLAWPEN_ECHO_DELAY_MS", "250")
-        .env("DISCORD_BOT_TOKEN", TOKEN)
-        .env("DISCORD_API_URL", fake.url())
-        .env("CLAWPEN_DISCORD_ALLOWED_USERS", ANN)
-        .env("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn clawpen: {e}"));
-    Daemon(child)
+/// The environment of a daemon whose Discord adapter talks to `fake` and lets Ann in.
+fn discord_env(fake: &FakeDiscord) -> Vec<(&'static str, String)> {
+    vec![
+        ("CLAWPEN_ECHO_DELAY_MS", "250".into()),
+        ("DISCORD_BOT_TOKEN", TOKEN.into()),
+        ("DISCORD_API_URL", fake.url().into()),
+        ("CLAWPEN_DISCORD_ALLOWED_USERS", ANN.into()),
+        ("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug".into()),
+    ]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,7 +274,9 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
     let text: String = (1..=45).map(|n| format!("word{n} ")).collect::<String>();
     let text = text.trim_end();
 
-    let mut first = daemon(&data, &fake);
+    let _cleanup = daemon::cleanup(&data);
+    let env = discord_env(&fake);
+    let mut first = Daemon::start(&data, 0, &env);
     let ready = eventually(REPLY_TIMEOUT, || async { !fake.commands().is_empty() }).await;
     assert!(ready, "the daemon never connected");
     fake.dm(DM_ANN, ANN, text);
@@ -315,7 +293,7 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
         "killed too late: {before:?}"
     );
 
-    let _second = daemon(&data, &fake);
+    let second = Daemon::start(&data, 1, &env);
     let done = eventually(REPLY_TIMEOUT, || async {
         fake.messages(DM_ANN).iter().any(|m| m.content == text)
     })
@@ -324,12 +302,5 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
     assert!(done, "no complete reply after the restart: {after:#?}");
     assert_eq!(after.len(), 1, "the reply was repeated: {after:#?}");
     assert_eq!(after[0].id, before[0].id, "the same message was finished");
-    drop(_second);
-
-    let store = clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
-    let config = test_config(&data);
-    let sandbox = clawpen::sandbox::Sandbox::connect(&config, &store.instance_id())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let _ = sandbox.remove_all().await;
+    drop(second);
 }
