@@ -32,6 +32,8 @@ pub struct Phase {
     replies: usize,
     wall: Duration,
     cpu: Duration,
+    /// The store's flushes (each a disk sync) over the window.
+    flushes: u64,
 }
 
 /// Everything measured.
@@ -66,6 +68,7 @@ async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport>
         for result in join_all(conversations.iter_mut().map(|c| c.turn(bridge, "warm up"))).await {
             result?;
         }
+        let flushes_before = bridge.router.store().flushes();
         let (before, started) = (CpuTime::now()?, Instant::now());
         let end = started + window;
         let counts = join_all(conversations.iter_mut().map(|c| async move {
@@ -79,6 +82,7 @@ async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport>
         .await;
         let wall = started.elapsed();
         let (_, _, cpu) = CpuTime::now()?.since(before).split(ticks);
+        let flushes = bridge.router.store().flushes() - flushes_before;
         let mut replies = 0;
         for count in counts {
             replies += count?;
@@ -88,6 +92,7 @@ async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport>
             replies,
             wall,
             cpu,
+            flushes,
         });
     }
     eprintln!("load: one reply of {LONG} bytes");
@@ -113,15 +118,16 @@ async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport>
 /// The rows, as a table of their own.
 pub fn print(r: &LoadReport) {
     println!(
-        "| Conversations sending back to back ({} s each) | replies | replies/s | bridge CPU per reply |",
+        "| Conversations sending back to back ({} s each) | replies | replies/s | bridge CPU per reply | store flushes per reply |",
         r.window.as_secs()
     );
-    println!("|---|---|---|---|");
+    println!("|---|---|---|---|---|");
     for phase in &r.phases {
         let per_second = phase.replies as f64 / phase.wall.as_secs_f64();
         let cpu = phase.cpu.as_secs_f64() * 1000.0 / phase.replies.max(1) as f64;
+        let flushes = phase.flushes as f64 / phase.replies.max(1) as f64;
         println!(
-            "| {} | {} | {per_second:.0} | {cpu:.2} ms |",
+            "| {} | {} | {per_second:.0} | {cpu:.2} ms | {flushes:.2} |",
             phase.conversations, phase.replies
         );
     }

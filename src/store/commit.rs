@@ -9,6 +9,13 @@
 //!
 //! A write that goes through here must not flush by itself: the committer does.
 //!
+//! A write whose writer can wait a little for its durability (a step of a streaming
+//! reply, whose box keeps the events until they are acknowledged) goes through
+//! [`Store::submit_soon`]: it asks for no flush of its own, and resolves with the next
+//! flush, which another write asks for or, at the latest, [`SOON`] after it was applied.
+//! A stream of such writes then costs a flush per [`SOON`] at most, and none of its own
+//! when other writes flush anyway.
+//!
 //! A write that may be lost by a crash without harm (one a restart redoes or makes moot,
 //! such as forgetting a delivered reply's record) goes through [`Store::apply`]: it is
 //! applied in the same order as every other write, asks for no flush of its own, and
@@ -16,8 +23,10 @@
 //! flush.
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::{Inner, Store, StoreError};
 
@@ -29,19 +38,32 @@ pub(super) const QUEUE: usize = 1024;
 /// back the results of those that came first.
 const BATCH: usize = 256;
 
+/// How long a write of [`Store::submit_soon`] waits at most for a flush.
+pub const SOON: Duration = Duration::from_millis(10);
+
 /// One write: applied on the committer thread, it returns what to do with the result of
 /// the flush that follows it.
 type Job = Box<dyn FnOnce(&Store) -> Finish + Send>;
 
-/// A job, and whether it needs a flush before its outcome is given.
+/// When a write is made durable, and when its writer hears of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// Flushed right after it is applied; the writer hears after that flush.
+    Now,
+    /// Durable with the next flush, within [`SOON`]; the writer hears after that flush.
+    Soon,
+    /// Durable with some later flush; the writer hears once it is applied.
+    Whenever,
+}
+
+/// A job, and when it must be durable.
 struct Queued {
     job: Job,
-    durable: bool,
+    durability: Durability,
 }
 
 /// Hands a job its flush's result.
 type Finish = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
-
 /// The sending side of the committer; the thread ends when the store is dropped.
 pub(super) struct Committer {
     jobs: mpsc::Sender<Queued>,
@@ -86,7 +108,38 @@ impl Committer {
 
 /// The committer thread: take what is queued, apply it, flush once, answer everyone.
 fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
-    while let Some(first) = queue.blocking_recv() {
+    // Only a clock, to wait for the next write no longer than a waiting write's flush is
+    // due; without one, such writes are flushed at once.
+    let clock = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|e| tracing::warn!(error = %e, "no timer for store commits; flushing every write"))
+        .ok();
+    // Applied writes waiting for a flush, and when it is due.
+    let mut waiting: Vec<Finish> = Vec::new();
+    let mut due: Option<Instant> = None;
+    loop {
+        let first = match (due, clock.as_ref()) {
+            (Some(at), Some(clock)) => {
+                // The timer is made inside the clock's context, which it needs.
+                let next =
+                    clock.block_on(async { tokio::time::timeout_at(at, queue.recv()).await });
+                match next {
+                    Ok(next) => next,
+                    Err(_) => {
+                        // Nobody else flushed in time.
+                        flush_waiting(&store, &mut waiting);
+                        due = None;
+                        continue;
+                    }
+                }
+            }
+            _ => queue.blocking_recv(),
+        };
+        let Some(first) = first else {
+            flush_waiting(&store, &mut waiting);
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match queue.try_recv() {
@@ -98,16 +151,39 @@ fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
             return;
         };
         let store = Store { inner };
-        let durable = batch.iter().any(|queued| queued.durable);
-        let finishes: Vec<Finish> = batch
-            .into_iter()
-            .map(|queued| (queued.job)(&store))
-            .collect();
-        // A batch of writes that may be lost needs no flush of its own.
-        let flushed = if durable { store.flush() } else { Ok(()) };
-        for finish in finishes {
-            finish(&flushed);
+        let flush_now = batch
+            .iter()
+            .any(|queued| queued.durability == Durability::Now || clock.is_none());
+        for queued in batch {
+            let finish = (queued.job)(&store);
+            match queued.durability {
+                Durability::Whenever if !flush_now => finish(&Ok(())),
+                _ => waiting.push(finish),
+            }
         }
+        if flush_now {
+            let flushed = store.flush();
+            for finish in waiting.drain(..) {
+                finish(&flushed);
+            }
+            due = None;
+        } else if !waiting.is_empty() {
+            due = due.or_else(|| Some(Instant::now() + SOON));
+        }
+    }
+}
+
+/// Flushes for the writes waiting for it, and tells them how it went.
+fn flush_waiting(store: &Weak<Inner>, waiting: &mut Vec<Finish>) {
+    if waiting.is_empty() {
+        return;
+    }
+    let flushed = match store.upgrade() {
+        Some(inner) => Store { inner }.flush(),
+        None => Err(stopped()),
+    };
+    for finish in waiting.drain(..) {
+        finish(&flushed);
     }
 }
 
@@ -120,7 +196,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        self.enqueue(write, true).await
+        self.enqueue(write, Durability::Now).await
+    }
+
+    /// Like [`Store::submit`], but asking for no flush of its own: the outcome is ready
+    /// once the next flush made the write durable, which another write asks for or, at the
+    /// latest, [`SOON`] after it was applied.
+    pub async fn submit_soon<T, F>(&self, write: F) -> Pending<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.enqueue(write, Durability::Soon).await
     }
 
     /// Applies `write` through the committer, in order with every other write, without
@@ -131,10 +218,10 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     {
-        self.enqueue(write, false).await.await
+        self.enqueue(write, Durability::Whenever).await.await
     }
 
-    async fn enqueue<T, F>(&self, write: F, durable: bool) -> Pending<T>
+    async fn enqueue<T, F>(&self, write: F, durability: Durability) -> Pending<T>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
@@ -147,7 +234,7 @@ impl Store {
                     (Ok(value), Ok(())) => Ok(value),
                     (Err(e), _) => Err(e),
                     // A flush some other write asked for failed: this one needed none.
-                    (Ok(value), Err(_)) if !durable => Ok(value),
+                    (Ok(value), Err(_)) if durability == Durability::Whenever => Ok(value),
                     (Ok(_), Err(e)) => Err(e.shared()),
                 };
                 let _ = tx.send(outcome);
@@ -159,7 +246,7 @@ impl Store {
         });
         match committer {
             Some(committer) => {
-                let queued = Queued { job, durable };
+                let queued = Queued { job, durability };
                 if let Err(mpsc::error::SendError(queued)) = committer.jobs.send(queued).await {
                     // The thread is gone (only if it panicked): write directly instead.
                     run_directly(self, queued.job).await;
@@ -252,6 +339,36 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.cursor("lazy").unwrap().as_deref(), Some("1"));
         assert_eq!(store.cursor("durable").unwrap().as_deref(), Some("2"));
+    }
+
+    #[tokio::test]
+    async fn a_write_due_soon_rides_the_next_flush_or_gets_its_own_within_soon() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let before = store.flushes();
+        // Another write's flush makes it durable: one flush for both.
+        let soon = store
+            .submit_soon(|s| s.put_cursor_unflushed("soon", "1"))
+            .await;
+        store
+            .commit(|s| s.put_cursor_unflushed("now", "2"))
+            .await
+            .unwrap();
+        soon.await.unwrap();
+        assert_eq!(store.flushes(), before + 1);
+        // Alone, it gets a flush of its own, within `SOON` (a clock, not a wait, shows the
+        // write resolved only once flushed: the flush count is read right after).
+        let started = std::time::Instant::now();
+        store
+            .submit_soon(|s| s.put_cursor_unflushed("soon", "3"))
+            .await
+            .await
+            .unwrap();
+        assert_eq!(store.flushes(), before + 2);
+        assert!(started.elapsed() >= SOON, "{:?}", started.elapsed());
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.cursor("soon").unwrap().as_deref(), Some("3"));
     }
 
     #[tokio::test]

@@ -191,23 +191,18 @@ impl Store {
         now: u64,
     ) -> Result<ConversationRecord, StoreError> {
         let id = key.to_string();
-        self.db()?
-            .conversations
-            .transaction(|tree| {
-                let mut record = match tree.get(id.as_bytes())? {
-                    Some(bytes) => self
-                        .decode(TREE, id.as_bytes(), &bytes)
-                        .map_err(sled::transaction::ConflictableTransactionError::Abort)?,
-                    None => ConversationRecord::new(key.clone(), now),
-                };
+        self.update(
+            &self.db()?.conversations,
+            TREE,
+            id.as_bytes(),
+            |record: Option<ConversationRecord>| {
+                let mut record =
+                    record.unwrap_or_else(|| ConversationRecord::new(key.clone(), now));
                 // Times from different sources may arrive out of order; never go backwards.
                 record.last_active = record.last_active.max(now);
-                let value = encode(&record)
-                    .map_err(sled::transaction::ConflictableTransactionError::Abort)?;
-                tree.insert(id.as_bytes(), value)?;
-                Ok(record)
-            })
-            .map_err(|e| self.tx_err(e))
+                record
+            },
+        )
     }
 }
 

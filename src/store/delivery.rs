@@ -4,8 +4,8 @@
 //! The conversation's delivery task writes the snapshot after every message the platform
 //! accepted, so a restart edits those messages instead of sending them again; the actor
 //! writes the final text when the turn ends, in the same transaction that marks its
-//! messages answered. Both are read-modify-writes of one record, so neither loses the
-//! other's part. The record goes once the whole reply is shown.
+//! messages answered. Both are read-modify-writes of one record (the snapshot's a
+//! compare-and-swap, see `store::update`), so neither loses the other's part. The record goes once the whole reply is shown.
 
 use clawpen_adapters::reply::ReplyState;
 
@@ -14,7 +14,7 @@ use clawpen_domain::{ConversationKey, MessageRef, TurnId};
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionalTree};
 
-use super::{conversation_prefix, encode, Store, StoreError};
+use super::{conversation_prefix, Store, StoreError};
 
 /// Tree name, for error messages.
 pub(super) const TREE: &str = "deliveries";
@@ -38,6 +38,19 @@ pub struct DeliveryRecord {
     pub reply_to: Option<MessageRef>,
 }
 
+impl DeliveryRecord {
+    /// A turn's record with nothing shown yet.
+    fn new(conversation: &ConversationKey, turn: &TurnId) -> Self {
+        Self {
+            conversation: conversation.clone(),
+            turn: turn.clone(),
+            shown: None,
+            final_text: None,
+            reply_to: None,
+        }
+    }
+}
+
 /// The key of one turn's delivery record: the conversation's prefix, then the turn id.
 pub(super) fn delivery_key(conversation: &ConversationKey, turn: &TurnId) -> Vec<u8> {
     let mut key = conversation_prefix(conversation);
@@ -56,16 +69,17 @@ impl Store {
         shown: &ReplyState,
     ) -> Result<(), StoreError> {
         let key = delivery_key(conversation, turn);
-        self.db()?
-            .deliveries
-            .transaction(|tree| {
-                let mut record = self.delivery_in(tree, conversation, turn, &key)?;
-                record.shown = Some(ShownReply::from(shown));
-                record.reply_to = shown.reply_to.clone();
-                tree.insert(key.as_slice(), encode(&record).map_err(abort)?)?;
-                Ok(())
-            })
-            .map_err(|e| self.tx_err(e))?;
+        let snapshot = ShownReply::from(shown);
+        self.update(
+            &self.db()?.deliveries,
+            TREE,
+            &key,
+            |record: Option<DeliveryRecord>| DeliveryRecord {
+                shown: Some(snapshot.clone()),
+                reply_to: shown.reply_to.clone(),
+                ..record.unwrap_or_else(|| DeliveryRecord::new(conversation, turn))
+            },
+        )?;
         Ok(())
     }
 
@@ -127,13 +141,7 @@ impl Store {
             Some(bytes) => self
                 .decode(TREE, key, &bytes)
                 .map_err(ConflictableTransactionError::Abort)?,
-            None => DeliveryRecord {
-                conversation: conversation.clone(),
-                turn: turn.clone(),
-                shown: None,
-                final_text: None,
-                reply_to: None,
-            },
+            None => DeliveryRecord::new(conversation, turn),
         })
     }
 }

@@ -53,6 +53,7 @@ use clawpen_domain::ConversationKey;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+mod accept;
 mod commit;
 mod conversation;
 mod cursor;
@@ -65,6 +66,7 @@ mod task;
 mod task_conversation;
 mod text;
 mod turn;
+mod update;
 #[cfg(test)]
 mod upgrade;
 

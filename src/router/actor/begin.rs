@@ -322,40 +322,15 @@ impl Actor {
         let outcome = self
             .shared
             .store
-            .commit(move |s| {
-                let outcome = s.log_inbound_unflushed(&stored)?;
-                // A turn that cannot be stored leaves its message pending, as on the
-                // router's path: the message is stored either way.
-                let turn = match outcome {
-                    InsertOutcome::New => Some(s.begin_turn_unflushed(&begun, &begun.inbound)),
-                    InsertOutcome::Duplicate => None,
-                };
-                Ok((outcome, turn))
-            })
+            .commit(move |s| s.accept_into_turn_unflushed(&stored, &begun))
             .await;
-        let turn = match outcome {
-            Ok((outcome, turn)) => {
-                let _ = done.send(Ok(outcome));
-                turn
-            }
-            Err(e) => {
-                let _ = done.send(Err(e));
-                None
-            }
-        };
-        match turn {
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::debug!(conversation = %self.key, error = %e, "the turn could not be stored");
-                self.turn_not_stored(context, messages);
-                return;
-            }
-            None => {
-                // A redelivery (the router looks at it), or nothing stored (the platform is
-                // told, and sends it again).
-                self.context.extend(context);
-                return;
-            }
+        let new = matches!(outcome, Ok(InsertOutcome::New));
+        // The router hears how it went: a redelivery it looks at itself, and a message
+        // that could not be stored (nor its turn) the platform is told of, and sends again.
+        let _ = done.send(outcome);
+        if !new {
+            self.context.extend(context);
+            return;
         }
         self.store_ok();
         self.launch_turn(record, &context, &messages, &outbox).await;

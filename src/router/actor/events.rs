@@ -351,7 +351,7 @@ impl Actor {
         let pending = self
             .shared
             .store
-            .submit(move |s| s.append_text(&key, &id, chunk.seq, chunk.at, &chunk.text))
+            .submit_soon(move |s| s.append_text(&key, &id, chunk.seq, chunk.at, &chunk.text))
             .await;
         if let Some(turn) = self.turn.as_mut() {
             turn.commit = Some(pending);
@@ -504,10 +504,6 @@ impl Actor {
     /// platform makes it wait) while the conversation goes on. False, with the turn still
     /// running and back at its stored text, if that step could not be stored.
     pub(super) async fn finish_turn(&mut self) -> bool {
-        // A chunk being stored comes first: the turn's end is stored after it.
-        if !self.settle_commit().await {
-            return false;
-        }
         let Some(turn) = self.turn.as_ref() else {
             return true;
         };
@@ -518,16 +514,23 @@ impl Actor {
             record.text.push_str(BLANK_REPLY);
         }
         let turn_id = record.turn.clone();
-        if let Err(e) = self
+        // Behind a chunk still being stored, if there is one: the end is applied after it,
+        // and the end's flush makes both durable.
+        let ended = self
             .shared
             .store
             .commit(move |s| s.complete_turn_unflushed(&record))
-            .await
-        {
+            .await;
+        if let Err(e) = ended {
             tracing::debug!(conversation = %self.key, error = %e, "the finished turn was not recorded");
-            self.not_durable();
+            // Back to the stored text, with the chunk before it if that was stored (a
+            // failed chunk went back already).
+            if self.settle_commit().await {
+                self.not_durable();
+            }
             return false;
         }
+        // The end holds the whole text: how the chunk before it went no longer matters.
         self.store_ok();
         self.late_follow_up = self
             .turn
