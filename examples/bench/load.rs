@@ -1,6 +1,8 @@
 //! Throughput and long replies: how many messages a second the bridge routes with 1, 10
-//! and 100 conversations sending back to back, what each reply costs it in CPU time, and a
-//! 100 KB reply end to end with the bridge's memory after it
+//! and 100 conversations sending back to back, what each reply costs it in CPU time and
+//! disk flushes, the 100 again with the workspace quota's checks off (an exec into every
+//! box every `workspace_check_secs`: engine work that grows with the boxes), and a 100 KB
+//! reply end to end with the bridge's memory after it
 //! (`cargo run --release --example bench -- load [SECONDS]`).
 //!
 //! Every conversation sends its next message as soon as the previous reply finished, so
@@ -20,7 +22,9 @@ use super::turn::Conversation;
 use super::CLEANUP_TIMEOUT;
 
 /// How many conversations send at once, one phase each.
-const PARALLEL: [usize; 3] = [1, 10, 100];
+const PARALLEL: [usize; 3] = [1, 10, BUSIEST];
+/// The most conversations sending at once.
+const BUSIEST: usize = 100;
 /// How long each phase sends, by default.
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// The long reply's size.
@@ -34,6 +38,9 @@ pub struct Phase {
     cpu: Duration,
     /// The store's flushes (each a disk sync) over the window.
     flushes: u64,
+    /// Whether the workspace quota's checks ran (an exec into every box each
+    /// `workspace_check_secs`), as by default.
+    checks: bool,
 }
 
 /// Everything measured.
@@ -53,47 +60,26 @@ pub async fn measure(window: Duration) -> anyhow::Result<LoadReport> {
     let bridge = super::start_bridge(&config).await?;
     let measured = phases(&bridge, window).await;
     super::retire(bridge, CLEANUP_TIMEOUT).await;
-    measured
+    let mut report = measured?;
+    // The busiest phase again without the workspace quota's checks, whose execs into every
+    // box are the engine work that grows with the number of boxes.
+    let dir = tempfile::tempdir().context("creating a temporary data directory")?;
+    let mut config = super::echo_config(dir.path(), BUSIEST + 2, 0);
+    config.limits.workspace_mb = 0;
+    let bridge = super::start_bridge(&config).await?;
+    let unchecked = phase(&bridge, "load-unchecked", BUSIEST, window).await;
+    super::retire(bridge, CLEANUP_TIMEOUT).await;
+    report.phases.push(Phase {
+        checks: false,
+        ..unchecked?
+    });
+    Ok(report)
 }
 
 async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport> {
-    let ticks = clock_ticks();
     let mut phases = Vec::new();
     for (p, &n) in PARALLEL.iter().enumerate() {
-        eprintln!("load: {n} conversations, each sending back to back for {window:?}");
-        let mut conversations: Vec<Conversation> = (0..n)
-            .map(|i| Conversation::watch(bridge, &format!("load{p}-{i:03}")))
-            .collect();
-        // Boxes started and warm before the window opens.
-        for result in join_all(conversations.iter_mut().map(|c| c.turn(bridge, "warm up"))).await {
-            result?;
-        }
-        let flushes_before = bridge.router.store().flushes();
-        let (before, started) = (CpuTime::now()?, Instant::now());
-        let end = started + window;
-        let counts = join_all(conversations.iter_mut().map(|c| async move {
-            let mut replies = 0usize;
-            while Instant::now() < end {
-                c.turn(bridge, &format!("message {replies}")).await?;
-                replies += 1;
-            }
-            anyhow::Ok(replies)
-        }))
-        .await;
-        let wall = started.elapsed();
-        let (_, _, cpu) = CpuTime::now()?.since(before).split(ticks);
-        let flushes = bridge.router.store().flushes() - flushes_before;
-        let mut replies = 0;
-        for count in counts {
-            replies += count?;
-        }
-        phases.push(Phase {
-            conversations: n,
-            replies,
-            wall,
-            cpu,
-            flushes,
-        });
+        phases.push(phase(bridge, &format!("load{p}"), n, window).await?);
     }
     eprintln!("load: one reply of {LONG} bytes");
     let mut long = Conversation::watch(bridge, "load-long");
@@ -115,6 +101,47 @@ async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport>
     })
 }
 
+/// One phase: `n` conversations named after `name`, warmed up, then sending back to back
+/// for `window`.
+async fn phase(bridge: &Bridge, name: &str, n: usize, window: Duration) -> anyhow::Result<Phase> {
+    let ticks = clock_ticks();
+    eprintln!("load: {n} conversations, each sending back to back for {window:?}");
+    let mut conversations: Vec<Conversation> = (0..n)
+        .map(|i| Conversation::watch(bridge, &format!("{name}-{i:03}")))
+        .collect();
+    // Boxes started and warm before the window opens.
+    for result in join_all(conversations.iter_mut().map(|c| c.turn(bridge, "warm up"))).await {
+        result?;
+    }
+    let flushes_before = bridge.router.store().flushes();
+    let (before, started) = (CpuTime::now()?, Instant::now());
+    let end = started + window;
+    let counts = join_all(conversations.iter_mut().map(|c| async move {
+        let mut replies = 0usize;
+        while Instant::now() < end {
+            c.turn(bridge, &format!("message {replies}")).await?;
+            replies += 1;
+        }
+        anyhow::Ok(replies)
+    }))
+    .await;
+    let wall = started.elapsed();
+    let (_, _, cpu) = CpuTime::now()?.since(before).split(ticks);
+    let flushes = bridge.router.store().flushes() - flushes_before;
+    let mut replies = 0;
+    for count in counts {
+        replies += count?;
+    }
+    Ok(Phase {
+        conversations: n,
+        replies,
+        wall,
+        cpu,
+        flushes,
+        checks: true,
+    })
+}
+
 /// The rows, as a table of their own.
 pub fn print(r: &LoadReport) {
     println!(
@@ -126,8 +153,13 @@ pub fn print(r: &LoadReport) {
         let per_second = phase.replies as f64 / phase.wall.as_secs_f64();
         let cpu = phase.cpu.as_secs_f64() * 1000.0 / phase.replies.max(1) as f64;
         let flushes = phase.flushes as f64 / phase.replies.max(1) as f64;
+        let checks = if phase.checks {
+            ""
+        } else {
+            ", workspace checks off"
+        };
         println!(
-            "| {} | {} | {per_second:.0} | {cpu:.2} ms | {flushes:.2} |",
+            "| {}{checks} | {} | {per_second:.0} | {cpu:.2} ms | {flushes:.2} |",
             phase.conversations, phase.replies
         );
     }

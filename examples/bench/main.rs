@@ -31,8 +31,8 @@
 //! - `density`: bridge and engine memory, threads and warm latency at 10, 100, 1,000 and
 //!   3,000 live conversations, or where the machine stops holding more
 //!   (`cargo run --release --example bench -- density [MAX]`).
-//! - `load`: replies per second with 1, 10 and 100 conversations sending back to back, and
-//!   a 100 KB reply (`cargo run --release --example bench -- load [SECONDS]` runs only
+//! - `load`: replies per second with 1, 10 and 100 conversations sending back to back (and
+//!   100 with the workspace quota's checks off), and a 100 KB reply (`cargo run --release --example bench -- load [SECONDS]` runs only
 //!   this part, SECONDS per phase).
 //! - `pool`: new conversations with and without the warm pool, one at a time and in a
 //!   burst, on bridges of their own (`cargo run --release --example bench -- pool [N]
