@@ -28,23 +28,13 @@ async fn a_dm_streams_into_one_edited_message_with_the_agents_text() {
     );
     let (reply, hold) = Reply::held(first, rest);
     model.push_reply(reply);
-    let t = Dc::start(|config, discord| {
-        model.serve(config);
-        discord.allowed_users = vec![ANN.into()];
-    })
-    .await;
-    t.connected().await;
+    let t = Dc::for_ann(&model).await;
     t.fake.dm(DM_ANN, ANN, "say hello");
     hold.arrived().await;
-    let fake = &t.fake;
-    let shown = eventually(REPLY_TIMEOUT, || async {
-        fake.messages(DM_ANN).iter().any(|m| m.content == first)
-    })
-    .await;
     assert!(
-        shown,
+        t.shows(DM_ANN, first).await,
         "the first part never showed: {:?}",
-        fake.messages(DM_ANN)
+        t.fake.messages(DM_ANN)
     );
     hold.release();
     let text = format!("{first}{rest}");

@@ -108,23 +108,13 @@ async fn a_deleted_message_continues_in_a_new_one_and_a_gone_channel_ends_the_re
     let (first, rest) = ("The first half,", " and the rest of it.");
     let (reply, hold) = Reply::held(first, rest);
     model.push_reply(reply);
-    let t = Dc::start(|config, discord| {
-        model.serve(config);
-        discord.allowed_users = vec![ANN.into()];
-    })
-    .await;
-    t.connected().await;
+    let t = Dc::for_ann(&model).await;
 
     // Someone deletes the reply's message while it streams: the edit meets 404 Unknown
     // Message, and the whole part goes out again in a new message.
     t.fake.dm(DM_ANN, ANN, "tell me");
     hold.arrived().await;
-    let fake = &t.fake;
-    let shown = eventually(REPLY_TIMEOUT, || async {
-        fake.messages(DM_ANN).iter().any(|m| m.content == first)
-    })
-    .await;
-    assert!(shown, "the first half never showed");
+    assert!(t.shows(DM_ANN, first).await, "the first half never showed");
     let gone = Failure::Status(404, "Unknown Message".into());
     t.fake.fail("PATCH /channels/{}/messages/{}", [gone]);
     hold.release();

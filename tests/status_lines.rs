@@ -59,20 +59,11 @@ async fn telegram_shows_the_status_line_in_the_draft_and_not_in_the_reply() {
 async fn discord_shows_the_status_line_in_the_message_the_answer_then_takes_over() {
     let model = FakeModel::start().await;
     let hold = tool_then_answer(&model);
-    let t = Dc::start(|config, discord| {
-        model.serve(config);
-        discord.allowed_users = vec![ANN.into()];
-    })
-    .await;
-    t.connected().await;
+    let t = Dc::for_ann(&model).await;
     t.fake.dm(DM_ANN, ANN, "check it");
     hold.arrived().await;
-    let fake = &t.fake;
-    let shown = eventually(REPLY_TIMEOUT, || async {
-        fake.messages(DM_ANN).iter().any(|m| m.content == STATUS)
-    })
-    .await;
-    assert!(shown, "no status line: {:?}", fake.messages(DM_ANN));
+    let shown = t.shows(DM_ANN, STATUS).await;
+    assert!(shown, "no status line: {:?}", t.fake.messages(DM_ANN));
     hold.release();
     // One message: the status line's, edited into the answer.
     let sent = t.reply(DM_ANN, 1, ANSWER).await;

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::discord_fake::{FakeDiscord, Sent, TOKEN};
 use crate::support::logs::logs;
+use crate::support::model::FakeModel;
 use crate::support::{eventually, test_config, Cleanup, REPLY_TIMEOUT};
 
 /// Users, channels and DM channels of the tests.
@@ -96,6 +97,26 @@ impl Dc {
     }
 
     /// Waits until the gateway session is ready (READY handled: the bot knows itself).
+    /// A bridge on `model` that lets Ann in, connected to the fake gateway.
+    pub async fn for_ann(model: &FakeModel) -> Self {
+        let t = Self::start(|config, discord| {
+            model.serve(config);
+            discord.allowed_users = vec![ANN.into()];
+        })
+        .await;
+        t.connected().await;
+        t
+    }
+
+    /// Whether `channel` comes to show a message reading `text`, within the reply timeout.
+    pub async fn shows(&self, channel: &str, text: &str) -> bool {
+        let fake = &self.fake;
+        eventually(REPLY_TIMEOUT, || async {
+            fake.messages(channel).iter().any(|m| m.content == text)
+        })
+        .await
+    }
+
     pub async fn connected(&self) {
         let fake = &self.fake;
         let ready = eventually(REPLY_TIMEOUT, || async { !fake.commands().is_empty() }).await;
