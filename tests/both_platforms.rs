@@ -57,24 +57,24 @@ async fn one_daemon_answers_on_telegram_and_discord_in_boxes_of_their_own() {
         "the daemon did not stop cleanly: {status:?}"
     );
 
-    // The boxes stay for next time: one per conversation, one per platform.
+    // The boxes stay for next time, one per conversation: labelled with it, or a box of
+    // the warm pool that the conversation claimed (its workspace recorded in the store).
     let store = clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
     let sandbox = clawpen::sandbox::Sandbox::connect(&test_config(&data), &store.instance_id())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let mut boxes: Vec<ConversationKey> = sandbox
-        .list()
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|b| b.conversation)
-        .collect();
+    let listed = sandbox.list().await.unwrap_or_default();
+    let labelled = listed.iter().filter_map(|b| b.conversation.clone());
+    let claimed = store.claimed_workspaces().unwrap_or_default().into_values();
+    let mut boxes: Vec<ConversationKey> = labelled.chain(claimed).collect();
     boxes.sort_by_key(ToString::to_string);
+    boxes.dedup();
     assert_eq!(
         boxes,
         [
             ConversationKey::new("discord", DM_ANN),
             ConversationKey::new("telegram", "100"),
-        ]
+        ],
+        "{listed:?}"
     );
 }
