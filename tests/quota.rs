@@ -9,7 +9,7 @@ use clawpen::config::Secret;
 use clawpen::sandbox::quota::Measured;
 use serde_json::json;
 use support::model::{FakeModel, Reply};
-use support::{next_reply, TestBridge};
+use support::{eventually, next_reply, TestBridge};
 
 /// A bridge whose boxes ask `model`, with a 5 MB workspace quota checked every second.
 async fn small_quota_bridge(model: &FakeModel) -> TestBridge {
@@ -103,6 +103,48 @@ async fn a_box_that_writes_past_its_workspace_quota_is_stopped_and_its_chat_told
     assert!(
         matches!(after, Measured::Kib(kib) if kib >= before + 2048 && kib < 5 * 1024),
         "{before} KiB, then {after:?}"
+    );
+    t.stop().await;
+}
+
+/// Waits until the watchdog of `t` started `rounds` rounds in all; returns its counts then.
+async fn after_round(t: &TestBridge, rounds: u64) -> (u64, u64) {
+    let sandbox = t.bridge.router.sandbox();
+    let reached = eventually(Duration::from_secs(60), || async {
+        sandbox.quota_counts().0 >= rounds
+    })
+    .await;
+    assert!(
+        reached,
+        "the watchdog stopped at {:?}",
+        sandbox.quota_counts()
+    );
+    sandbox.quota_counts()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_at_rest_is_measured_every_tenth_round_and_one_at_work_every_round() {
+    let model = FakeModel::start().await;
+    model.push_reply(Reply::text("resting"));
+    // A job left running after its turn keeps its box at work.
+    model.push_reply(Reply::tool_call(
+        "shell",
+        json!({ "command": "(while :; do :; done) >/dev/null 2>&1 &" }),
+    ));
+    model.push_reply(Reply::text("spinning in the background"));
+    let t = small_quota_bridge(&model).await;
+    assert_eq!(t.ask("rest", "hi").await, "resting");
+    assert_eq!(t.ask("work", "spin").await, "spinning in the background");
+    // Two rounds to settle (each box measured once it is seen, and once more after its
+    // turn), then six rounds counted: the one at work is measured in each, the one at rest
+    // at most once (its every-tenth-round measurement), not six times.
+    let (settled, _) = t.bridge.router.sandbox().quota_counts();
+    let (start, before) = after_round(&t, settled + 2).await;
+    let (_, after) = after_round(&t, start + 6).await;
+    let made = after - before;
+    assert!(
+        (5..=7).contains(&made),
+        "{made} measurements in six rounds of a box at work and one at rest"
     );
     t.stop().await;
 }

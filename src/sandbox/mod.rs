@@ -199,6 +199,8 @@ struct Inner {
     starts: Semaphore,
     /// Box starts waiting for a permit of `starts`: the queue's length.
     starts_waiting: AtomicUsize,
+    /// What the workspace quota's watchdog did so far.
+    quota: quota::Counts,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -259,6 +261,7 @@ impl Sandbox {
                 stopped_for: Mutex::new(HashMap::new()),
                 starts: Semaphore::new(STARTS_AT_ONCE),
                 starts_waiting: AtomicUsize::new(0),
+                quota: quota::Counts::default(),
             }),
             metrics: Metrics::off(),
         })

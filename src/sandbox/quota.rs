@@ -18,16 +18,55 @@
 //!   unreadable, a tree too big to walk in time, no room for one more process)
 //!   [`UNMEASURED_LIMIT`] times in a row is stopped as well: measuring it is the condition
 //!   of running it.
+//!
+//! A measurement is an exec, which costs the engine a `runc exec` and the box a shell and
+//! its `du`: with many boxes, more than the replies they serve. Writing to a workspace costs
+//! the writer CPU time, which the engine counts per box at the price of reading a file
+//! (its stats). So a box that used less than [`IDLE_CPU`] since its last measurement (which
+//! a box at rest does: its agent waits on its input) is not measured again that round; it
+//! is measured at least every [`IDLE_ROUNDS`] rounds all the same, and whenever its CPU
+//! time cannot be read. A box at work (a turn, or a job it left running) is measured every
+//! round, as before.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bollard::query_parameters::StatsOptions;
 use clawpen_domain::ContainerId;
 use futures_util::StreamExt;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use super::Sandbox;
+
+/// CPU time a box may use between two rounds and still count as at rest. Writing a few
+/// megabytes costs more; an agent waiting on its input, next to nothing.
+pub const IDLE_CPU: Duration = Duration::from_millis(20);
+
+/// A box at rest is still measured every this many rounds.
+pub const IDLE_ROUNDS: u32 = 10;
+
+/// Boxes whose CPU time is read at once.
+const READ_AT_ONCE: usize = 16;
+
+/// What the watchdog did so far, for tests and the curious.
+#[derive(Debug, Default)]
+pub(crate) struct Counts {
+    rounds: AtomicU64,
+    measured: AtomicU64,
+}
+
+/// One box as the watchdog knows it.
+#[derive(Debug, Default)]
+struct Watched {
+    /// Checks in a row that could not measure it.
+    unmeasured: u32,
+    /// Its CPU time (ns) right after its last measurement, if it could be read.
+    cpu: Option<u64>,
+    /// Rounds since its last measurement.
+    skipped: u32,
+}
 
 /// How long one box's measurement may take.
 pub const MEASURE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -130,6 +169,27 @@ pub fn judge(limit_mb: u64, measured: Measured, unmeasured: &mut u32) -> Verdict
 }
 
 impl Sandbox {
+    /// How many rounds the workspace watchdog ran, and how many measurements it made.
+    pub fn quota_counts(&self) -> (u64, u64) {
+        let counts = &self.inner.quota;
+        (
+            counts.rounds.load(Ordering::Relaxed),
+            counts.measured.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The CPU time a running box used so far, in nanoseconds, as the engine counts it;
+    /// `None` when the engine does not say (a count of 0 is taken for not saying).
+    async fn cpu_used(&self, container: &ContainerId) -> Option<u64> {
+        let options = StatsOptions {
+            stream: false,
+            one_shot: true,
+        };
+        let mut stats = self.inner.docker.stats(container.as_str(), Some(options));
+        let stats = stats.next().await?.ok()?;
+        stats.cpu_stats?.cpu_usage?.total_usage.filter(|&ns| ns > 0)
+    }
+
     /// Measure one running box's workspace.
     pub async fn measure_workspace(&self, container: &ContainerId) -> Measured {
         match self.run_in_box(container, MEASURE, MEASURE_TIMEOUT).await {
@@ -153,14 +213,14 @@ pub async fn watch(sandbox: Sandbox, stop: CancellationToken) {
         tokio::time::interval(Duration::from_secs(sandbox.limits().workspace_check_secs));
     // A round that took longer than the interval is followed by the next, not by a burst.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    // Checks in a row that could not measure each box; boxes no longer running drop out.
-    let mut unmeasured: HashMap<ContainerId, u32> = HashMap::new();
+    // What is known of each box; boxes no longer running drop out.
+    let mut watched: HashMap<ContainerId, Watched> = HashMap::new();
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let round = check_all(&sandbox, limit_mb, &mut unmeasured);
+        let round = check_all(&sandbox, limit_mb, &mut watched);
         tokio::select! {
             _ = round => {}
             _ = stop.cancelled() => return,
@@ -168,8 +228,10 @@ pub async fn watch(sandbox: Sandbox, stop: CancellationToken) {
     }
 }
 
-/// One round: measure every running box (a few at a time) and stop those over quota.
-async fn check_all(sandbox: &Sandbox, limit_mb: u64, unmeasured: &mut HashMap<ContainerId, u32>) {
+/// One round: measure every running box that is at work or due (a few at a time) and stop
+/// those over quota.
+async fn check_all(sandbox: &Sandbox, limit_mb: u64, watched: &mut HashMap<ContainerId, Watched>) {
+    sandbox.inner.quota.rounds.fetch_add(1, Ordering::Relaxed);
     let running: Vec<ContainerId> = match sandbox.list().await {
         Ok(boxes) => boxes
             .into_iter()
@@ -181,18 +243,45 @@ async fn check_all(sandbox: &Sandbox, limit_mb: u64, unmeasured: &mut HashMap<Co
             return;
         }
     };
-    unmeasured.retain(|id, _| running.contains(id));
-    let measured: Vec<(ContainerId, Measured)> = futures_util::stream::iter(running)
+    watched.retain(|id, _| running.contains(id));
+    let cpu: Vec<(ContainerId, Option<u64>)> = futures_util::stream::iter(running)
+        .map(|id| async move {
+            let cpu = sandbox.cpu_used(&id).await;
+            (id, cpu)
+        })
+        .buffer_unordered(READ_AT_ONCE)
+        .collect()
+        .await;
+    let mut due = Vec::new();
+    for (id, now) in cpu {
+        let known = watched.entry(id.clone()).or_default();
+        let at_rest = matches!((known.cpu, now), (Some(then), Some(now))
+            if u128::from(now.saturating_sub(then)) < IDLE_CPU.as_nanos());
+        if at_rest && known.skipped + 1 < IDLE_ROUNDS {
+            known.skipped += 1;
+        } else {
+            due.push(id);
+        }
+    }
+    let measured: Vec<(ContainerId, Measured, Option<u64>)> = futures_util::stream::iter(due)
         .map(|id| async move {
             let measured = sandbox.measure_workspace(&id).await;
-            (id, measured)
+            // Read after the measurement, whose own shell the box's count includes.
+            let cpu = sandbox.cpu_used(&id).await;
+            (id, measured, cpu)
         })
         .buffer_unordered(MEASURED_AT_ONCE)
         .collect()
         .await;
-    for (id, measured) in measured {
-        let count = unmeasured.entry(id.clone()).or_default();
-        let Verdict::Stop(reason) = judge(limit_mb, measured, count) else {
+    sandbox
+        .inner
+        .quota
+        .measured
+        .fetch_add(measured.len() as u64, Ordering::Relaxed);
+    for (id, measured, cpu) in measured {
+        let known = watched.entry(id.clone()).or_default();
+        (known.cpu, known.skipped) = (cpu, 0);
+        let Verdict::Stop(reason) = judge(limit_mb, measured, &mut known.unmeasured) else {
             continue;
         };
         // Stopped in the meantime (idle, or its conversation ended it): nothing to do.
@@ -200,7 +289,7 @@ async fn check_all(sandbox: &Sandbox, limit_mb: u64, unmeasured: &mut HashMap<Co
             continue;
         }
         tracing::warn!(r#box = %id, limit_mb, ?measured, "stopping a box over its workspace quota");
-        unmeasured.remove(&id);
+        watched.remove(&id);
         if let Err(e) = sandbox.stop_for(&id, reason).await {
             tracing::warn!(r#box = %id, error = %e, "could not stop a box over its workspace quota");
         }
