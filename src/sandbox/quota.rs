@@ -252,22 +252,34 @@ async fn check_all(sandbox: &Sandbox, limit_mb: u64, watched: &mut HashMap<Conta
         .buffer_unordered(READ_AT_ONCE)
         .collect()
         .await;
-    let mut due = Vec::new();
+    // The boxes to measure, each with its CPU time now when it is plainly at work.
+    let mut due: Vec<(ContainerId, Option<u64>)> = Vec::new();
     for (id, now) in cpu {
         let known = watched.entry(id.clone()).or_default();
-        let at_rest = matches!((known.cpu, now), (Some(then), Some(now))
-            if u128::from(now.saturating_sub(then)) < IDLE_CPU.as_nanos());
-        if at_rest && known.skipped + 1 < IDLE_ROUNDS {
+        let used = match (known.cpu, now) {
+            (Some(then), Some(now)) => Some(Duration::from_nanos(now.saturating_sub(then))),
+            _ => None,
+        };
+        if used.is_some_and(|used| used < IDLE_CPU) && known.skipped + 1 < IDLE_ROUNDS {
             known.skipped += 1;
         } else {
-            due.push(id);
+            due.push((
+                id,
+                now.filter(|_| used.is_some_and(|used| used >= 5 * IDLE_CPU)),
+            ));
         }
     }
     let measured: Vec<(ContainerId, Measured, Option<u64>)> = futures_util::stream::iter(due)
-        .map(|id| async move {
+        .map(|(id, busy)| async move {
             let measured = sandbox.measure_workspace(&id).await;
-            // Read after the measurement, whose own shell the box's count includes.
-            let cpu = sandbox.cpu_used(&id).await;
+            // A box at work is likely at work next round too: its reading before the
+            // measurement will do. Otherwise it is read again after, since the box's count
+            // includes the measurement's own shell (tens of milliseconds), which would
+            // otherwise make a box at rest look at work.
+            let cpu = match busy {
+                Some(now) => Some(now),
+                None => sandbox.cpu_used(&id).await,
+            };
             (id, measured, cpu)
         })
         .buffer_unordered(MEASURED_AT_ONCE)
