@@ -318,6 +318,10 @@ async fn prune_inbound(store: Store, stop: CancellationToken) {
 
 /// `clawpen run`: the daemon, until SIGINT or SIGTERM.
 pub async fn run(config: Config, adapters: Vec<Arc<dyn Adapter>>) -> Result<(), DaemonError> {
+    // Listening before anything starts: a stop asked for while the bridge starts (a
+    // service manager's, an operator's) is carried out once it has, instead of the
+    // signal's default action killing it half way.
+    let stop = StopSignals::listen();
     let mut bridge = Bridge::start(&config, adapters).await?;
     if let Err(e) = bridge.serve_control(&config).await {
         bridge.shutdown().await;
@@ -329,27 +333,40 @@ pub async fn run(config: Config, adapters: Vec<Arc<dyn Adapter>>) -> Result<(), 
         max_boxes = bridge.router.max_boxes(),
         "clawpen is running"
     );
-    wait_for_signal().await;
+    stop.wait().await;
     bridge.shutdown().await;
     Ok(())
 }
 
-/// Wait for SIGINT or SIGTERM.
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
+/// SIGINT and SIGTERM, listened for from when this is made: one that arrives before
+/// [`StopSignals::wait`] is kept for it.
+struct StopSignals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
         }
-        _ => {
-            tracing::warn!("cannot install signal handlers; stop with ctrl-c");
-            let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Waits for SIGINT or SIGTERM.
+    async fn wait(self) {
+        match (self.int, self.term) {
+            (Some(mut int), Some(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            _ => {
+                tracing::warn!("cannot install signal handlers; stop with ctrl-c");
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 //! run (printed, and repeated by `CLAWPEN_CRASH_SEED`), the kill loop, and the logs of
 //! every start for when a run goes wrong.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,15 +12,21 @@ use super::Cleanup;
 /// How often the kill loop's `work` runs while it waits for the next kill.
 const WORK_EVERY: Duration = Duration::from_millis(25);
 
+/// How long a start may take before [`Daemon::terminate`] stops it anyway.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A `clawpen run` child process, killed when dropped.
-pub struct Daemon(Child);
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
 
 impl Daemon {
     /// Starts `clawpen run` on the data directory `data` (no config file) with `env`
     /// besides; its log goes to `daemon-<run>.log` there.
     pub fn start(data: &Path, run: u32, env: &[(&str, String)]) -> Self {
-        let log =
-            std::fs::File::create(log_path(data, run)).unwrap_or_else(|e| panic!("log file: {e}"));
+        let log_file = log_path(data, run);
+        let log = std::fs::File::create(&log_file).unwrap_or_else(|e| panic!("log file: {e}"));
         let child = Command::new(env!("CARGO_BIN_EXE_clawpen"))
             .arg("run")
             .env_remove("CLAWPEN_CONFIG")
@@ -31,20 +37,33 @@ impl Daemon {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn clawpen: {e}"));
-        Daemon(child)
+        Daemon {
+            child,
+            log: log_file,
+        }
     }
 
     /// SIGKILL, and the exit reaped.
     pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
-    /// SIGTERM, then wait for the exit: after it nothing more reaches the chats.
+    /// SIGTERM once the daemon says it is running (a stop asked for earlier is honoured
+    /// too, but a signal that comes before the process listens at all ends it by default),
+    /// then wait for the exit: after it nothing more reaches the chats.
     pub fn terminate(mut self) -> Option<ExitStatus> {
-        let pid = self.0.id().to_string();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains("clawpen is running") {
+                break;
+            }
+            std::thread::sleep(WORK_EVERY);
+        }
+        let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.0.wait().ok()
+        self.child.wait().ok()
     }
 }
 
