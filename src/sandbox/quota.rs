@@ -44,6 +44,10 @@ use super::Sandbox;
 /// megabytes costs more; an agent waiting on its input, next to nothing.
 pub const IDLE_CPU: Duration = Duration::from_millis(20);
 
+/// CPU time since a box's last reading that marks it plainly at work: likely at work at
+/// the next round too, so its reading before a measurement serves as the next baseline.
+const BUSY_CPU: Duration = Duration::from_millis(100);
+
 /// A box at rest is still measured every this many rounds.
 pub const IDLE_ROUNDS: u32 = 10;
 
@@ -62,7 +66,8 @@ pub(crate) struct Counts {
 struct Watched {
     /// Checks in a row that could not measure it.
     unmeasured: u32,
-    /// Its CPU time (ns) right after its last measurement, if it could be read.
+    /// Its CPU time (ns) at its last measurement, if it could be read: read right after
+    /// it, or just before it for a box plainly at work (see [`BUSY_CPU`]).
     cpu: Option<u64>,
     /// Rounds since its last measurement.
     skipped: u32,
@@ -265,7 +270,7 @@ async fn check_all(sandbox: &Sandbox, limit_mb: u64, watched: &mut HashMap<Conta
         } else {
             due.push((
                 id,
-                now.filter(|_| used.is_some_and(|used| used >= 5 * IDLE_CPU)),
+                now.filter(|_| used.is_some_and(|used| used >= BUSY_CPU)),
             ));
         }
     }

@@ -6,7 +6,7 @@
 use clawpen_domain::Inbound;
 use sled::Transactional;
 
-use super::inbound::{id_key, log_key, InboundState, InsertOutcome, StoredInbound};
+use super::inbound::{id_key, InboundState, InsertOutcome};
 use super::turn::TurnRecord;
 use super::{conversation_prefix, encode, Store, StoreError};
 
@@ -21,33 +21,21 @@ impl Store {
         message: &Inbound,
         record: &TurnRecord,
     ) -> Result<InsertOutcome, StoreError> {
-        let prefix = conversation_prefix(&message.conversation);
-        let message_key = id_key(&prefix, &message.id);
-        let inner = self.db()?;
-        if inner
-            .inbound_ids
-            .contains_key(&message_key)
-            .map_err(|e| self.sled_err(e))?
-        {
-            return Ok(InsertOutcome::Duplicate);
-        }
         let state = InboundState::InTurn {
             turn: record.turn.clone(),
         };
-        let seq = inner.db.generate_id().map_err(|e| self.sled_err(e))?;
-        let entry = encode(&StoredInbound {
-            inbound: message.clone(),
-            state: state.clone(),
-        })?;
+        let Some(entry) = self.new_entry(message, state.clone())? else {
+            return Ok(InsertOutcome::Duplicate);
+        };
+        let prefix = conversation_prefix(&message.conversation);
         let turn_key = record.conversation.to_string();
         let turn = encode(record)?;
+        let inner = self.db()?;
         let outcome = (&inner.turns, &inner.inbound_ids, &inner.inbound)
             .transaction(|(turns, ids, log)| {
-                if ids.get(&message_key)?.is_some() {
+                if entry.insert(ids, log)? == InsertOutcome::Duplicate {
                     return Ok(InsertOutcome::Duplicate);
                 }
-                ids.insert(message_key.as_slice(), &seq.to_be_bytes())?;
-                log.insert(log_key(&prefix, seq), entry.as_slice())?;
                 for id in record.inbound.iter().filter(|id| **id != message.id) {
                     self.update_state(ids, log, &prefix, &id_key(&prefix, id), &state)?;
                 }

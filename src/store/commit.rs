@@ -64,6 +64,7 @@ struct Queued {
 
 /// Hands a job its flush's result.
 type Finish = Box<dyn FnOnce(&Result<(), StoreError>) + Send>;
+
 /// The sending side of the committer; the thread ends when the store is dropped.
 pub(super) struct Committer {
     jobs: mpsc::Sender<Queued>,
@@ -151,9 +152,11 @@ fn run(store: Weak<Inner>, mut queue: mpsc::Receiver<Queued>) {
             return;
         };
         let store = Store { inner };
-        let flush_now = batch
-            .iter()
-            .any(|queued| queued.durability == Durability::Now || clock.is_none());
+        // Without a clock, nothing could wait for a later flush.
+        let flush_now = clock.is_none()
+            || batch
+                .iter()
+                .any(|queued| queued.durability == Durability::Now);
         for queued in batch {
             let finish = (queued.job)(&store);
             match queued.durability {

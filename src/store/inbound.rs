@@ -73,6 +73,31 @@ pub(super) fn id_key(prefix: &[u8], id: &str) -> Vec<u8> {
     key
 }
 
+/// A message on its way into the log (see [`Store::new_entry`]).
+pub(super) struct NewEntry {
+    id_key: Vec<u8>,
+    seq: u64,
+    log_key: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl NewEntry {
+    /// Inside a transaction: logs the message, unless a concurrent redelivery logged it
+    /// first (checked again here); says which.
+    pub(super) fn insert(
+        &self,
+        ids: &TransactionalTree,
+        log: &TransactionalTree,
+    ) -> Result<InsertOutcome, ConflictableTransactionError<StoreError>> {
+        if ids.get(&self.id_key)?.is_some() {
+            return Ok(InsertOutcome::Duplicate);
+        }
+        ids.insert(self.id_key.as_slice(), &self.seq.to_be_bytes())?;
+        log.insert(self.log_key.as_slice(), self.value.as_slice())?;
+        Ok(InsertOutcome::New)
+    }
+}
+
 impl Store {
     /// Logs a message as pending unless the same (conversation, platform id) is already
     /// logged. Returns only once the log is on disk, so the caller may then acknowledge the
@@ -88,37 +113,45 @@ impl Store {
     /// [`Store::insert_inbound`] without the flush, for a commit (whose flush then makes a
     /// duplicate's first copy durable too).
     pub fn insert_inbound_unflushed(&self, message: &Inbound) -> Result<InsertOutcome, StoreError> {
+        // Most redeliveries end here, without spending a sequence number.
+        let Some(entry) = self.new_entry(message, InboundState::Pending)? else {
+            return Ok(InsertOutcome::Duplicate);
+        };
+        let inner = self.db()?;
+        (&inner.inbound_ids, &inner.inbound)
+            .transaction(|(ids, log)| entry.insert(ids, log))
+            .map_err(|e| self.tx_err(e))
+    }
+
+    /// A message not logged yet, ready to be logged in `state` by a transaction; `None`
+    /// if it is logged already.
+    pub(super) fn new_entry(
+        &self,
+        message: &Inbound,
+        state: InboundState,
+    ) -> Result<Option<NewEntry>, StoreError> {
         let prefix = conversation_prefix(&message.conversation);
         let id_key = id_key(&prefix, &message.id);
         let inner = self.db()?;
-        let outcome = if inner
+        if inner
             .inbound_ids
             .contains_key(&id_key)
             .map_err(|e| self.sled_err(e))?
         {
-            // Most redeliveries end here, without spending a sequence number.
-            InsertOutcome::Duplicate
-        } else {
-            // sled's ids increase across restarts too, so they give arrival order.
-            let seq = inner.db.generate_id().map_err(|e| self.sled_err(e))?;
-            let log_key = log_key(&prefix, seq);
-            let value = encode(&StoredInbound {
-                inbound: message.clone(),
-                state: InboundState::Pending,
-            })?;
-            (&inner.inbound_ids, &inner.inbound)
-                .transaction(|(ids, log)| {
-                    // Checked again inside: a concurrent redelivery may have won the race.
-                    if ids.get(&id_key)?.is_some() {
-                        return Ok(InsertOutcome::Duplicate);
-                    }
-                    ids.insert(id_key.as_slice(), &seq.to_be_bytes())?;
-                    log.insert(log_key.as_slice(), value.as_slice())?;
-                    Ok(InsertOutcome::New)
-                })
-                .map_err(|e| self.tx_err(e))?
-        };
-        Ok(outcome)
+            return Ok(None);
+        }
+        // sled's ids increase across restarts too, so they give arrival order.
+        let seq = inner.db.generate_id().map_err(|e| self.sled_err(e))?;
+        let value = encode(&StoredInbound {
+            inbound: message.clone(),
+            state,
+        })?;
+        Ok(Some(NewEntry {
+            log_key: log_key(&prefix, seq),
+            id_key,
+            seq,
+            value,
+        }))
     }
 
     /// Logs a message the platform delivered, without the flush (for a commit): inserts it
