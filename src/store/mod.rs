@@ -47,7 +47,7 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 
 use clawpen_domain::ConversationKey;
 use serde::de::DeserializeOwned;
@@ -131,6 +131,18 @@ struct Trees {
     task_zones: sled::Tree,
 }
 
+/// A handle that does not keep the store open: it tells how many handles still do, for
+/// a caller that closed its own and waits for the store to be free (an in-process restart).
+#[derive(Clone)]
+pub struct WeakStore(Weak<Inner>);
+
+impl WeakStore {
+    /// How many [`Store`] handles are alive; the database closes after the last one goes.
+    pub fn handles(&self) -> usize {
+        self.0.strong_count()
+    }
+}
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store")
@@ -140,6 +152,11 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
+    /// A handle that does not keep the store open.
+    pub fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+
     /// Opens the store in `dir`, creating it (and the directory) on first use.
     ///
     /// Refuses, with an error naming the path, a store another process holds

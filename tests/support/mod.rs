@@ -229,18 +229,25 @@ impl TestBridge {
             bridge,
             cleanup,
         } = self;
+        let store = bridge.router.store().downgrade();
         bridge.shutdown().await;
         // In one process the old store closes as its last handle drops, which a loaded disk
         // can take seconds to finish (a real restart is a new process: the lock goes with
-        // the old one). Opening waits a few seconds by itself; this waits longer.
-        let mut tries = 0;
+        // the old one). Opening waits a few seconds by itself; this waits longer, and says
+        // who still holds it if that is not enough.
+        let began = std::time::Instant::now();
         let bridge = loop {
             match Bridge::start(&config, Vec::new()).await {
                 Ok(bridge) => break bridge,
                 Err(clawpen::daemon::DaemonError::Store(clawpen::store::StoreError::Locked {
                     ..
-                })) if tries < 10 => tries += 1,
-                Err(e) => panic!("restart: {e}"),
+                })) if began.elapsed() < RESTART_WAIT => {}
+                Err(e) => panic!(
+                    "restart after {:?}: {e}; {} handles of the old store alive; threads: {}",
+                    began.elapsed(),
+                    store.handles(),
+                    thread_names()
+                ),
             }
         };
         Self {
@@ -259,6 +266,25 @@ impl TestBridge {
             eprintln!("cleanup failed: {e}");
         }
     }
+}
+
+/// How long an in-process restart waits for the old store to close.
+const RESTART_WAIT: Duration = Duration::from_secs(120);
+
+/// This process's threads by name, with how many of each: who may still hold a store.
+fn thread_names() -> String {
+    let mut names = std::collections::BTreeMap::<String, usize>::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            *names.entry(comm.trim().to_string()).or_default() += 1;
+        }
+    }
+    names
+        .iter()
+        .map(|(name, n)| format!("{name}×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Run a command in a container; returns (exit code, stdout and stderr).
