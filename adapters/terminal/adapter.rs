@@ -78,22 +78,30 @@ impl TerminalAdapter {
     pub fn watch(&self, conversation: &ConversationKey) -> mpsc::Receiver<TerminalEvent> {
         let (tx, rx) = mpsc::channel(WATCHER_CAPACITY);
         let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-        let list = watchers.entry(conversation.clone()).or_default();
-        list.retain(|w| !w.is_closed());
-        list.push(tx);
+        // Watches that ended are forgotten here, in every conversation: a sender kept for
+        // a closed watch holds its channel's buffer for as long as it is kept.
+        watchers.retain(|_, list| {
+            list.retain(|w| !w.is_closed());
+            !list.is_empty()
+        });
+        watchers.entry(conversation.clone()).or_default().push(tx);
         rx
     }
 
     pub(super) async fn emit(&self, conversation: &ConversationKey, event: TerminalEvent) {
         let targets: Vec<_> = {
             let mut watchers = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
-            match watchers.get_mut(conversation) {
+            let targets = match watchers.get_mut(conversation) {
                 Some(list) => {
                     list.retain(|w| !w.is_closed());
                     list.clone()
                 }
                 None => Vec::new(),
+            };
+            if targets.is_empty() {
+                watchers.remove(conversation);
             }
+            targets
         };
         for target in targets {
             // A watcher that went away is simply skipped; the store keeps the reply state.
@@ -181,5 +189,37 @@ impl Adapter for TerminalAdapter {
     async fn finished(&self, conversation: &ConversationKey) -> Result<(), AdapterError> {
         self.emit(conversation, TerminalEvent::Finished).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    impl TerminalAdapter {
+        /// Conversations with a watch kept.
+        fn watched(&self) -> usize {
+            self.watchers.lock().map_or(0, |w| w.len())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watch_that_ended_is_forgotten_by_the_next_watch_or_event() {
+        let terminal = TerminalAdapter::new();
+        let (a, b) = (
+            ConversationKey::new(PLATFORM, "a"),
+            ConversationKey::new(PLATFORM, "b"),
+        );
+        drop(terminal.watch(&a));
+        assert_eq!(terminal.watched(), 1);
+        // Another conversation's watch forgets it.
+        let mut watching_b = terminal.watch(&b);
+        assert_eq!(terminal.watched(), 1);
+        // An event for a conversation whose watch ended forgets that one too.
+        terminal.emit(&b, TerminalEvent::Finished).await;
+        assert_eq!(watching_b.recv().await, Some(TerminalEvent::Finished));
+        drop(watching_b);
+        terminal.emit(&b, TerminalEvent::Finished).await;
+        assert_eq!(terminal.watched(), 0);
     }
 }

@@ -1,9 +1,8 @@
 //! Throughput and long replies: how many messages a second the bridge routes with 1, 10
 //! and 100 conversations sending back to back, what each reply costs it in CPU time and
 //! disk flushes, the 100 again with the workspace quota's checks off (an exec into every
-//! box every `workspace_check_secs`: engine work that grows with the boxes), and a 100 KB
-//! reply end to end with the bridge's memory after it
-//! (`cargo run --release --example bench -- load [SECONDS]`).
+//! box every `workspace_check_secs`: engine work that grows with the boxes), then the long
+//! replies of [`super::long`] (`cargo run --release --example bench -- load [SECONDS]`).
 //!
 //! Every conversation sends its next message as soon as the previous reply finished, so
 //! the figure is the bridge's (and engine's, and agents') ceiling, not an arrival rate.
@@ -17,7 +16,8 @@ use clawpen::daemon::Bridge;
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use super::procfs::{self, clock_ticks, CpuTime};
+use super::long::{self, LongReply};
+use super::procfs::{clock_ticks, CpuTime};
 use super::turn::Conversation;
 use super::CLEANUP_TIMEOUT;
 
@@ -27,8 +27,6 @@ const PARALLEL: [usize; 3] = [1, 10, BUSIEST];
 const BUSIEST: usize = 100;
 /// How long each phase sends, by default.
 pub const WINDOW: Duration = Duration::from_secs(10);
-/// The long reply's size.
-const LONG: usize = 100 * 1024;
 
 /// One phase's figures.
 pub struct Phase {
@@ -46,10 +44,8 @@ pub struct Phase {
 /// Everything measured.
 pub struct LoadReport {
     phases: Vec<Phase>,
-    /// The 100 KB reply: accept to its last text shown, and the RSS after, in KiB.
-    long: Duration,
-    rss_before_long: u64,
-    rss_after_long: u64,
+    /// The long replies.
+    long: Vec<LongReply>,
     window: Duration,
 }
 
@@ -73,6 +69,7 @@ pub async fn measure(window: Duration) -> anyhow::Result<LoadReport> {
         checks: false,
         ..unchecked?
     });
+    report.long = long::measure().await?;
     Ok(report)
 }
 
@@ -81,22 +78,9 @@ async fn phases(bridge: &Bridge, window: Duration) -> anyhow::Result<LoadReport>
     for (p, &n) in PARALLEL.iter().enumerate() {
         phases.push(phase(bridge, &format!("load{p}"), n, window).await?);
     }
-    eprintln!("load: one reply of {LONG} bytes");
-    let mut long = Conversation::watch(bridge, "load-long");
-    long.turn(bridge, "warm up").await?;
-    let rss_before_long = procfs::vm_rss_kib("self").context("reading this process's VmRSS")?;
-    let text = super::words(LONG, "long");
-    let started = Instant::now();
-    long.turn(bridge, &text).await?;
-    let long_took = started.elapsed();
-    // Freed buffers go back once the turn's tasks are done with them.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_after_long = procfs::vm_rss_kib("self").context("reading this process's VmRSS")?;
     Ok(LoadReport {
         phases,
-        long: long_took,
-        rss_before_long,
-        rss_after_long,
+        long: Vec::new(),
         window,
     })
 }
@@ -164,11 +148,5 @@ pub fn print(r: &LoadReport) {
         );
     }
     println!();
-    println!(
-        "A {} KB reply (echo, no delay): {:.0} ms from accept to its whole text shown; bridge RSS {:.1} MiB before, {:.1} MiB after.",
-        LONG / 1024,
-        r.long.as_secs_f64() * 1000.0,
-        r.rss_before_long as f64 / 1024.0,
-        r.rss_after_long as f64 / 1024.0
-    );
+    long::print(&r.long);
 }

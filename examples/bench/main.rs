@@ -32,8 +32,11 @@
 //!   3,000 live conversations, or where the machine stops holding more
 //!   (`cargo run --release --example bench -- density [MAX]`).
 //! - `load`: replies per second with 1, 10 and 100 conversations sending back to back (and
-//!   100 with the workspace quota's checks off), and a 100 KB reply (`cargo run --release --example bench -- load [SECONDS]` runs only
-//!   this part, SECONDS per phase).
+//!   100 with the workspace quota's checks off), then `long` (`cargo run --release
+//!   --example bench -- load [SECONDS]` runs only these, SECONDS per phase).
+//! - `long`: a 100 KB reply end to end against the agent's own streaming time, at two
+//!   paces, and the bridge's memory around it (`cargo run --release --example bench -- long`
+//!   runs only this part).
 //! - `pool`: new conversations with and without the warm pool, one at a time and in a
 //!   burst, on bridges of their own (`cargo run --release --example bench -- pool [N]
 //!   [BURST]` runs only this part, with N one at a time and BURST at once).
@@ -41,6 +44,7 @@
 mod density;
 mod discord;
 mod load;
+mod long;
 mod pool;
 mod procfs;
 mod report;
@@ -173,6 +177,14 @@ async fn main() -> anyhow::Result<()> {
             println!("`cargo run --release --example bench -- load {}`, provider `echo` with `echo_delay_ms = 0`; load average at start {load}, at the end {}", window.as_secs(), load_average());
             println!();
             load::print(&report);
+            return Ok(());
+        }
+        Some("long") => {
+            let load = load_average();
+            let replies = long::measure().await?;
+            println!("`cargo run --release --example bench -- long`, provider `echo`; load average at start {load}, at the end {}", load_average());
+            println!();
+            long::print(&replies);
             return Ok(());
         }
         Some("pool") => {

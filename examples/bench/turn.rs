@@ -179,13 +179,51 @@ pub async fn direct_cold_start(sandbox: &Sandbox, n: usize) -> anyhow::Result<Du
     }
 }
 
-/// A turn request with one message, `ping n`. Built from its wire form, so optional fields
-/// added to the protocol later keep their defaults here instead of breaking this example.
+/// One reply of `text`'s echo without the router: a box of its own for `name`, attached
+/// directly, acknowledging every event as the router does; the time from writing the turn
+/// to the box's last event of it. The agent's (the model's, here the echo's) own streaming
+/// time, with the engine's attach: the floor under a long reply through the bridge.
+pub async fn direct_reply(sandbox: &Sandbox, name: &str, text: &str) -> anyhow::Result<Duration> {
+    let key = ConversationKey::new(PLATFORM, name);
+    let started = sandbox.ensure_box(&key).await?;
+    let mut conn = sandbox.attach(&started.container).await?;
+    conn.send(&ToAgent::Resume {
+        version: VERSION,
+        after: 0,
+    })
+    .await?;
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !matches!(
+        next_output(&mut conn, deadline).await?,
+        BoxOutput::Message(FromAgent::State { .. })
+    ) {}
+    let turn = format!("{name}-turn");
+    let sent = Instant::now();
+    conn.send(&text_request(&turn, text)?).await?;
+    loop {
+        let BoxOutput::Message(FromAgent::Event(event)) = next_output(&mut conn, deadline).await?
+        else {
+            continue;
+        };
+        conn.send(&ToAgent::Ack { seq: event.seq }).await?;
+        if event.turn == turn && event.body == EventBody::Final {
+            return Ok(sent.elapsed());
+        }
+    }
+}
+
+/// A turn request with one message, `ping n`.
 fn turn_request(turn: &str, n: usize) -> anyhow::Result<ToAgent> {
+    text_request(turn, &format!("ping {n}"))
+}
+
+/// A turn request with one message of `text`. Built from its wire form, so optional fields
+/// added to the protocol later keep their defaults here instead of breaking this example.
+fn text_request(turn: &str, text: &str) -> anyhow::Result<ToAgent> {
     serde_json::from_value(serde_json::json!({
         "type": "turn",
         "turn": turn,
-        "messages": [{ "id": turn, "sender": "bench", "at": 0, "text": format!("ping {n}") }],
+        "messages": [{ "id": turn, "sender": "bench", "at": 0, "text": text }],
     }))
     .context("building a turn request")
 }

@@ -249,7 +249,7 @@ pub(crate) fn spawn(
         outbox: outbox.clone(),
         current: None,
     };
-    shared.tracker.spawn(task.run());
+    shared.tracker.spawn(Box::new(task).run());
     outbox
 }
 
@@ -262,7 +262,8 @@ struct Task {
 }
 
 impl Task {
-    async fn run(mut self) {
+    /// Boxed, like the actor: an async fn keeps its arguments for its whole run.
+    async fn run(mut self: Box<Self>) {
         loop {
             let outbox = self.outbox.clone();
             let notified = outbox.wake.notified();
@@ -275,17 +276,19 @@ impl Task {
                 let Some(op) = self.outbox.lock().side.pop_front() else {
                     break;
                 };
-                self.perform(op).await;
+                Box::pin(self.perform(op)).await;
             }
+            // Boxed, as the actor's work is: what a conversation at rest keeps is only this
+            // loop's own state.
             if self.current.as_ref().is_some_and(|c| c.finished) {
-                self.finish().await;
+                Box::pin(self.finish()).await;
                 continue;
             }
             if let Some(current) = self.current.as_mut() {
-                match current.stream.pump().await {
+                match Box::pin(current.stream.pump()).await {
                     Ok(()) => {}
                     Err(AdapterError::RateLimited { retry_after }) => {
-                        self.give_up(retry_after).await;
+                        Box::pin(self.give_up(retry_after)).await;
                         continue;
                     }
                     Err(e) => {

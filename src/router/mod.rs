@@ -284,8 +284,9 @@ impl Router {
         // JSON logs). At error level so that it is there whatever the log filter lets through.
         let span =
             tracing::error_span!("conversation", conversation = %key, platform = %key.platform);
-        let actor = Actor::new(key, self.shared.clone(), rx, idle);
-        self.shared.tracker.spawn(actor.run(start).instrument(span));
+        let actor = Box::new(Actor::new(key, self.shared.clone(), rx, idle));
+        let run = actor.run(Box::new(start));
+        self.shared.tracker.spawn(run.instrument(span));
         tx
     }
 

@@ -88,14 +88,19 @@ impl BoxInput {
 /// actor takes each message.
 #[derive(Debug)]
 pub struct Outputs {
-    rx: mpsc::Receiver<(BoxOutput, OwnedSemaphorePermit)>,
+    rx: mpsc::Receiver<Queued>,
 }
+
+/// One output in the queue, boxed: the queue's first block is allocated with the queue
+/// and kept for as long as the box is attached, 32 slots of this, so at a pointer each
+/// an attached box at rest holds 32 pointers, not 32 messages' room.
+type Queued = Box<(BoxOutput, OwnedSemaphorePermit)>;
 
 impl Outputs {
     /// The next output of the box; `None` once the reader is gone.
     pub async fn recv(&mut self) -> Option<BoxOutput> {
         // The permit drops here: its bytes are free for the reader again.
-        self.rx.recv().await.map(|(output, _permit)| output)
+        self.rx.recv().await.map(|queued| queued.0)
     }
 
     /// Whether the reader is gone (the box's output ended).
@@ -134,7 +139,7 @@ impl BoxConn {
             .attach_container(container.as_str(), Some(options))
             .await
             .map_err(|e| SandboxError::from_engine("attach", container.as_str(), e))?;
-        let (tx, rx) = mpsc::channel(OUTPUT_CAPACITY);
+        let (tx, rx) = mpsc::channel::<Queued>(OUTPUT_CAPACITY);
         let budget = Arc::new(Semaphore::new(OUTPUT_BYTES));
         let name = container.to_string();
         let mut stream = attached.output;
@@ -187,13 +192,13 @@ impl BoxConn {
                             BoxOutput::Malformed("line longer than the protocol allows".into())
                         }
                     };
-                    if tx.send((out, permit)).await.is_err() {
+                    if tx.send(Box::new((out, permit))).await.is_err() {
                         return;
                     }
                 }
             }
             if let Ok(permit) = budget.acquire_many_owned(0).await {
-                let _ = tx.send((BoxOutput::Closed, permit)).await;
+                let _ = tx.send(Box::new((BoxOutput::Closed, permit))).await;
             }
         });
         let (lines, mut queue) = mpsc::channel::<Vec<u8>>(INPUT_CAPACITY);

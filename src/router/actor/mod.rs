@@ -215,6 +215,16 @@ struct EngineWait {
     tries: u32,
 }
 
+/// The actor's timers; it sleeps until the earliest one due.
+#[derive(Clone, Copy)]
+enum Timer {
+    Replay,
+    RetryTurn,
+    Typing,
+    Stall,
+    Idle,
+}
+
 /// What the actor's select loop woke up for.
 enum Wake {
     Command(Option<Command>),
@@ -256,7 +266,10 @@ impl Actor {
         }
     }
 
-    pub(crate) async fn run(mut self, start: Start) {
+    /// The actor's life. Itself and its start are boxed: an async fn keeps its arguments
+    /// for its whole run, and every conversation at rest holds this future.
+    pub(crate) async fn run(mut self: Box<Self>, start: Box<Start>) {
+        let start = *start;
         self.queue.extend(start.queue);
         for message in start.context {
             self.add_context(message);
@@ -265,9 +278,9 @@ impl Actor {
             self.deliver_pending(pending);
         }
         if let Some(record) = start.resume {
-            self.resume(record).await;
+            Box::pin(self.resume(record)).await;
         } else if start.adopt {
-            if let Err(e) = self.ensure_session().await {
+            if let Err(e) = Box::pin(self.ensure_session()).await {
                 tracing::warn!(conversation = %self.key, error = %e, "could not re-adopt the box");
             }
         }
@@ -276,7 +289,7 @@ impl Actor {
             let turn_due = self.retry_turn_at.is_none_or(|at| at <= self.now());
             if self.turn.is_none() && !self.queue.is_empty() && !shutting_down && turn_due {
                 self.retry_turn_at = None;
-                self.start_turn().await;
+                Box::pin(self.start_turn()).await;
                 continue;
             }
             self.publish_status();
@@ -291,7 +304,7 @@ impl Actor {
                     Retire::Stay(left, mailbox) => {
                         self.mailbox = mailbox;
                         for command in left {
-                            self.on_command(command).await;
+                            Box::pin(self.on_command(command)).await;
                         }
                         continue;
                     }
@@ -300,16 +313,19 @@ impl Actor {
             self.idle.store(self.ready_for_turn(), Ordering::Release);
             let wake = self.wait().await;
             self.idle.store(false, Ordering::Release);
+            // Each piece of work is boxed for as long as it runs: the actor's own future
+            // then holds only what waiting needs, which is what every conversation at rest
+            // keeps in memory (the largest piece would otherwise set its size for all).
             match wake {
-                Wake::Command(Some(command)) => self.on_command(command).await,
+                Wake::Command(Some(command)) => Box::pin(self.on_command(command)).await,
                 Wake::Command(None) => break,
-                Wake::Output(output) => self.on_output(output).await,
-                Wake::Stored(result) => self.on_stored(result).await,
-                Wake::Replay => self.replay_due().await,
+                Wake::Output(output) => Box::pin(self.on_output(output)).await,
+                Wake::Stored(result) => Box::pin(self.on_stored(result)).await,
+                Wake::Replay => Box::pin(self.replay_due()).await,
                 Wake::RetryTurn => {}
                 Wake::Typing => self.typing(),
-                Wake::Stall => self.stalled().await,
-                Wake::Idle => self.idle_stop().await,
+                Wake::Stall => Box::pin(self.stalled()).await,
+                Wake::Idle => Box::pin(self.idle_stop()).await,
                 Wake::Shutdown => {}
             }
         }
@@ -365,7 +381,18 @@ impl Actor {
         let idle_due = (self.turn.is_none() && self.session.is_some())
             .then(|| self.last_activity + self.shared.config.idle_timeout);
         let replay_due = self.session.as_ref().and_then(|s| s.replay_at);
-        let retry_turn = self.retry_turn_at;
+        // One timer, for the earliest of them (the first listed on a tie): an actor at
+        // rest keeps one sleep, not five.
+        let timer = [
+            (replay_due, Timer::Replay),
+            (self.retry_turn_at, Timer::RetryTurn),
+            (typing_due, Timer::Typing),
+            (stall_due, Timer::Stall),
+            (idle_due, Timer::Idle),
+        ]
+        .into_iter()
+        .filter_map(|(due, timer)| Some((due?, timer)))
+        .min_by_key(|(due, _)| *due);
         let shutdown = self.shared.shutdown.clone();
         let watch_shutdown = self.turn.is_none() && !shutdown.is_cancelled();
         let session = self.session.as_mut();
@@ -374,11 +401,15 @@ impl Actor {
             command = self.mailbox.recv() => Wake::Command(command),
             output = recv_output(session) => Wake::Output(output),
             stored = wait_commit(commit) => Wake::Stored(stored),
-            _ = clock.sleep_until(replay_due.unwrap_or(far)), if replay_due.is_some() => Wake::Replay,
-            _ = clock.sleep_until(retry_turn.unwrap_or(far)), if retry_turn.is_some() => Wake::RetryTurn,
-            _ = clock.sleep_until(typing_due.unwrap_or(far)), if typing_due.is_some() => Wake::Typing,
-            _ = clock.sleep_until(stall_due.unwrap_or(far)), if stall_due.is_some() => Wake::Stall,
-            _ = clock.sleep_until(idle_due.unwrap_or(far)), if idle_due.is_some() => Wake::Idle,
+            _ = clock.sleep_until(timer.map_or(far, |(due, _)| due)), if timer.is_some() => {
+                match timer.map(|(_, timer)| timer) {
+                    Some(Timer::Replay) => Wake::Replay,
+                    Some(Timer::RetryTurn) => Wake::RetryTurn,
+                    Some(Timer::Typing) => Wake::Typing,
+                    Some(Timer::Stall) => Wake::Stall,
+                    Some(Timer::Idle) | None => Wake::Idle,
+                }
+            }
             _ = shutdown.cancelled(), if watch_shutdown => Wake::Shutdown,
         }
     }
