@@ -1,6 +1,6 @@
 //! New conversations with and without the warm pool: one at a time, and a burst of many
-//! at once, on bridges of their own (`warm_pool` 0 and 2), so the main run's figures keep
-//! their meaning (its bridge runs without a pool).
+//! at once, on bridges of their own (`warm_pool` 0 and 2, then a pool as large as the
+//! burst), so the main run's figures keep their meaning (its bridge runs without a pool).
 //!
 //! One at a time, a new conversation with the pool is measured once the pool is full
 //! again, which is what a conversation arriving at an ordinary pace meets. The burst sends
@@ -38,17 +38,22 @@ pub struct PoolReport {
     pub burst_cold: Vec<Duration>,
     /// All at once, with the pool full when they came.
     pub burst_warm: Vec<Duration>,
+    /// All at once, with a full pool as large as the burst.
+    pub burst_pooled: Vec<Duration>,
 }
 
 /// Runs both bridges: `samples` conversations one at a time, then `burst` at once.
 pub async fn measure(samples: usize, burst: usize) -> anyhow::Result<PoolReport> {
     let (cold, burst_cold) = run(0, samples, burst).await?;
     let (warm, burst_warm) = run(WARM_POOL, samples, burst).await?;
+    // What an operator who expects bursts can buy: a pool that holds one.
+    let (_, burst_pooled) = run(burst, 0, burst).await?;
     Ok(PoolReport {
         cold,
         warm,
         burst_cold,
         burst_warm,
+        burst_pooled,
     })
 }
 
@@ -119,5 +124,9 @@ pub fn print(r: &PoolReport) {
     row(
         &format!("{n} at once, `warm_pool = {WARM_POOL}`"),
         &r.burst_warm,
+    );
+    row(
+        &format!("{n} at once, `warm_pool = {n}` (pool full when they come)"),
+        &r.burst_pooled,
     );
 }

@@ -8,7 +8,6 @@ use super::{
     Report, Storage, COLD_SAMPLES, CPU_TURNS, IDLE_CONVERSATIONS, IDLE_WINDOW, LONG_REPLY,
 };
 
-/// Print the whole table to stdout.
 /// One latency row: what, how many samples, p50 and p99.
 pub fn latency_row(what: &str, samples: &[Duration]) {
     println!(
@@ -19,6 +18,7 @@ pub fn latency_row(what: &str, samples: &[Duration]) {
     );
 }
 
+/// Print the whole table to stdout.
 pub fn print(r: &Report, engine: &str, load: &str, load_end: &str, took: Duration) {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let memory = proc_kib("/proc/meminfo", "MemTotal").map_or("?".into(), |kib| {
@@ -58,6 +58,16 @@ pub fn print(r: &Report, engine: &str, load: &str, load_end: &str, took: Duratio
     row(
         "Cold start without the router: volume and box created, started, attached, turn written → first event",
         &r.cold_direct,
+    );
+    println!();
+    let ratio = |of: &[Duration], floor: &[Duration]| {
+        percentile(of, 50.0).as_secs_f64() / percentile(floor, 50.0).as_secs_f64().max(1e-9)
+    };
+    println!(
+        "Against the engine's floor, p50: a warm turn is {:.2}× the direct-attach row ({:.2}× through Discord), a cold start {:.2}× the cold start without the router.",
+        ratio(&r.warm, &r.direct),
+        ratio(&r.discord, &r.direct),
+        ratio(&r.cold, &r.cold_direct)
     );
     println!();
     print_memory(r);

@@ -109,46 +109,43 @@ pub async fn direct_round_trips(
     warm_up: usize,
     samples: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let key = ConversationKey::new(PLATFORM, "bench-direct");
-    let started = sandbox.ensure_box(&key).await?;
-    let mut conn = sandbox.attach(&started.container).await?;
-    conn.send(&ToAgent::Resume {
-        version: VERSION,
-        after: 0,
-    })
-    .await?;
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while !matches!(
-        next_output(&mut conn, deadline).await?,
-        BoxOutput::Message(FromAgent::State { .. })
-    ) {}
+    let mut conn = attached_box(sandbox, "bench-direct").await?;
     let mut times = Vec::new();
     for n in 0..warm_up + samples {
         let turn = format!("direct-{n}");
-        let request = turn_request(&turn, n)?;
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        let sent = Instant::now();
-        conn.send(&request).await?;
-        let mut first = None;
-        loop {
-            let BoxOutput::Message(FromAgent::Event(event)) =
-                next_output(&mut conn, deadline).await?
-            else {
-                continue;
-            };
-            if event.turn == turn {
-                first.get_or_insert_with(|| sent.elapsed());
-            }
-            conn.send(&ToAgent::Ack { seq: event.seq }).await?;
-            if event.turn == turn && event.body == EventBody::Final {
-                break;
-            }
-        }
+        let (first, _) = direct_turn(&mut conn, &turn, turn_request(&turn, n)?).await?;
         if n >= warm_up {
-            times.push(first.context("the turn ended without an event")?);
+            times.push(first);
         }
     }
     Ok(times)
+}
+
+/// Writes one turn to a directly attached box and acknowledges every event as the router
+/// does, until the turn's last; the times from the write to the turn's first event and to
+/// its last.
+async fn direct_turn(
+    conn: &mut BoxConn,
+    turn: &str,
+    request: ToAgent,
+) -> anyhow::Result<(Duration, Duration)> {
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    let sent = Instant::now();
+    conn.send(&request).await?;
+    let mut first = None;
+    loop {
+        let BoxOutput::Message(FromAgent::Event(event)) = next_output(conn, deadline).await? else {
+            continue;
+        };
+        if event.turn == turn {
+            first.get_or_insert_with(|| sent.elapsed());
+        }
+        conn.send(&ToAgent::Ack { seq: event.seq }).await?;
+        if event.turn == turn && event.body == EventBody::Final {
+            let first = first.context("the turn ended without an event")?;
+            return Ok((first, sent.elapsed()));
+        }
+    }
 }
 
 /// A new conversation's cold start without the router: its volume and box created and
@@ -159,13 +156,7 @@ pub async fn direct_cold_start(sandbox: &Sandbox, n: usize) -> anyhow::Result<Du
     let key = ConversationKey::new(PLATFORM, format!("bench-cold-direct-{n}"));
     let began = Instant::now();
     let deadline = began + REPLY_TIMEOUT;
-    let started = sandbox.ensure_box(&key).await?;
-    let mut conn = sandbox.attach(&started.container).await?;
-    conn.send(&ToAgent::Resume {
-        version: VERSION,
-        after: 0,
-    })
-    .await?;
+    let mut conn = attach_and_resume(sandbox, &key).await?;
     let turn = format!("cold-direct-{n}");
     conn.send(&turn_request(&turn, n)?).await?;
     loop {
@@ -184,32 +175,38 @@ pub async fn direct_cold_start(sandbox: &Sandbox, n: usize) -> anyhow::Result<Du
 /// to the box's last event of it. The agent's (the model's, here the echo's) own streaming
 /// time, with the engine's attach: the floor under a long reply through the bridge.
 pub async fn direct_reply(sandbox: &Sandbox, name: &str, text: &str) -> anyhow::Result<Duration> {
-    let key = ConversationKey::new(PLATFORM, name);
-    let started = sandbox.ensure_box(&key).await?;
+    let mut conn = attached_box(sandbox, name).await?;
+    // A short turn first, as the bridge's conversation has one: the agent is warm for both.
+    let mut took = Duration::ZERO;
+    for (n, text) in ["warm up", text].into_iter().enumerate() {
+        let turn = format!("{name}-{n}");
+        (_, took) = direct_turn(&mut conn, &turn, text_request(&turn, text)?).await?;
+    }
+    Ok(took)
+}
+
+/// A box of its own for the terminal conversation `name`, attached directly and resumed,
+/// as the router does it, once it said its state.
+async fn attached_box(sandbox: &Sandbox, name: &str) -> anyhow::Result<BoxConn> {
+    let mut conn = attach_and_resume(sandbox, &ConversationKey::new(PLATFORM, name)).await?;
+    let deadline = Instant::now() + REPLY_TIMEOUT;
+    while !matches!(
+        next_output(&mut conn, deadline).await?,
+        BoxOutput::Message(FromAgent::State { .. })
+    ) {}
+    Ok(conn)
+}
+
+/// The box of `key`, created and started if need be, attached and asked to resume.
+async fn attach_and_resume(sandbox: &Sandbox, key: &ConversationKey) -> anyhow::Result<BoxConn> {
+    let started = sandbox.ensure_box(key).await?;
     let mut conn = sandbox.attach(&started.container).await?;
     conn.send(&ToAgent::Resume {
         version: VERSION,
         after: 0,
     })
     .await?;
-    let deadline = Instant::now() + REPLY_TIMEOUT;
-    while !matches!(
-        next_output(&mut conn, deadline).await?,
-        BoxOutput::Message(FromAgent::State { .. })
-    ) {}
-    let turn = format!("{name}-turn");
-    let sent = Instant::now();
-    conn.send(&text_request(&turn, text)?).await?;
-    loop {
-        let BoxOutput::Message(FromAgent::Event(event)) = next_output(&mut conn, deadline).await?
-        else {
-            continue;
-        };
-        conn.send(&ToAgent::Ack { seq: event.seq }).await?;
-        if event.turn == turn && event.body == EventBody::Final {
-            return Ok(sent.elapsed());
-        }
-    }
+    Ok(conn)
 }
 
 /// A turn request with one message, `ping n`.
