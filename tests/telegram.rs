@@ -6,15 +6,14 @@ mod support;
 #[path = "support/telegram/mod.rs"]
 mod telegram_fake;
 
-use std::process::{Child, Command, Stdio};
-
 use clawpen::adapters::telegram::TelegramAdapter;
 use clawpen::adapters::terminal::TerminalEvent;
 use clawpen::adapters::{Adapter, InboundSink, Upload};
 use serde_json::json;
+use support::daemon::{cleanup, telegram_env, Daemon};
 use support::logs::logged;
 use support::model::{FakeModel, Reply};
-use support::{eventually, test_config, REPLY_TIMEOUT};
+use support::{eventually, REPLY_TIMEOUT};
 use telegram_fake::bridge::{key, telegram_config, Tg};
 use telegram_fake::{Failure, FakeTelegram, Sent, BOT_ID, TOKEN};
 
@@ -443,39 +442,13 @@ async fn unknown_and_malformed_updates_are_skipped_with_a_log_line() {
     t.stop().await;
 }
 
-/// A `clawpen run` child process, killed (SIGKILL) when dropped, so that a failing test
-/// leaves no daemon behind.
-struct Daemon(Child);
-
-impl Daemon {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn daemon(data: &std::path::Path, fake: &FakeTelegram, chat: i64) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_clawpen"))
-        .arg("run")
-        .env_remove("CLAWPEN_CONFIG")
-        .env("CLAWPEN_DATA_DIR", data)
-        .env("CLAWPEN_ECHO_DELAY_MS", "250")
-        .env("TELEGRAM_BOT_TOKEN", TOKEN)
-        .env("TELEGRAM_API_URL", fake.url())
-        .env("CLAWPEN_TELEGRAM_ALLOWED_CHATS", chat.to_string())
-        .env("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn clawpen: {e}"));
-    Daemon(child)
+/// `clawpen run` on `data`, talking to `fake` and letting in `chat`; its log is `daemon-<run>.log`
+/// in `data`.
+fn daemon(data: &std::path::Path, run: u32, fake: &FakeTelegram, chat: i64) -> Daemon {
+    let mut env = telegram_env(fake.url(), TOKEN, &[chat]);
+    env.push(("CLAWPEN_ECHO_DELAY_MS", "250".into()));
+    env.push(("CLAWPEN_LOG", "clawpen=debug,clawpen_adapters=debug".into()));
+    Daemon::start(data, run, &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,8 +459,10 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
     let data = dir.path().to_path_buf();
     let text: String = (1..=45).map(|n| format!("word{n} ")).collect::<String>();
     let text = text.trim_end();
+    // Removes the daemons' boxes however the test ends.
+    let _cleanup = cleanup(&data);
 
-    let mut first = daemon(&data, &fake, chat);
+    let mut first = daemon(&data, 0, &fake, chat);
     fake.send(fake.message(chat, 101, &format!("@ClawBot {text}")));
     // Killed once the reply was edited: an edit comes only after the sent message's id is
     // stored, so the kill is past the first send's one-round-trip window (Telegram has no
@@ -505,7 +480,7 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
         "killed too late: {before:?}"
     );
 
-    let mut second = daemon(&data, &fake, chat);
+    let mut second = daemon(&data, 1, &fake, chat);
     let done = eventually(REPLY_TIMEOUT, || async {
         fake.messages(chat).iter().any(|m| m.text == text)
     })
@@ -515,14 +490,6 @@ async fn sigkill_mid_reply_then_restart_shows_one_complete_reply() {
     assert!(done, "no complete reply after the restart: {after:#?}");
     assert_eq!(after.len(), 1, "the reply was repeated: {after:#?}");
     assert_eq!(after[0].id, before[0].id, "the same message was finished");
-
-    // Remove the boxes the daemon's instance left.
-    let store = clawpen::store::Store::open(&data.join("store")).unwrap_or_else(|e| panic!("{e}"));
-    let config = test_config(&data);
-    let sandbox = clawpen::sandbox::Sandbox::connect(&config, &store.instance_id())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    let _ = sandbox.remove_all().await;
 }
 
 /// Posts a JSON body to the webhook server; returns the HTTP status.
