@@ -28,7 +28,7 @@
 //! time cannot be read. A box at work (a turn, or a job it left running) is measured every
 //! round, as before.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -248,7 +248,8 @@ async fn check_all(sandbox: &Sandbox, limit_mb: u64, watched: &mut HashMap<Conta
             return;
         }
     };
-    watched.retain(|id, _| running.contains(id));
+    let still_running: HashSet<&ContainerId> = running.iter().collect();
+    watched.retain(|id, _| still_running.contains(id));
     let cpu: Vec<(ContainerId, Option<u64>)> = futures_util::stream::iter(running)
         .map(|id| async move {
             let cpu = sandbox.cpu_used(&id).await;

@@ -225,6 +225,19 @@ enum Timer {
     Idle,
 }
 
+impl Timer {
+    /// What the actor woke up for when this timer was due.
+    fn wake(self) -> Wake {
+        match self {
+            Timer::Replay => Wake::Replay,
+            Timer::RetryTurn => Wake::RetryTurn,
+            Timer::Typing => Wake::Typing,
+            Timer::Stall => Wake::Stall,
+            Timer::Idle => Wake::Idle,
+        }
+    }
+}
+
 /// What the actor's select loop woke up for.
 enum Wake {
     Command(Option<Command>),
@@ -393,6 +406,7 @@ impl Actor {
         .into_iter()
         .filter_map(|(due, timer)| Some((due?, timer)))
         .min_by_key(|(due, _)| *due);
+        let (due, due_timer) = timer.unwrap_or((far, Timer::Idle));
         let shutdown = self.shared.shutdown.clone();
         let watch_shutdown = self.turn.is_none() && !shutdown.is_cancelled();
         let session = self.session.as_mut();
@@ -401,15 +415,7 @@ impl Actor {
             command = self.mailbox.recv() => Wake::Command(command),
             output = recv_output(session) => Wake::Output(output),
             stored = wait_commit(commit) => Wake::Stored(stored),
-            _ = clock.sleep_until(timer.map_or(far, |(due, _)| due)), if timer.is_some() => {
-                match timer.map(|(_, timer)| timer) {
-                    Some(Timer::Replay) => Wake::Replay,
-                    Some(Timer::RetryTurn) => Wake::RetryTurn,
-                    Some(Timer::Typing) => Wake::Typing,
-                    Some(Timer::Stall) => Wake::Stall,
-                    Some(Timer::Idle) | None => Wake::Idle,
-                }
-            }
+            _ = clock.sleep_until(due), if timer.is_some() => due_timer.wake(),
             _ = shutdown.cancelled(), if watch_shutdown => Wake::Shutdown,
         }
     }
